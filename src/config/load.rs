@@ -1,0 +1,296 @@
+//! Reading files: the gateway config, the key files it names, the JWKS file and the
+//! policy file. Used at start, by `authgate check`, and on every SIGHUP reload.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::file::{GatewayFile, PolicyFile};
+use super::jwks;
+use super::problem::{Problem, Problems, Reporter};
+use super::settings::{KeyMaterial, Settings};
+use super::validate::{self, ip_list};
+use crate::policy::directory::{ApiKeyEntry, Directory, LimitOverride, OrgPolicy, PartnerPolicy};
+use crate::policy::jwt::VerifyKey;
+
+/// What a reload re-reads: the policy file and the key files.
+pub struct PolicyFiles {
+    pub directory: Directory,
+    /// `[[jwt.keys]]` plus the JWKS `file`, in that order.
+    pub keys: Vec<Arc<VerifyKey>>,
+}
+
+/// Everything needed to start: settings plus the first policy.
+pub struct Loaded {
+    pub settings: Settings,
+    pub policy: PolicyFiles,
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String, Problems> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem { file: path.to_path_buf(), line: None, message: format!("cannot read {what}: {e}") }])
+    })
+}
+
+/// Loads and validates the gateway config and everything it names. Reports every problem.
+pub fn load(config_path: &Path) -> Result<Loaded, Problems> {
+    let display_path = config_path.to_path_buf();
+    let config_path = absolute(config_path);
+    let text = read_text(&display_path, "config file")?;
+    let mut r = Reporter::new(&display_path, &text);
+    let file: GatewayFile = match toml::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            r.parse_error(&e);
+            return Err(r.finish());
+        }
+    };
+    let settings = validate::settings(&file, &config_path, &mut r);
+    let mut problems = r.finish();
+    match load_policy_files(&settings) {
+        Ok(policy) if problems.is_empty() => Ok(Loaded { settings, policy }),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
+}
+
+/// Reads the key files and the policy file the settings name (start and reload).
+pub fn load_policy_files(settings: &Settings) -> Result<PolicyFiles, Problems> {
+    let mut problems = Problems::default();
+    let keys = match load_keys(settings) {
+        Ok(k) => k,
+        Err(p) => {
+            problems.extend(p);
+            vec![]
+        }
+    };
+    let directory = match load_directory(settings) {
+        Ok(d) => Some(d),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    };
+    match directory {
+        Some(directory) if problems.is_empty() => Ok(PolicyFiles { directory, keys }),
+        _ => Err(problems),
+    }
+}
+
+/// Loads the configured keys and the JWKS file.
+pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
+    let mut problems = Vec::new();
+    let mut keys = Vec::new();
+    let cfg = &settings.config_path;
+    for k in &settings.keys {
+        let at = |message: String| Problem { file: cfg.clone(), line: Some(k.line), message };
+        let key = match &k.material {
+            KeyMaterial::SecretEnv(var) => match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => Ok(DecodingKey::from_secret(v.as_encoded_bytes())),
+                _ => Err(at(format!("key {:?}: environment variable {var} is not set", k.kid))),
+            },
+            KeyMaterial::SecretFile(path) => match std::fs::read(path) {
+                Ok(bytes) => {
+                    let secret = strip_one_newline(&bytes);
+                    if secret.is_empty() {
+                        Err(at(format!("key {:?}: secret file {} is empty", k.kid, path.display())))
+                    } else {
+                        Ok(DecodingKey::from_secret(secret))
+                    }
+                }
+                Err(e) => Err(at(format!("key {:?}: cannot read secret_file {}: {e}", k.kid, path.display()))),
+            },
+            KeyMaterial::PublicKeyFile(path) => match std::fs::read(path) {
+                Ok(pem) => public_key(k.algorithm, &pem).map_err(|e| {
+                    at(format!("key {:?}: {} is not a usable {:?} public key: {e}", k.kid, path.display(), k.algorithm))
+                }),
+                Err(e) => Err(at(format!("key {:?}: cannot read public_key_file {}: {e}", k.kid, path.display()))),
+            },
+        };
+        match key {
+            Ok(key) => keys.push(Arc::new(VerifyKey { kid: k.kid.clone(), algorithms: vec![k.algorithm], key })),
+            Err(p) => problems.push(p),
+        }
+    }
+    if let Some(path) = settings.jwks.as_ref().and_then(|j| j.file.as_ref()) {
+        match std::fs::read(path) {
+            Ok(text) => match jwks::parse(&text, &settings.fixed.jwt.algorithms) {
+                Ok((found, skipped)) => {
+                    for s in skipped {
+                        tracing::warn!(file = %path.display(), "JWKS: {s}");
+                    }
+                    let configured: HashSet<&str> = settings.keys.iter().map(|k| k.kid.as_str()).collect();
+                    for k in found {
+                        if configured.contains(k.kid.as_str()) {
+                            problems.push(Problem {
+                                file: path.clone(),
+                                line: None,
+                                message: format!("kid {:?} is also a [[jwt.keys]] entry", k.kid),
+                            });
+                        } else {
+                            keys.push(k);
+                        }
+                    }
+                }
+                Err(e) => problems.push(Problem { file: path.clone(), line: None, message: e }),
+            },
+            Err(e) => problems.push(Problem { file: path.clone(), line: None, message: format!("cannot read JWKS file: {e}") }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(keys)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn public_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+    use jsonwebtoken::AlgorithmFamily;
+    match alg.family() {
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
+        AlgorithmFamily::Hmac => Ok(DecodingKey::from_secret(pem)),
+    }
+}
+
+/// Secret files end with at most one newline that is not part of the secret.
+pub fn strip_one_newline(bytes: &[u8]) -> &[u8] {
+    let b = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if bytes.len() != b.len() {
+        b.strip_suffix(b"\r").unwrap_or(b)
+    } else {
+        b
+    }
+}
+
+/// Reads and validates the policy file.
+pub fn load_directory(settings: &Settings) -> Result<Directory, Problems> {
+    let path = &settings.policy_file;
+    let text = read_text(path, "policy file")?;
+    parse_directory(path, &text, settings)
+}
+
+/// Validates policy-file text (separate from reading it, for tests).
+pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<Directory, Problems> {
+    let mut r = Reporter::new(path, text);
+    let file: PolicyFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            r.parse_error(&e);
+            return Err(r.finish());
+        }
+    };
+    let mut partners = Vec::new();
+    let mut seen = HashSet::new();
+    for p in &file.partner {
+        let span = p.span();
+        let p = p.get_ref();
+        let id = p.id.get_ref();
+        if id.is_empty() {
+            r.at(p.id.span(), "partner: id must not be empty");
+        } else if !seen.insert(id.clone()) {
+            r.at(p.id.span(), format!("partner {id:?} is listed twice"));
+        }
+        let mut overrides = Vec::new();
+        if let Some(limits) = &p.limits {
+            for (name, value) in limits.get_ref() {
+                let Some(limit) = settings.limits.iter().position(|l| &*l.name == name) else {
+                    r.at(limits.span(), format!("partner {id:?}: limit {name:?} is not defined in [[limits]]"));
+                    continue;
+                };
+                match u32::try_from(*value.get_ref()) {
+                    Ok(per_minute) if per_minute > 0 => overrides.push(LimitOverride { limit, per_minute }),
+                    _ => r.at(value.span(), format!("partner {id:?}: limit {name:?} must be 1..4294967295 per minute")),
+                }
+            }
+        }
+        let ip_allow_list = p.ip_allow_list.as_ref().map(|l| ip_list(&mut r, l, &format!("partner {id:?} ip_allow_list")));
+        let _ = span;
+        partners.push(PartnerPolicy {
+            id: Arc::from(id.as_str()),
+            active: p.active,
+            ip_allow_list: ip_allow_list.filter(|s| !s.is_empty()),
+            revoked_keys: p.revoked_keys.iter().map(|k| k.as_str().into()).collect(),
+            orgs: p.orgs.iter().map(|o| o.as_str().into()).collect(),
+            limit_overrides: overrides,
+        });
+    }
+    let mut orgs = Vec::new();
+    let mut seen = HashSet::new();
+    for o in &file.org {
+        let o = o.get_ref();
+        let id = o.id.get_ref();
+        if id.is_empty() {
+            r.at(o.id.span(), "org: id must not be empty");
+        } else if !seen.insert(id.clone()) {
+            r.at(o.id.span(), format!("org {id:?} is listed twice"));
+        }
+        let ip_allow_list = o.ip_allow_list.as_ref().map(|l| ip_list(&mut r, l, &format!("org {id:?} ip_allow_list")));
+        orgs.push(OrgPolicy {
+            id: Arc::from(id.as_str()),
+            active: o.active,
+            ip_allow_list: ip_allow_list.filter(|s| !s.is_empty()),
+            revoked_keys: o.revoked_keys.iter().map(|k| k.as_str().into()).collect(),
+        });
+    }
+    let mut api_keys: Vec<ApiKeyEntry> = Vec::new();
+    let mut seen = HashSet::new();
+    for k in &file.api_key {
+        let k = k.get_ref();
+        let id = k.id.get_ref();
+        if id.is_empty() {
+            r.at(k.id.span(), "api_key: id must not be empty");
+        } else if !seen.insert(id.clone()) {
+            r.at(k.id.span(), format!("api_key {id:?} is listed twice"));
+        }
+        if k.org.get_ref().is_empty() {
+            r.at(k.org.span(), format!("api_key {id:?}: org must not be empty"));
+        }
+        let digest = hex::decode(k.sha256.get_ref()).ok().and_then(|d| <[u8; 32]>::try_from(d).ok());
+        let Some(digest) = digest else {
+            r.at(k.sha256.span(), format!("api_key {id:?}: sha256 must be 64 hex characters (see `authgate hash-key`)"));
+            continue;
+        };
+        if api_keys.iter().any(|e| e.digest == digest) {
+            r.at(k.sha256.span(), format!("api_key {id:?}: the same key digest is listed twice"));
+        }
+        api_keys.push(ApiKeyEntry {
+            id: Arc::from(id.as_str()),
+            org: Arc::from(k.org.get_ref().as_str()),
+            disabled: k.disabled,
+            digest,
+        });
+    }
+    if r.has_problems() {
+        return Err(r.finish());
+    }
+    Ok(Directory::new(partners, orgs, api_keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_newline() {
+        assert_eq!(strip_one_newline(b"abc\n"), b"abc");
+        assert_eq!(strip_one_newline(b"abc\r\n"), b"abc");
+        assert_eq!(strip_one_newline(b"abc\n\n"), b"abc\n");
+        assert_eq!(strip_one_newline(b"abc"), b"abc");
+        assert_eq!(strip_one_newline(b"abc\r"), b"abc\r");
+    }
+}

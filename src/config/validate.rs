@@ -1,0 +1,495 @@
+//! `authgate.toml` (file structs) -> [`Settings`], collecting every problem with its line.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use toml::Spanned;
+
+use super::file::{GatewayFile, OneOrMany, RouteFile};
+use super::problem::Reporter;
+use super::settings::{JwksSettings, KeyMaterial, KeySource, LogFormat, Settings, UpstreamSettings};
+use crate::policy::client_ip::{ClientIpPolicy, IpSource};
+use crate::policy::ip_set::{parse_net, IpSet};
+use crate::policy::jwt::JwtPolicy;
+use crate::policy::pipeline::StaticPolicy;
+use crate::policy::rate_limit::LimitDef;
+use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Route, RouteTable};
+
+/// Default values of CONTRACT §2.
+pub mod defaults {
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+    pub const MAX_BODY_BYTES: u64 = 1_048_576;
+    pub const SHUTDOWN_GRACE: &str = "10s";
+    pub const CONNECT_TIMEOUT: &str = "2s";
+    pub const READ_TIMEOUT: &str = "30s";
+    pub const LEEWAY: &str = "30s";
+    pub const JWKS_REFRESH: &str = "5m";
+    pub const ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
+    pub const API_KEY_HEADER: &str = "X-API-Key";
+}
+
+/// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let has_unit = t.ends_with("ms") || t.ends_with('s') || t.ends_with('m') || t.ends_with('h');
+    if !has_unit || !t.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a duration with a unit (ms, s, m, h), e.g. \"10s\""));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}
+
+struct Ctx<'a, 'r> {
+    r: &'r mut Reporter<'a>,
+    dir: PathBuf,
+}
+
+impl Ctx<'_, '_> {
+    fn duration(&mut self, v: &Option<Spanned<String>>, default: &str, field: &str) -> Duration {
+        match v {
+            None => parse_duration(default).unwrap_or_default(),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.r.at(s.span(), format!("{field}: {e}"));
+                    Duration::ZERO
+                }
+            },
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        resolve(&self.dir, rel)
+    }
+}
+
+/// A path from a config file, relative to that file's directory.
+pub fn resolve(dir: &Path, rel: &str) -> PathBuf {
+    let p = Path::new(rel);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn socket_addr(r: &mut Reporter<'_>, v: &Spanned<String>, field: &str) -> SocketAddr {
+    match v.get_ref().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            r.at(v.span(), format!("{field}: {:?} is not an IP:port address", v.get_ref()));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+/// Validates the parsed gateway file. `config_path` must be absolute.
+pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) -> Settings {
+    let dir = config_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut c = Ctx { r, dir };
+
+    // [server]
+    let s = &file.server;
+    let listen = socket_addr(c.r, &s.listen, "server.listen");
+    let admin_listen = match &s.admin_listen {
+        Some(a) => socket_addr(c.r, a, "server.admin_listen"),
+        None => defaults::ADMIN_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    };
+    let threads = match s.threads.unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let shutdown_grace = c.duration(&s.shutdown_grace, defaults::SHUTDOWN_GRACE, "server.shutdown_grace");
+    let log_level = match &s.log_level {
+        None => "info".to_string(),
+        Some(l) => {
+            let v = l.get_ref().to_ascii_lowercase();
+            if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                c.r.at(l.span(), format!("server.log_level: {:?} is not one of error, warn, info, debug, trace", l.get_ref()));
+            }
+            v
+        }
+    };
+    let log_format = match s.log_format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("json", _)) => LogFormat::Json,
+        Some(("text", _)) => LogFormat::Text,
+        Some((other, span)) => {
+            c.r.at(span, format!("server.log_format: {other:?} is not \"json\" or \"text\""));
+            LogFormat::Json
+        }
+    };
+
+    // [upstream]
+    let u = &file.upstream;
+    let address = u.address.get_ref().clone();
+    if !valid_host_port(&address) {
+        c.r.at(u.address.span(), format!("upstream.address: {address:?} is not host:port"));
+    }
+    let sni = u.sni.clone().unwrap_or_default();
+    if u.tls && sni.is_empty() {
+        c.r.at(u.address.span(), "upstream.sni is required when upstream.tls = true");
+    }
+    let upstream = UpstreamSettings {
+        address,
+        tls: u.tls,
+        sni,
+        connect_timeout: c.duration(&u.connect_timeout, defaults::CONNECT_TIMEOUT, "upstream.connect_timeout"),
+        read_timeout: c.duration(&u.read_timeout, defaults::READ_TIMEOUT, "upstream.read_timeout"),
+    };
+
+    // [client_ip]
+    let source = match file.client_ip.source.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("x-forwarded-for", _)) => IpSource::XForwardedFor,
+        Some(("cf-connecting-ip", _)) => IpSource::CfConnectingIp,
+        Some(("peer", _)) => IpSource::Peer,
+        Some((other, span)) => {
+            c.r.at(span, format!("client_ip.source: {other:?} is not \"x-forwarded-for\", \"cf-connecting-ip\" or \"peer\""));
+            IpSource::Peer
+        }
+    };
+    let trusted = ip_list(c.r, &file.client_ip.trusted_proxies, "client_ip.trusted_proxies");
+    let client_ip = ClientIpPolicy { source, trusted_proxies: trusted };
+
+    // [jwt]
+    let j = &file.jwt;
+    let mut algorithms = Vec::new();
+    match &j.algorithms {
+        None => algorithms.extend(defaults::ALGORITHMS.iter().filter_map(|a| a.parse::<Algorithm>().ok())),
+        Some(list) => {
+            for a in list {
+                match a.get_ref().parse::<Algorithm>() {
+                    Ok(alg) => algorithms.push(alg),
+                    Err(_) => c.r.at(a.span(), format!("jwt.algorithms: {:?} is not a supported algorithm", a.get_ref())),
+                }
+            }
+        }
+    }
+    let audience = match &j.audience {
+        None => vec![],
+        Some(OneOrMany::One(a)) => vec![a.clone()],
+        Some(OneOrMany::Many(v)) => v.clone(),
+    };
+    let jwt = JwtPolicy {
+        algorithms: algorithms.clone(),
+        issuer: j.issuer.clone().filter(|i| !i.is_empty()),
+        audience,
+        leeway_secs: c.duration(&j.leeway, defaults::LEEWAY, "jwt.leeway").as_secs_f64(),
+        require_exp: j.require_exp.unwrap_or(false),
+        partner_claim: j.partner_claim.clone().unwrap_or_else(|| "sub".into()),
+        org_claim: j.org_claim.clone().unwrap_or_else(|| "org_id".into()),
+        key_id_claim: j.key_id_claim.clone().unwrap_or_else(|| "jti".into()),
+        org_must_be_listed: j.org_must_be_listed.unwrap_or(false),
+    };
+    if jwt.partner_claim == jwt.org_claim {
+        c.r.whole("jwt.partner_claim and jwt.org_claim must differ");
+    }
+
+    let mut keys = Vec::new();
+    let mut kids = HashSet::new();
+    for k in &j.keys {
+        let line = c.r.line_of(k.span().start);
+        let k = k.get_ref();
+        let kid = k.kid.get_ref().clone();
+        if kid.is_empty() {
+            c.r.at(k.kid.span(), "jwt.keys: kid must not be empty");
+        } else if !kids.insert(kid.clone()) {
+            c.r.at(k.kid.span(), format!("jwt.keys: kid {kid:?} is defined twice"));
+        }
+        let Ok(alg) = k.algorithm.get_ref().parse::<Algorithm>() else {
+            c.r.at(k.algorithm.span(), format!("jwt.keys: algorithm {:?} is not supported", k.algorithm.get_ref()));
+            continue;
+        };
+        if !algorithms.contains(&alg) {
+            c.r.at(k.algorithm.span(), format!("jwt.keys: key {kid:?} uses {alg:?}, which jwt.algorithms does not allow"));
+        }
+        let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        let sources = [k.secret_env.is_some(), k.secret_file.is_some(), k.public_key_file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            c.r.at(k.kid.span(), format!("jwt.keys: key {kid:?} needs exactly one of secret_env, secret_file, public_key_file"));
+            continue;
+        }
+        let material = if let Some(env) = &k.secret_env {
+            KeyMaterial::SecretEnv(env.clone())
+        } else if let Some(f) = &k.secret_file {
+            KeyMaterial::SecretFile(c.path(f))
+        } else {
+            KeyMaterial::PublicKeyFile(c.path(k.public_key_file.as_deref().unwrap_or_default()))
+        };
+        let is_secret = !matches!(material, KeyMaterial::PublicKeyFile(_));
+        if hmac != is_secret {
+            let want = if hmac { "secret_env or secret_file" } else { "public_key_file" };
+            c.r.at(k.algorithm.span(), format!("jwt.keys: a {alg:?} key takes {want}"));
+        }
+        if hmac && k.private_key_file.is_some() {
+            c.r.at(k.kid.span(), format!("jwt.keys: key {kid:?}: private_key_file is for asymmetric keys"));
+        }
+        keys.push(KeySource {
+            kid,
+            algorithm: alg,
+            material,
+            private_key_file: k.private_key_file.as_deref().map(|f| c.path(f)),
+            line,
+        });
+    }
+    let jwks = j.jwks.as_ref().map(|w| {
+        let span = w.span();
+        let w = w.get_ref();
+        if w.file.is_none() && w.url.is_none() {
+            c.r.at(span.clone(), "jwt.jwks needs file or url");
+        }
+        if let Some(u) = &w.url {
+            let ok = u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://");
+            if !ok {
+                c.r.at(u.span(), format!("jwt.jwks.url: {:?} is not an http(s) URL", u.get_ref()));
+            }
+        }
+        let refresh = c.duration(&w.refresh, defaults::JWKS_REFRESH, "jwt.jwks.refresh");
+        if refresh < Duration::from_secs(1) {
+            c.r.at(span, "jwt.jwks.refresh must be at least 1s");
+        }
+        JwksSettings { file: w.file.as_deref().map(|f| c.path(f)), url: w.url.as_ref().map(|u| u.get_ref().clone()), refresh }
+    });
+
+    // [policies]
+    let policy_file = c.path(file.policies.file.get_ref());
+    if file.policies.file.get_ref().is_empty() {
+        c.r.at(file.policies.file.span(), "policies.file must name the policy file");
+    }
+    let learned_orgs_file = match &file.policies.learned_orgs_file {
+        Some(f) => c.path(f),
+        None => {
+            let mut s = policy_file.clone().into_os_string();
+            s.push(".orgs.jsonl");
+            PathBuf::from(s)
+        }
+    };
+
+    // [[limits]]
+    let mut limits: Vec<LimitDef> = Vec::new();
+    for l in &file.limits {
+        let name = l.name.get_ref();
+        if name.is_empty() {
+            c.r.at(l.name.span(), "limits: name must not be empty");
+        } else if limits.iter().any(|d| &*d.name == name) {
+            c.r.at(l.name.span(), format!("limits: {name:?} is defined twice"));
+        }
+        let per_minute = u32::try_from(*l.per_minute.get_ref()).ok().and_then(NonZeroU32::new);
+        match per_minute {
+            Some(per_minute) => limits.push(LimitDef { name: Arc::from(name.as_str()), per_minute }),
+            None => c.r.at(l.per_minute.span(), format!("limits: {name:?} per_minute must be 1..4294967295")),
+        }
+    }
+
+    // [[routes]]
+    let mut routes = Vec::new();
+    if file.routes.is_empty() {
+        c.r.whole("at least one [[routes]] entry is required");
+    }
+    for (index, rt) in file.routes.iter().enumerate() {
+        if let Some(route) = route(&mut c, index, rt.get_ref(), &limits, &routes) {
+            routes.push(route);
+        }
+    }
+    let authenticates = routes.iter().any(|r: &Route| matches!(r.auth, AuthKind::Partner | AuthKind::Org));
+    if authenticates && keys.is_empty() && jwks.is_none() {
+        c.r.whole("routes use auth = \"partner\" or \"org\" but [jwt] has no keys ([[jwt.keys]] or [jwt.jwks])");
+    }
+
+    Settings {
+        config_path: config_path.to_path_buf(),
+        listen,
+        admin_listen,
+        threads,
+        shutdown_grace,
+        log_level,
+        log_format,
+        access_log: s.access_log.unwrap_or(true),
+        upstream,
+        fixed: StaticPolicy {
+            routes: RouteTable::new(routes),
+            client_ip,
+            jwt,
+            max_body_bytes: s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES),
+        },
+        limits,
+        keys,
+        jwks,
+        policy_file,
+        learned_orgs_file,
+    }
+}
+
+fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef], earlier: &[Route]) -> Option<Route> {
+    let name = rt.name.get_ref();
+    let mut ok = true;
+    if name.is_empty() || name == "none" {
+        c.r.at(rt.name.span(), format!("routes: name {name:?} is reserved or empty"));
+        ok = false;
+    } else if earlier.iter().any(|r| &*r.name == name) {
+        c.r.at(rt.name.span(), format!("routes: name {name:?} is used twice"));
+        ok = false;
+    }
+    let pattern = match Pattern::parse(rt.path.get_ref()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            c.r.at(rt.path.span(), format!("routes.{name}: {e}"));
+            None
+        }
+    };
+    let method = rt.method.as_ref().map(|m| {
+        let valid = !m.get_ref().is_empty() && m.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            c.r.at(m.span(), format!("routes.{name}: method {:?} is not an HTTP method token", m.get_ref()));
+            ok = false;
+        }
+        m.get_ref().clone()
+    });
+    let auth = match rt.auth.get_ref().as_str() {
+        "none" => AuthKind::None,
+        "partner" => AuthKind::Partner,
+        "org" => AuthKind::Org,
+        "api_key" => AuthKind::ApiKey,
+        other => {
+            c.r.at(rt.auth.span(), format!("routes.{name}: auth {other:?} is not \"none\", \"partner\", \"org\" or \"api_key\""));
+            ok = false;
+            AuthKind::None
+        }
+    };
+    let org_param = match (&rt.org_param, &pattern) {
+        (Some(p), Some(pat)) => match pat.param_index(p.get_ref()) {
+            Some(i) => Some(i),
+            None => {
+                c.r.at(p.span(), format!("routes.{name}: org_param {:?} is not a {{capture}} of its path", p.get_ref()));
+                ok = false;
+                None
+            }
+        },
+        _ => None,
+    };
+    if org_param.is_some() && auth == AuthKind::None {
+        c.r.at(rt.auth.span(), format!("routes.{name}: org_param needs an authenticated route"));
+        ok = false;
+    }
+    let mut route_limits = Vec::new();
+    for l in &rt.limits {
+        match limits.iter().position(|d| *d.name == **l.get_ref()) {
+            Some(i) => route_limits.push(i),
+            None => {
+                c.r.at(l.span(), format!("routes.{name}: limit {:?} is not defined in [[limits]]", l.get_ref()));
+                ok = false;
+            }
+        }
+    }
+    if !route_limits.is_empty() && auth == AuthKind::None {
+        c.r.at(rt.auth.span(), format!("routes.{name}: limits need a principal; auth = \"none\" has none"));
+        ok = false;
+    }
+    let learn = rt.learn_org_from_response.as_ref().map(|p| {
+        if !(p.get_ref().is_empty() || p.get_ref().starts_with('/')) {
+            c.r.at(p.span(), format!("routes.{name}: learn_org_from_response {:?} is not a JSON pointer", p.get_ref()));
+            ok = false;
+        }
+        if auth != AuthKind::Partner {
+            c.r.at(p.span(), format!("routes.{name}: learn_org_from_response needs auth = \"partner\""));
+            ok = false;
+        }
+        p.get_ref().clone()
+    });
+    let api_key = if auth == AuthKind::ApiKey {
+        let header = rt.api_key_header.as_ref().map_or(defaults::API_KEY_HEADER.to_string(), |h| h.get_ref().clone());
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            let span = rt.api_key_header.as_ref().map_or(rt.auth.span(), |h| h.span());
+            c.r.at(span, format!("routes.{name}: api_key_header {header:?} is not a header name"));
+            ok = false;
+        }
+        Some(ApiKeySettings { header, prefix: rt.api_key_prefix.clone().unwrap_or_default() })
+    } else {
+        if let Some(h) = &rt.api_key_header {
+            c.r.at(h.span(), format!("routes.{name}: api_key_header only applies to auth = \"api_key\""));
+            ok = false;
+        }
+        if rt.api_key_prefix.is_some() {
+            c.r.at(rt.auth.span(), format!("routes.{name}: api_key_prefix only applies to auth = \"api_key\""));
+            ok = false;
+        }
+        None
+    };
+    let error_format = match rt.error_format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("dto", _)) => ErrorFormat::Dto,
+        Some(("simple", _)) => ErrorFormat::Simple,
+        Some((other, span)) => {
+            c.r.at(span, format!("routes.{name}: error_format {other:?} is not \"dto\" or \"simple\""));
+            ok = false;
+            ErrorFormat::Dto
+        }
+    };
+    let pattern = pattern?;
+    ok.then(|| Route {
+        index,
+        name: Arc::from(name.as_str()),
+        pattern,
+        method,
+        auth,
+        org_param,
+        limits: route_limits,
+        learn_org_pointer: learn,
+        api_key,
+        error_format,
+    })
+}
+
+/// Parses a list of CIDRs / bare IPs, reporting each bad entry.
+pub fn ip_list(r: &mut Reporter<'_>, list: &[Spanned<String>], field: &str) -> IpSet {
+    let mut nets = Vec::new();
+    for e in list {
+        match parse_net(e.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(msg) => r.at(e.span(), format!("{field}: {msg}")),
+        }
+    }
+    IpSet::new(nets)
+}
+
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["10", "", "s", "ten seconds", "-1s", "1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_port() {
+        for ok in ["127.0.0.1:3000", "[::1]:80", "api.internal:443", "localhost:1"] {
+            assert!(valid_host_port(ok), "{ok}");
+        }
+        for bad in ["127.0.0.1", "host:", ":80", "a b:80", "host:99999"] {
+            assert!(!valid_host_port(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! authgate: an authenticating reverse-proxy gateway on pingora for the OpenCX Partner API.
+//!
+//! `policy` holds the security layers as pure decisions; `config` turns files into
+//! validated settings; `proxy` is the pingora plumbing that gathers facts, calls the
+//! layers in contract order and writes responses.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod policy;

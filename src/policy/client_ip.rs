@@ -1,0 +1,199 @@
+//! Which address the request came from, per CONTRACT §2 `[client_ip]`.
+//!
+//! Fails closed: anything that is not a bare address makes the client IP unknown, and an
+//! unknown IP matches no allow list.
+
+use std::net::IpAddr;
+
+use super::ip_set::IpSet;
+
+/// The client address a policy decision uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIp {
+    /// A parsed address (IPv4-mapped IPv6 already folded to IPv4).
+    Known(IpAddr),
+    /// The headers named something that is not a bare address.
+    Unknown,
+}
+
+impl ClientIp {
+    /// The address, when known.
+    pub fn addr(self) -> Option<IpAddr> {
+        match self {
+            ClientIp::Known(ip) => Some(ip),
+            ClientIp::Unknown => None,
+        }
+    }
+}
+
+/// Where the client IP comes from (`[client_ip] source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpSource {
+    /// Rightmost untrusted entry of X-Forwarded-For, when the peer is a trusted proxy.
+    XForwardedFor,
+    /// The CF-Connecting-IP header, when the peer is a trusted proxy.
+    CfConnectingIp,
+    /// Always the TCP peer.
+    Peer,
+}
+
+/// `[client_ip]` validated.
+#[derive(Debug, Clone)]
+pub struct ClientIpPolicy {
+    pub source: IpSource,
+    pub trusted_proxies: IpSet,
+}
+
+/// Determines the client IP from the TCP peer and the raw header values (each
+/// X-Forwarded-For line in arrival order, and CF-Connecting-IP when present).
+pub fn resolve<'a>(
+    policy: &ClientIpPolicy,
+    peer: IpAddr,
+    xff_lines: impl DoubleEndedIterator<Item = &'a [u8]>,
+    cf_connecting_ip: Option<&[u8]>,
+) -> ClientIp {
+    let peer = peer.to_canonical();
+    let trusted_peer = policy.trusted_proxies.contains(peer);
+    match policy.source {
+        IpSource::Peer => ClientIp::Known(peer),
+        IpSource::CfConnectingIp => {
+            if !trusted_peer {
+                return ClientIp::Known(peer);
+            }
+            match cf_connecting_ip {
+                Some(v) => parse_entry(v).map_or(ClientIp::Unknown, ClientIp::Known),
+                None => ClientIp::Known(peer),
+            }
+        }
+        IpSource::XForwardedFor => {
+            if !trusted_peer {
+                return ClientIp::Known(peer);
+            }
+            walk_xff(&policy.trusted_proxies, peer, xff_lines)
+        }
+    }
+}
+
+/// Walks all X-Forwarded-For entries right to left (lines joined in order), skipping
+/// trusted proxies; the first other entry is the client. All trusted -> the leftmost;
+/// none at all -> the peer. Empty list elements are ignored (RFC 9110 §5.6.1).
+fn walk_xff<'a>(
+    trusted: &IpSet,
+    peer: IpAddr,
+    lines: impl DoubleEndedIterator<Item = &'a [u8]>,
+) -> ClientIp {
+    let mut leftmost: Option<IpAddr> = None;
+    for line in lines.rev() {
+        for raw in line.rsplit(|&b| b == b',') {
+            if trim(raw).is_empty() {
+                continue;
+            }
+            let Some(ip) = parse_entry(raw) else {
+                return ClientIp::Unknown;
+            };
+            if !trusted.contains(ip) {
+                return ClientIp::Known(ip);
+            }
+            leftmost = Some(ip);
+        }
+    }
+    ClientIp::Known(leftmost.unwrap_or(peer))
+}
+
+/// One list entry: a bare IPv4 or IPv6 address with optional surrounding whitespace.
+/// Ports, brackets, zone ids, names and obfuscated forms are rejected.
+fn parse_entry(raw: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(trim(raw)).ok()?;
+    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ip_set::parse_net;
+
+    fn policy(source: IpSource, trusted: &[&str]) -> ClientIpPolicy {
+        ClientIpPolicy {
+            source,
+            trusted_proxies: IpSet::new(trusted.iter().map(|t| parse_net(t).unwrap())),
+        }
+    }
+
+    fn xff(p: &ClientIpPolicy, peer: &str, lines: &[&str]) -> ClientIp {
+        let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        resolve(p, peer.parse().unwrap(), bytes.iter().copied(), None)
+    }
+
+    fn known(s: &str) -> ClientIp {
+        ClientIp::Known(s.parse().unwrap())
+    }
+
+    #[test]
+    fn table_of_xff_cases() {
+        let p = policy(IpSource::XForwardedFor, &["127.0.0.0/8", "::1/128"]);
+        let cases: &[(&str, &[&str], ClientIp)] = &[
+            ("127.0.0.1", &[], known("127.0.0.1")),
+            ("127.0.0.1", &["203.0.113.5"], known("203.0.113.5")),
+            ("127.0.0.1", &["203.0.113.5, 198.51.100.9"], known("198.51.100.9")),
+            ("127.0.0.1", &["198.51.100.9, 203.0.113.5"], known("203.0.113.5")),
+            ("127.0.0.1", &["203.0.113.5", "198.51.100.9"], known("198.51.100.9")),
+            ("127.0.0.1", &["198.51.100.9", "203.0.113.5"], known("203.0.113.5")),
+            ("127.0.0.1", &["203.0.113.5, 127.0.0.9, 127.0.0.1"], known("203.0.113.5")),
+            ("127.0.0.1", &["127.0.0.9, 127.0.0.1"], known("127.0.0.9")),
+            ("127.0.0.1", &["garbage"], ClientIp::Unknown),
+            ("127.0.0.1", &["203.0.113.5, garbage"], ClientIp::Unknown),
+            ("127.0.0.1", &["garbage, 203.0.113.5"], known("203.0.113.5")),
+            ("127.0.0.1", &["999.1.1.1"], ClientIp::Unknown),
+            ("127.0.0.1", &["203.0.113"], ClientIp::Unknown),
+            ("127.0.0.1", &["203.0.113.5 198.51.100.9"], ClientIp::Unknown),
+            ("127.0.0.1", &["203.0.113.5:443"], ClientIp::Unknown),
+            ("127.0.0.1", &["[2001:db8::1]"], ClientIp::Unknown),
+            ("127.0.0.1", &["[2001:db8::1]:443"], ClientIp::Unknown),
+            ("127.0.0.1", &["fe80::1%eth0"], ClientIp::Unknown),
+            ("127.0.0.1", &["unknown"], ClientIp::Unknown),
+            ("127.0.0.1", &["2001:db8::zz"], ClientIp::Unknown),
+            ("127.0.0.1", &["0x7f.1"], ClientIp::Unknown),
+            ("127.0.0.1", &["2001:DB8::A"], known("2001:db8::a")),
+            ("127.0.0.1", &["::ffff:203.0.113.9"], known("203.0.113.9")),
+            ("127.0.0.1", &["  203.0.113.5  ,  "], known("203.0.113.5")),
+            ("127.0.0.1", &[""], known("127.0.0.1")),
+            ("::ffff:127.0.0.1", &["203.0.113.5"], known("203.0.113.5")),
+            ("::1", &["203.0.113.5"], known("203.0.113.5")),
+            // untrusted peer: XFF ignored entirely, even garbage
+            ("192.0.2.1", &["203.0.113.5"], known("192.0.2.1")),
+            ("192.0.2.1", &["garbage"], known("192.0.2.1")),
+        ];
+        for (peer, lines, want) in cases {
+            assert_eq!(xff(&p, peer, lines), *want, "peer {peer} xff {lines:?}");
+        }
+    }
+
+    #[test]
+    fn cf_connecting_ip_only_from_trusted_peers() {
+        let p = policy(IpSource::CfConnectingIp, &["127.0.0.0/8"]);
+        let none = std::iter::empty::<&[u8]>();
+        let r = |peer: &str, cf: Option<&str>| {
+            resolve(&p, peer.parse().unwrap(), none.clone(), cf.map(|c| c.as_bytes()))
+        };
+        assert_eq!(r("127.0.0.1", Some("203.0.113.5")), known("203.0.113.5"));
+        assert_eq!(r("127.0.0.1", Some("bad")), ClientIp::Unknown);
+        assert_eq!(r("127.0.0.1", None), known("127.0.0.1"));
+        assert_eq!(r("192.0.2.1", Some("203.0.113.5")), known("192.0.2.1"));
+    }
+
+    #[test]
+    fn peer_mode_ignores_headers() {
+        let p = policy(IpSource::Peer, &["127.0.0.0/8"]);
+        assert_eq!(xff(&p, "127.0.0.1", &["203.0.113.5"]), known("127.0.0.1"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Every way a request can be refused, and the one function that turns a refusal into the
+//! status, headers and JSON body the partner sees (CONTRACT §5).
+
+use std::fmt::Write as _;
+
+use super::jwt::TokenError;
+use super::path::PathProblem;
+use super::routes::{AuthKind, ErrorFormat};
+
+/// A refused request. Variants map 1:1 onto the contract's reason names (`reason()`),
+/// except that the api-key variants share `missing_token` / `invalid_token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    BadPath(PathProblem),
+    BodyTooLarge { limit: u64 },
+    NoRoute,
+    /// No `Authorization` header, or a scheme other than Bearer.
+    MissingToken,
+    InvalidToken(TokenError),
+    /// `auth = "api_key"`: the header is absent.
+    MissingApiKey,
+    /// `auth = "api_key"`: not prefix + 16-128 of `[A-Za-z0-9_-]`.
+    BadApiKeyFormat,
+    /// `auth = "api_key"`: no key has this digest.
+    UnknownApiKey,
+    KeyDisabled,
+    UnknownPartner,
+    RevokedKey,
+    IpDenied,
+    InactivePartner,
+    RateLimited { limit: String, per_minute: u32, retry_after_secs: u64 },
+    OrgForbidden,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    /// Something went wrong inside the gateway; details are only logged.
+    Internal,
+    /// The client sent something unparseable beyond the request line (bad chunking...).
+    BadRequest,
+}
+
+impl Denial {
+    /// The contract's failure name (metric label `reason`, access-log field).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::BadPath(_) => "bad_path",
+            Denial::BodyTooLarge { .. } => "body_too_large",
+            Denial::NoRoute => "no_route",
+            Denial::MissingToken | Denial::MissingApiKey => "missing_token",
+            Denial::InvalidToken(_) | Denial::BadApiKeyFormat | Denial::UnknownApiKey => "invalid_token",
+            Denial::KeyDisabled => "key_disabled",
+            Denial::UnknownPartner => "unknown_partner",
+            Denial::RevokedKey => "revoked_key",
+            Denial::IpDenied => "ip_denied",
+            Denial::InactivePartner => "inactive_partner",
+            Denial::RateLimited { .. } => "rate_limited",
+            Denial::OrgForbidden => "org_forbidden",
+            Denial::UpstreamUnavailable => "upstream_unavailable",
+            Denial::UpstreamTimeout => "upstream_timeout",
+            Denial::Internal => "internal_error",
+            Denial::BadRequest => "bad_request",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denial::BadPath(_) | Denial::BadRequest => 400,
+            Denial::BodyTooLarge { .. } => 413,
+            Denial::NoRoute => 404,
+            Denial::MissingToken
+            | Denial::InvalidToken(_)
+            | Denial::MissingApiKey
+            | Denial::BadApiKeyFormat
+            | Denial::UnknownApiKey
+            | Denial::UnknownPartner
+            | Denial::RevokedKey
+            | Denial::InactivePartner => 401,
+            Denial::KeyDisabled | Denial::IpDenied | Denial::OrgForbidden => 403,
+            Denial::RateLimited { .. } => 429,
+            Denial::UpstreamUnavailable => 502,
+            Denial::UpstreamTimeout => 504,
+            Denial::Internal => 500,
+        }
+    }
+
+    /// Message for the partner. Never contains the token or key.
+    pub fn message(&self, api_key_header: &str) -> String {
+        match self {
+            Denial::BadPath(p) => format!("Bad request path: {}", p.describe()),
+            Denial::BodyTooLarge { limit } => format!("Request body is larger than the {limit}-byte limit"),
+            Denial::NoRoute => "No route matches this method and path".into(),
+            Denial::MissingToken => "Missing API key: send Authorization: Bearer <API key>".into(),
+            Denial::InvalidToken(e) => e.message().into(),
+            Denial::MissingApiKey => format!("Missing {api_key_header} header"),
+            Denial::BadApiKeyFormat => "Invalid API key format".into(),
+            Denial::UnknownApiKey => "Invalid API key".into(),
+            Denial::KeyDisabled => "API key is disabled".into(),
+            Denial::UnknownPartner => "Unknown partner or org for this API key".into(),
+            Denial::RevokedKey => "API key has been revoked".into(),
+            Denial::IpDenied => "Client IP is not in the allow list for this account".into(),
+            Denial::InactivePartner => "Account is inactive".into(),
+            Denial::RateLimited { limit, per_minute, retry_after_secs } => format!(
+                "Rate limit '{limit}' exceeded: {per_minute}/min; retry in {retry_after_secs}s"
+            ),
+            Denial::OrgForbidden => "Org does not belong to this partner".into(),
+            Denial::UpstreamUnavailable => "Upstream service unavailable".into(),
+            Denial::UpstreamTimeout => "Upstream service timed out".into(),
+            Denial::Internal => "Internal server error".into(),
+            Denial::BadRequest => "Malformed request".into(),
+        }
+    }
+}
+
+/// What the route says about how to answer (auth scheme and error shape).
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerStyle<'a> {
+    pub auth: AuthKind,
+    pub error_format: ErrorFormat,
+    /// The api-key header name, on `auth = "api_key"` routes.
+    pub api_key_header: &'a str,
+}
+
+impl Default for AnswerStyle<'_> {
+    fn default() -> Self {
+        AnswerStyle { auth: AuthKind::None, error_format: ErrorFormat::Dto, api_key_header: "X-API-Key" }
+    }
+}
+
+/// A gateway-written response: status, extra headers, JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// Maps a denial to the response, in exactly one place.
+pub fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
+    let status = denial.status();
+    let message = denial.message(style.api_key_header);
+    let mut headers = Vec::new();
+    if status == 401 {
+        let value = match style.auth {
+            AuthKind::ApiKey => format!("ApiKey header=\"{}\"", style.api_key_header),
+            _ if matches!(denial, Denial::MissingToken) => "Bearer".to_string(),
+            _ => "Bearer error=\"invalid_token\"".to_string(),
+        };
+        headers.push(("WWW-Authenticate", value));
+    }
+    if let Denial::RateLimited { per_minute, retry_after_secs, .. } = denial {
+        headers.push(("Retry-After", retry_after_secs.max(&1).to_string()));
+        headers.push(("X-RateLimit-Limit", per_minute.to_string()));
+        headers.push(("X-RateLimit-Remaining", "0".to_string()));
+    }
+    let body = match style.error_format {
+        ErrorFormat::Simple => {
+            let mut b = String::from("{\"error\":");
+            push_json_string(&mut b, &message);
+            b.push('}');
+            b
+        }
+        ErrorFormat::Dto => {
+            let mut b = String::with_capacity(96);
+            let _ = write!(b, "{{\"statusCode\":{status},\"message\":");
+            push_json_string(&mut b, &message);
+            b.push_str(",\"error\":");
+            push_json_string(&mut b, reason_phrase(status));
+            b.push('}');
+            b
+        }
+    };
+    ErrorResponse { status, headers, body }
+}
+
+/// The standard reason phrase (the ErrorDto `error` field).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON requires; a String never fails to serialize.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn all() -> Vec<Denial> {
+        vec![
+            Denial::BadPath(PathProblem::DotSegment),
+            Denial::BodyTooLarge { limit: 10 },
+            Denial::NoRoute,
+            Denial::MissingToken,
+            Denial::InvalidToken(TokenError::Expired),
+            Denial::MissingApiKey,
+            Denial::BadApiKeyFormat,
+            Denial::UnknownApiKey,
+            Denial::KeyDisabled,
+            Denial::UnknownPartner,
+            Denial::RevokedKey,
+            Denial::IpDenied,
+            Denial::InactivePartner,
+            Denial::RateLimited { limit: "partner".into(), per_minute: 100, retry_after_secs: 1 },
+            Denial::OrgForbidden,
+            Denial::UpstreamUnavailable,
+            Denial::UpstreamTimeout,
+            Denial::Internal,
+            Denial::BadRequest,
+        ]
+    }
+
+    #[test]
+    fn every_denial_renders_an_error_dto() {
+        for d in all() {
+            let r = render(&d, AnswerStyle { auth: AuthKind::Partner, ..Default::default() });
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["statusCode"], r.status, "{d:?}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{d:?}");
+            assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{d:?}");
+            let www = r.headers.iter().any(|(k, _)| *k == "WWW-Authenticate");
+            assert_eq!(www, r.status == 401, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_and_reasons() {
+        let expected = [
+            (400, "bad_path"),
+            (413, "body_too_large"),
+            (404, "no_route"),
+            (401, "missing_token"),
+            (401, "invalid_token"),
+            (401, "missing_token"),
+            (401, "invalid_token"),
+            (401, "invalid_token"),
+            (403, "key_disabled"),
+            (401, "unknown_partner"),
+            (401, "revoked_key"),
+            (403, "ip_denied"),
+            (401, "inactive_partner"),
+            (429, "rate_limited"),
+            (403, "org_forbidden"),
+            (502, "upstream_unavailable"),
+            (504, "upstream_timeout"),
+            (500, "internal_error"),
+            (400, "bad_request"),
+        ];
+        for (d, (status, reason)) in all().iter().zip(expected) {
+            assert_eq!((d.status(), d.reason()), (status, reason), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn www_authenticate_by_scheme() {
+        let bearer = AnswerStyle { auth: AuthKind::Partner, ..Default::default() };
+        let www = |d: &Denial, s| render(d, s).headers.into_iter().find(|(k, _)| *k == "WWW-Authenticate").unwrap().1;
+        assert_eq!(www(&Denial::MissingToken, bearer), "Bearer");
+        assert_eq!(www(&Denial::RevokedKey, bearer), "Bearer error=\"invalid_token\"");
+        let key = AnswerStyle { auth: AuthKind::ApiKey, error_format: ErrorFormat::Simple, api_key_header: "X-Org-Key" };
+        assert_eq!(www(&Denial::MissingApiKey, key), "ApiKey header=\"X-Org-Key\"");
+    }
+
+    #[test]
+    fn simple_format_and_seed_messages() {
+        let key = AnswerStyle { auth: AuthKind::ApiKey, error_format: ErrorFormat::Simple, api_key_header: "X-API-Key" };
+        assert_eq!(render(&Denial::MissingApiKey, key).body, r#"{"error":"Missing X-API-Key header"}"#);
+        assert_eq!(render(&Denial::BadApiKeyFormat, key).body, r#"{"error":"Invalid API key format"}"#);
+        assert_eq!(render(&Denial::UnknownApiKey, key).body, r#"{"error":"Invalid API key"}"#);
+        let disabled = render(&Denial::KeyDisabled, key);
+        assert_eq!((disabled.status, disabled.body.as_str()), (403, r#"{"error":"API key is disabled"}"#));
+    }
+
+    #[test]
+    fn rate_limited_headers() {
+        let r = render(
+            &Denial::RateLimited { limit: "login-links".into(), per_minute: 30, retry_after_secs: 0 },
+            AnswerStyle::default(),
+        );
+        assert!(r.headers.contains(&("Retry-After", "1".into())));
+        assert!(r.headers.contains(&("X-RateLimit-Limit", "30".into())));
+        assert!(r.headers.contains(&("X-RateLimit-Remaining", "0".into())));
+    }
+}

@@ -1,0 +1,497 @@
+//! Bearer JWT verification (CONTRACT §4 step 2), strict by construction.
+//!
+//! The header and claims are parsed here rather than by `jsonwebtoken::decode`, so that
+//! everything the contract asks is checked explicitly: the algorithm is pinned per key and
+//! must be allowed, `crit` is rejected, numeric dates must be numbers, `nbf`/`iat` are
+//! checked with leeway, duplicate JSON keys are refused. `jsonwebtoken` does the
+//! signature arithmetic only. `jku`, `x5u`, `jwk` and `x5c` headers are never followed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Tokens longer than this are rejected before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// Why a token was refused. The partner sees `message()`; the token itself is never echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    TooLarge,
+    Malformed,
+    DuplicateHeader,
+    BadHeader,
+    CritHeader,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    AlgorithmMismatch,
+    BadSignature,
+    BadClaims,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    MissingExp,
+    WrongIssuer,
+    WrongAudience,
+    MissingPrincipal,
+    WrongTokenKind,
+}
+
+impl TokenError {
+    /// What failed, in words a partner can act on.
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenError::TooLarge => "Invalid API key: token is larger than 8 KiB",
+            TokenError::Malformed => "Invalid API key: not a well-formed JWT",
+            TokenError::DuplicateHeader => "Invalid API key: send exactly one Authorization header",
+            TokenError::BadHeader => "Invalid API key: malformed JWT header",
+            TokenError::CritHeader => "Invalid API key: critical header extensions are not supported",
+            TokenError::AlgorithmNotAllowed => "Invalid API key: signing algorithm not allowed",
+            TokenError::UnknownKey => "Invalid API key: unknown signing key",
+            TokenError::AlgorithmMismatch => "Invalid API key: algorithm does not match the signing key",
+            TokenError::BadSignature => "Invalid API key: signature does not verify",
+            TokenError::BadClaims => "Invalid API key: malformed claims",
+            TokenError::Expired => "Invalid API key: token has expired",
+            TokenError::NotYetValid => "Invalid API key: token is not valid yet (nbf)",
+            TokenError::IssuedInFuture => "Invalid API key: token issued in the future (iat)",
+            TokenError::MissingExp => "Invalid API key: token has no expiry (exp)",
+            TokenError::WrongIssuer => "Invalid API key: wrong issuer",
+            TokenError::WrongAudience => "Invalid API key: wrong audience",
+            TokenError::MissingPrincipal => "Invalid API key: the identity claim is missing or not a string",
+            TokenError::WrongTokenKind => "Invalid API key: this kind of key is not accepted on this endpoint",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// A verification key with the algorithms it may be used with.
+pub struct VerifyKey {
+    pub kid: String,
+    /// Algorithms this key verifies (one for configured keys; a JWKS key without `alg`
+    /// serves the allowed algorithms of its type).
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The verification keys in force. Each set gets a new generation, so cached verdicts of
+/// an older set are never reused after keys change.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    generation: u64,
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+}
+
+impl KeySet {
+    /// A new set (later keys with the same kid replace earlier ones; config validation
+    /// refuses duplicates among configured keys).
+    pub fn new(keys: impl IntoIterator<Item = VerifyKey>) -> Self {
+        Self::from_shared(keys.into_iter().map(Arc::new))
+    }
+
+    /// A new set from keys shared with other sets (a JWKS refresh keeps the configured keys).
+    pub fn from_shared(keys: impl IntoIterator<Item = Arc<VerifyKey>>) -> Self {
+        let by_kid = keys.into_iter().map(|k| (k.kid.clone(), k)).collect();
+        KeySet { generation: GENERATION.fetch_add(1, Ordering::Relaxed), by_kid }
+    }
+
+    /// Unique id of this set's contents (part of the token-cache key).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+
+    /// Whether a key with this id exists.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The key for a token: by `kid`, or the only key when there is one and no `kid`.
+    fn select(&self, kid: Option<&str>) -> Option<&VerifyKey> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).map(|k| &**k),
+            None if self.by_kid.len() == 1 => self.by_kid.values().next().map(|k| &**k),
+            None => None,
+        }
+    }
+}
+
+/// `[jwt]` settings that do not change without a restart.
+#[derive(Debug, Clone)]
+pub struct JwtPolicy {
+    pub algorithms: Vec<Algorithm>,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway_secs: f64,
+    pub require_exp: bool,
+    pub partner_claim: String,
+    pub org_claim: String,
+    pub key_id_claim: String,
+    pub org_must_be_listed: bool,
+}
+
+/// A claim that names an identity, as found in the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdClaim {
+    Absent,
+    NotAString,
+    Str(Arc<str>),
+}
+
+impl IdClaim {
+    fn from_value(v: Option<&Value>) -> IdClaim {
+        match v {
+            None => IdClaim::Absent,
+            Some(Value::String(s)) => IdClaim::Str(Arc::from(s.as_str())),
+            Some(_) => IdClaim::NotAString,
+        }
+    }
+
+    /// The string value, if the claim is a string.
+    pub fn as_str(&self) -> Option<&Arc<str>> {
+        match self {
+            IdClaim::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// What a verified token says; cached, so time claims are re-checked on every use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    pub partner: IdClaim,
+    pub org: IdClaim,
+    /// The key id (`key_id_claim`); `None` when absent.
+    pub key_id: Option<Arc<str>>,
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+}
+
+impl VerifiedToken {
+    /// exp / nbf / iat against `now` (seconds since the epoch) with leeway.
+    pub fn check_times(&self, policy: &JwtPolicy, now: f64) -> Result<(), TokenError> {
+        let leeway = policy.leeway_secs;
+        match self.exp {
+            Some(exp) if now > exp + leeway => return Err(TokenError::Expired),
+            None if policy.require_exp => return Err(TokenError::MissingExp),
+            _ => {}
+        }
+        if self.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(TokenError::NotYetValid);
+        }
+        if self.iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default, deserialize_with = "opt_string")]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<de::IgnoredAny>,
+    #[serde(default)]
+    b64: Option<de::IgnoredAny>,
+}
+
+fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// Verifies signature, header and claims of `token` (without the `Bearer ` prefix).
+/// Does not look at the cache; see [`super::token_cache`].
+pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Result<VerifiedToken, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLarge);
+    }
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenError::Malformed);
+    };
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let header_json = URL_SAFE_NO_PAD.decode(h64).map_err(|_| TokenError::Malformed)?;
+    let header: Header = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
+    if header.crit.is_some() || header.b64.is_some() {
+        return Err(TokenError::CritHeader);
+    }
+    let alg: Algorithm = header.alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
+    if !policy.algorithms.contains(&alg) {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
+    let key = keys.select(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
+    if !key.algorithms.contains(&alg) {
+        return Err(TokenError::AlgorithmMismatch);
+    }
+    let signed = &token[..h64.len() + 1 + p64.len()];
+    match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg) {
+        Ok(true) => {}
+        _ => return Err(TokenError::BadSignature),
+    }
+    let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
+    let claims: StrictMap = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
+    let claims = claims.0;
+
+    let date = |name: &str| -> Result<Option<f64>, TokenError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(TokenError::BadClaims),
+            Some(_) => Err(TokenError::BadClaims),
+        }
+    };
+    let verified = VerifiedToken {
+        partner: IdClaim::from_value(claims.get(&policy.partner_claim)),
+        org: IdClaim::from_value(claims.get(&policy.org_claim)),
+        key_id: match claims.get(&policy.key_id_claim) {
+            None => None,
+            Some(Value::String(s)) => Some(Arc::from(s.as_str())),
+            Some(_) => return Err(TokenError::BadClaims),
+        },
+        exp: date("exp")?,
+        nbf: date("nbf")?,
+        iat: date("iat")?,
+    };
+    if let Some(iss) = &policy.issuer {
+        match claims.get("iss") {
+            Some(Value::String(s)) if s == iss => {}
+            _ => return Err(TokenError::WrongIssuer),
+        }
+    }
+    if !policy.audience.is_empty() {
+        let ok = match claims.get("aud") {
+            Some(Value::String(s)) => policy.audience.iter().any(|a| a == s),
+            Some(Value::Array(items)) => items
+                .iter()
+                .any(|v| v.as_str().is_some_and(|s| policy.audience.iter().any(|a| a == s))),
+            _ => false,
+        };
+        if !ok {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    verified.check_times(policy, now)?;
+    Ok(verified)
+}
+
+/// A JSON object that refuses duplicate keys (a token whose claims mean different things
+/// to different parsers is not a token we accept).
+struct StrictMap(serde_json::Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictMap, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom(format!("duplicate claim {k}")));
+                    }
+                    let v: Value = map.next_value()?;
+                    out.insert(k, v);
+                }
+                Ok(StrictMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header as JHeader};
+    use serde_json::json;
+
+    pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: f64 = 1_800_000_000.0;
+
+    pub fn policy() -> JwtPolicy {
+        JwtPolicy {
+            algorithms: vec![Algorithm::HS256, Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+            issuer: Some("https://api.open.cx".into()),
+            audience: vec!["partner-api".into()],
+            leeway_secs: 30.0,
+            require_exp: false,
+            partner_claim: "sub".into(),
+            org_claim: "org_id".into(),
+            key_id_claim: "jti".into(),
+            org_must_be_listed: false,
+        }
+    }
+
+    pub fn hs_keys() -> KeySet {
+        KeySet::new([VerifyKey {
+            kid: "hs-1".into(),
+            algorithms: vec![Algorithm::HS256],
+            key: DecodingKey::from_secret(SECRET),
+        }])
+    }
+
+    pub fn claims() -> Value {
+        json!({"sub": "acme", "jti": "key-1", "iss": "https://api.open.cx", "aud": "partner-api",
+               "iat": NOW as i64, "exp": NOW as i64 + 3600})
+    }
+
+    pub fn mint(claims: &Value, kid: Option<&str>) -> String {
+        let mut h = JHeader::new(Algorithm::HS256);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn raw(header: &Value, claims: &Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap());
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+        let input = format!("{h}.{p}");
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
+            .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+        let mut c = claims();
+        f(c.as_object_mut().unwrap());
+        c
+    }
+
+    #[test]
+    fn a_valid_token_verifies() {
+        let v = verify(&mint(&claims(), Some("hs-1")), &hs_keys(), &policy(), NOW).unwrap();
+        assert_eq!(v.partner, IdClaim::Str("acme".into()));
+        assert_eq!(v.key_id.as_deref(), Some("key-1"));
+        assert_eq!(v.org, IdClaim::Absent);
+    }
+
+    #[test]
+    fn the_only_key_serves_tokens_without_kid() {
+        assert!(verify(&mint(&claims(), None), &hs_keys(), &policy(), NOW).is_ok());
+        let two = KeySet::new([
+            VerifyKey { kid: "a".into(), algorithms: vec![Algorithm::HS256], key: DecodingKey::from_secret(SECRET) },
+            VerifyKey { kid: "b".into(), algorithms: vec![Algorithm::HS256], key: DecodingKey::from_secret(SECRET) },
+        ]);
+        assert_eq!(verify(&mint(&claims(), None), &two, &policy(), NOW), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn table_of_rejections() {
+        use TokenError::*;
+        let k = hs_keys();
+        let p = policy();
+        let good = mint(&claims(), Some("hs-1"));
+        let (h, pl, s) = {
+            let v: Vec<&str> = good.split('.').collect();
+            (v[0].to_string(), v[1].to_string(), v[2].to_string())
+        };
+        let cases: Vec<(&str, String, TokenError)> = vec![
+            ("huge", "a".repeat(MAX_TOKEN_LEN + 1), TooLarge),
+            ("two parts", format!("{h}.{pl}"), Malformed),
+            ("four parts", format!("{good}.x"), Malformed),
+            ("empty sig", format!("{h}.{pl}."), Malformed),
+            ("dots", "..".into(), Malformed),
+            ("bad chars", format!("{h}.{pl}!.{s}"), Malformed),
+            ("padding", format!("{h}.{pl}.{s}="), Malformed),
+            ("flipped sig", format!("{h}.{pl}.{}", flip(&s)), BadSignature),
+            ("header not json", format!("{}.{pl}.{s}", URL_SAFE_NO_PAD.encode("nope")), BadHeader),
+            ("alg none", raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()), AlgorithmNotAllowed),
+            ("alg HS384", raw(&json!({"alg": "HS384", "kid": "hs-1"}), &claims()), AlgorithmNotAllowed),
+            ("alg RS256 on HS key", raw(&json!({"alg": "RS256", "kid": "hs-1"}), &claims()), AlgorithmMismatch),
+            ("unknown kid", mint(&claims(), Some("nope")), UnknownKey),
+            ("empty kid", mint(&claims(), Some("")), UnknownKey),
+            ("kid not a string", raw(&json!({"alg": "HS256", "kid": 5}), &claims()), BadHeader),
+            ("crit", raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["exp"]}), &claims()), CritHeader),
+            ("b64", raw(&json!({"alg": "HS256", "kid": "hs-1", "b64": false}), &claims()), CritHeader),
+            ("expired", mint(&with(|c| { c.insert("exp".into(), json!(NOW - 120.0)); }), Some("hs-1")), Expired),
+            ("nbf ahead", mint(&with(|c| { c.insert("nbf".into(), json!(NOW + 300.0)); }), Some("hs-1")), NotYetValid),
+            ("iat ahead", mint(&with(|c| { c.insert("iat".into(), json!(NOW + 300.0)); }), Some("hs-1")), IssuedInFuture),
+            ("exp string", mint(&with(|c| { c.insert("exp".into(), json!("never")); }), Some("hs-1")), BadClaims),
+            ("nbf bool", mint(&with(|c| { c.insert("nbf".into(), json!(true)); }), Some("hs-1")), BadClaims),
+            ("wrong iss", mint(&with(|c| { c.insert("iss".into(), json!("https://evil")); }), Some("hs-1")), WrongIssuer),
+            ("no iss", mint(&with(|c| { c.remove("iss"); }), Some("hs-1")), WrongIssuer),
+            ("wrong aud", mint(&with(|c| { c.insert("aud".into(), json!("other")); }), Some("hs-1")), WrongAudience),
+            ("aud list without ours", mint(&with(|c| { c.insert("aud".into(), json!(["other"])); }), Some("hs-1")), WrongAudience),
+            ("no aud", mint(&with(|c| { c.remove("aud"); }), Some("hs-1")), WrongAudience),
+            ("jti not a string", mint(&with(|c| { c.insert("jti".into(), json!(7)); }), Some("hs-1")), BadClaims),
+            ("claims not an object", raw(&json!({"alg": "HS256", "kid": "hs-1"}), &json!([1, 2])), BadClaims),
+        ];
+        for (what, token, want) in cases {
+            assert_eq!(verify(&token, &k, &p, NOW), Err(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs-1"}"#);
+        let p = URL_SAFE_NO_PAD.encode(br#"{"sub":"acme","sub":"evil"}"#);
+        let input = format!("{h}.{p}");
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
+            .unwrap();
+        assert_eq!(verify(&format!("{input}.{sig}"), &hs_keys(), &policy(), NOW), Err(TokenError::BadClaims));
+    }
+
+    #[test]
+    fn leeway_applies_both_ways() {
+        let k = hs_keys();
+        let p = policy();
+        let exp10 = mint(&with(|c| { c.insert("exp".into(), json!(NOW - 10.0)); }), Some("hs-1"));
+        assert!(verify(&exp10, &k, &p, NOW).is_ok());
+        let nbf10 = mint(&with(|c| { c.insert("nbf".into(), json!(NOW + 10.0)); }), Some("hs-1"));
+        assert!(verify(&nbf10, &k, &p, NOW).is_ok());
+        let aud_list = mint(&with(|c| { c.insert("aud".into(), json!(["x", "partner-api"])); }), Some("hs-1"));
+        assert!(verify(&aud_list, &k, &p, NOW).is_ok());
+    }
+
+    #[test]
+    fn require_exp() {
+        let mut p = policy();
+        p.require_exp = true;
+        let no_exp = mint(&with(|c| { c.remove("exp"); }), Some("hs-1"));
+        assert_eq!(verify(&no_exp, &hs_keys(), &p, NOW), Err(TokenError::MissingExp));
+    }
+
+    fn flip(sig: &str) -> String {
+        let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+}

@@ -1,0 +1,14 @@
+//! The security layers as pure decisions: no sockets, no pingora. Each module is one
+//! layer; [`pipeline::decide`] runs them in CONTRACT §4 order.
+
+pub mod client_ip;
+pub mod denial;
+pub mod directory;
+pub mod ip_set;
+pub mod jwt;
+pub mod ownership;
+pub mod path;
+pub mod pipeline;
+pub mod rate_limit;
+pub mod routes;
+pub mod token_cache;

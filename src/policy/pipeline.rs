@@ -1,0 +1,462 @@
+//! The whole admission decision for one request, in CONTRACT §4 order (steps 0-7).
+//!
+//! Pure apart from the rate-limit buckets it charges: it reads request facts and the
+//! policy, and returns either what the proxy needs to forward the request or the denial.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use http::HeaderMap;
+
+use super::client_ip::{self, ClientIp, ClientIpPolicy};
+use super::denial::{AnswerStyle, Denial};
+use super::directory::{self, Directory};
+use super::jwt::{IdClaim, JwtPolicy, KeySet, TokenError};
+use super::ownership::{self, LearnedOrgs};
+use super::path;
+use super::rate_limit::{Headroom, OverrideBuckets, RateLimits};
+use super::routes::{AuthKind, ErrorFormat, Route, RouteTable};
+use super::token_cache::TokenCache;
+
+/// Settings that change only with a restart.
+#[derive(Debug, Clone)]
+pub struct StaticPolicy {
+    pub routes: RouteTable,
+    pub client_ip: ClientIpPolicy,
+    pub jwt: JwtPolicy,
+    pub max_body_bytes: u64,
+}
+
+/// The reloadable policy: one immutable value per reload, swapped atomically.
+pub struct Snapshot<C: Clock = DefaultClock> {
+    pub directory: Arc<Directory>,
+    pub keys: Arc<KeySet>,
+    pub overrides: Arc<OverrideBuckets<C>>,
+}
+
+impl<C: Clock> Clone for Snapshot<C> {
+    fn clone(&self) -> Self {
+        Snapshot { directory: self.directory.clone(), keys: self.keys.clone(), overrides: self.overrides.clone() }
+    }
+}
+
+/// Everything the decision reads.
+pub struct Gate<'a, C: Clock = DefaultClock> {
+    pub fixed: &'a StaticPolicy,
+    pub snapshot: &'a Snapshot<C>,
+    pub limits: &'a RateLimits<C>,
+    pub tokens: &'a TokenCache,
+    pub learned: &'a LearnedOrgs,
+}
+
+/// The request as the decision sees it.
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The raw request target (path and query) as received.
+    pub target: &'a [u8],
+    pub headers: &'a HeaderMap,
+    pub peer: IpAddr,
+    /// Declared Content-Length, if any.
+    pub content_length: Option<u64>,
+    /// Seconds since the Unix epoch.
+    pub now: f64,
+}
+
+/// Who the request was admitted as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// `auth = "none"`.
+    Anonymous,
+    Partner { id: Arc<str>, key_id: Option<Arc<str>> },
+    Org { id: Arc<str>, key_id: Option<Arc<str>> },
+}
+
+impl Identity {
+    /// The partner id for metric labels (empty for other principals).
+    pub fn partner_label(&self) -> &str {
+        match self {
+            Identity::Partner { id, .. } => id,
+            _ => "",
+        }
+    }
+}
+
+/// A request that may go upstream.
+#[derive(Debug)]
+pub struct Admitted<'r> {
+    pub route: &'r Route,
+    pub identity: Identity,
+    pub client_ip: ClientIp,
+    pub headroom: Option<Headroom>,
+}
+
+/// A refused request, with what the answer and the metrics need.
+#[derive(Debug)]
+pub struct Refused<'r> {
+    pub route: Option<&'r Route>,
+    pub denial: Denial,
+    pub client_ip: ClientIp,
+    /// The principal, once known (the rate-limit metric names the partner).
+    pub identity: Identity,
+}
+
+impl Refused<'_> {
+    /// How to phrase the answer on this route.
+    pub fn style(&self) -> AnswerStyle<'_> {
+        style_of(self.route)
+    }
+}
+
+/// The answer style of a route (or the default before routing).
+pub fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
+    match route {
+        Some(r) => AnswerStyle {
+            auth: r.auth,
+            error_format: r.error_format,
+            api_key_header: r.api_key.as_ref().map_or("X-API-Key", |k| k.header.as_str()),
+        },
+        None => AnswerStyle { auth: AuthKind::None, error_format: ErrorFormat::Dto, api_key_header: "X-API-Key" },
+    }
+}
+
+/// Steps 0-7 of CONTRACT §4.
+pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) -> Result<Admitted<'g>, Refused<'g>> {
+    let client_ip = client_ip::resolve(
+        &gate.fixed.client_ip,
+        req.peer,
+        req.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
+        req.headers.get("cf-connecting-ip").map(|v| v.as_bytes()),
+    );
+    let refuse = |route: Option<&'g Route>, denial: Denial, identity: Identity| Refused {
+        route,
+        denial,
+        client_ip,
+        identity,
+    };
+
+    // 0. path hygiene, then a declared body that is too large
+    let raw_path = path::path_of(req.target);
+    if let Err(p) = path::check(raw_path) {
+        return Err(refuse(None, Denial::BadPath(p), Identity::Anonymous));
+    }
+    if req.content_length.is_some_and(|n| n > gate.fixed.max_body_bytes) {
+        return Err(refuse(None, Denial::BodyTooLarge { limit: gate.fixed.max_body_bytes }, Identity::Anonymous));
+    }
+
+    // 1. route
+    let Some(m) = gate.fixed.routes.find(req.method, raw_path) else {
+        return Err(refuse(None, Denial::NoRoute, Identity::Anonymous));
+    };
+    let route = m.route;
+    let on_route = |denial: Denial, identity: Identity| refuse(Some(route), denial, identity);
+
+    // 2-5. credential and principal
+    let snapshot = gate.snapshot;
+    let dir: &Directory = &snapshot.directory;
+    let (identity, principal_key) = match route.auth {
+        AuthKind::None => {
+            return Ok(Admitted { route, identity: Identity::Anonymous, client_ip, headroom: None });
+        }
+        AuthKind::Partner | AuthKind::Org => {
+            let token = bearer_token(req.headers).map_err(|d| on_route(d, Identity::Anonymous))?;
+            let verified = gate
+                .tokens
+                .verify(token, &snapshot.keys, &gate.fixed.jwt, req.now)
+                .map_err(|e| on_route(Denial::InvalidToken(e), Identity::Anonymous))?;
+            if route.auth == AuthKind::Partner {
+                if verified.org != IdClaim::Absent {
+                    return Err(on_route(Denial::InvalidToken(TokenError::WrongTokenKind), Identity::Anonymous));
+                }
+                let Some(id) = verified.partner.as_str() else {
+                    return Err(on_route(Denial::InvalidToken(TokenError::MissingPrincipal), Identity::Anonymous));
+                };
+                let identity = Identity::Partner { id: id.clone(), key_id: verified.key_id.clone() };
+                let partner = directory::admit_partner(dir, id, verified.key_id.as_deref(), client_ip)
+                    .map_err(|d| on_route(d, identity.clone()))?;
+                (identity, partner.id.clone())
+            } else {
+                let Some(id) = verified.org.as_str() else {
+                    return Err(on_route(Denial::InvalidToken(TokenError::MissingPrincipal), Identity::Anonymous));
+                };
+                let identity = Identity::Org { id: id.clone(), key_id: verified.key_id.clone() };
+                directory::admit_org(dir, id, verified.key_id.as_deref(), client_ip, gate.fixed.jwt.org_must_be_listed)
+                    .map_err(|d| on_route(d, identity.clone()))?;
+                (identity, id.clone())
+            }
+        }
+        AuthKind::ApiKey => {
+            let settings = route.api_key.as_ref();
+            let header = settings.map_or("x-api-key", |s| s.header.as_str());
+            let prefix = settings.map_or("", |s| s.prefix.as_str());
+            let mut values = req.headers.get_all(header).iter();
+            let key = match (values.next(), values.next()) {
+                (None, _) => return Err(on_route(Denial::MissingApiKey, Identity::Anonymous)),
+                (Some(_), Some(_)) => return Err(on_route(Denial::BadApiKeyFormat, Identity::Anonymous)),
+                (Some(v), None) => v.as_bytes(),
+            };
+            if !directory::api_key_well_formed(key, prefix) {
+                return Err(on_route(Denial::BadApiKeyFormat, Identity::Anonymous));
+            }
+            let entry = dir.api_key(key).ok_or_else(|| on_route(Denial::UnknownApiKey, Identity::Anonymous))?;
+            let identity = Identity::Org { id: entry.org.clone(), key_id: Some(entry.id.clone()) };
+            if entry.disabled {
+                return Err(on_route(Denial::KeyDisabled, identity));
+            }
+            directory::admit_org(dir, &entry.org, None, client_ip, gate.fixed.jwt.org_must_be_listed)
+                .map_err(|d| on_route(d, identity.clone()))?;
+            (identity, entry.org.clone())
+        }
+    };
+
+    // 6. rate limits
+    let headroom = gate
+        .limits
+        .check(&snapshot.overrides, &route.limits, &principal_key)
+        .map_err(|d| on_route(d, identity.clone()))?;
+
+    // 7. org ownership
+    if let Some(capture) = m.org_capture {
+        let owned = match &identity {
+            Identity::Partner { id, .. } => match dir.partner(id) {
+                Some(p) => ownership::check_partner_org(p, gate.learned, capture),
+                None => Err(Denial::UnknownPartner),
+            },
+            Identity::Org { id, .. } => ownership::check_own_org(id, capture),
+            Identity::Anonymous => Ok(()),
+        };
+        owned.map_err(|d| on_route(d, identity.clone()))?;
+    }
+
+    Ok(Admitted { route, identity, client_ip, headroom })
+}
+
+/// Exactly one `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Denial> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(Denial::MissingToken),
+        (Some(_), Some(_)) => return Err(Denial::InvalidToken(TokenError::DuplicateHeader)),
+        (Some(v), None) => v,
+    };
+    let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+        return Err(Denial::InvalidToken(TokenError::Malformed));
+    };
+    let text = text.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = match text.find(' ') {
+        Some(i) => (&text[..i], Some(&text[i..])),
+        None => (text, None),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Denial::MissingToken);
+    }
+    match rest.map(|r| r.trim_start_matches(' ')) {
+        Some(token) if !token.is_empty() => Ok(token),
+        _ => Err(Denial::InvalidToken(TokenError::Malformed)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::directory::tests::partner;
+    use crate::policy::ip_set::{parse_net, IpSet};
+    use crate::policy::jwt::tests::{claims, hs_keys, mint, policy};
+    use crate::policy::rate_limit::LimitDef;
+    use crate::policy::routes::{ApiKeySettings, Pattern};
+    use crate::policy::{client_ip::IpSource, directory::ApiKeyEntry, path::PathProblem};
+    use governor::clock::FakeRelativeClock;
+    use http::HeaderValue;
+    use sha2::{Digest, Sha256};
+    use std::num::NonZeroU32;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    struct World {
+        fixed: StaticPolicy,
+        snapshot: Snapshot<FakeRelativeClock>,
+        limits: RateLimits<FakeRelativeClock>,
+        tokens: TokenCache,
+        learned: LearnedOrgs,
+    }
+
+    fn route(index: usize, name: &str, path: &str, auth: AuthKind, org: Option<&str>, limits: Vec<usize>) -> Route {
+        let pattern = Pattern::parse(path).unwrap();
+        Route {
+            index,
+            name: name.into(),
+            org_param: org.map(|o| pattern.param_index(o).unwrap()),
+            pattern,
+            method: None,
+            auth,
+            limits,
+            learn_org_pointer: None,
+            api_key: (auth == AuthKind::ApiKey)
+                .then(|| ApiKeySettings { header: "X-API-Key".into(), prefix: "org_".into() }),
+            error_format: ErrorFormat::Dto,
+        }
+    }
+
+    fn world() -> World {
+        let routes = RouteTable::new(vec![
+            route(0, "org-scoped", "/partner/v1/orgs/{org_id}/**", AuthKind::Partner, Some("org_id"), vec![0]),
+            route(1, "orgs", "/partner/v1/orgs", AuthKind::Partner, None, vec![0]),
+            route(2, "health", "/health", AuthKind::None, None, vec![]),
+            route(3, "org-api", "/v1/orgs/{org_id}/**", AuthKind::Org, Some("org_id"), vec![]),
+            route(4, "key", "/v1/org/info", AuthKind::ApiKey, None, vec![]),
+        ]);
+        let fixed = StaticPolicy {
+            routes,
+            client_ip: ClientIpPolicy {
+                source: IpSource::XForwardedFor,
+                trusted_proxies: IpSet::new([parse_net("127.0.0.0/8").unwrap()]),
+            },
+            jwt: policy(),
+            max_body_bytes: 1024,
+        };
+        let mut acme = partner("acme");
+        acme.orgs.insert("o-1".into());
+        acme.ip_allow_list = Some(IpSet::new([parse_net("203.0.113.0/24").unwrap()]));
+        let key = ApiKeyEntry {
+            id: "ak-1".into(),
+            org: "o-7".into(),
+            disabled: false,
+            digest: Sha256::digest(b"org_aaaaaaaaaaaaaaaaaaaa").into(),
+        };
+        let dir = Directory::new(vec![acme], vec![], vec![key]);
+        let clock = FakeRelativeClock::default();
+        let limits =
+            RateLimits::new(vec![LimitDef { name: "partner".into(), per_minute: NonZeroU32::new(2).unwrap() }], clock);
+        let overrides = limits.build_overrides(&dir, None);
+        World {
+            fixed,
+            snapshot: Snapshot { directory: Arc::new(dir), keys: Arc::new(hs_keys()), overrides: Arc::new(overrides) },
+            limits,
+            tokens: TokenCache::new(100),
+            learned: LearnedOrgs::new(),
+        }
+    }
+
+    fn run(w: &World, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Identity, Denial> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let gate = Gate {
+            fixed: &w.fixed,
+            snapshot: &w.snapshot,
+            limits: &w.limits,
+            tokens: &w.tokens,
+            learned: &w.learned,
+        };
+        let facts = RequestFacts {
+            method,
+            target: target.as_bytes(),
+            headers: &map,
+            peer: "127.0.0.1".parse().unwrap(),
+            content_length: None,
+            now: NOW,
+        };
+        decide(&gate, &facts).map(|a| a.identity).map_err(|r| r.denial)
+    }
+
+    fn bearer(tok: &str) -> String {
+        format!("Bearer {tok}")
+    }
+
+    #[test]
+    fn steps_in_order() {
+        let w = world();
+        let tok = mint(&claims(), Some("hs-1"));
+        let auth = bearer(&tok);
+        let ok_ip = ("X-Forwarded-For", "203.0.113.5");
+        let acme = Identity::Partner { id: "acme".into(), key_id: Some("key-1".into()) };
+        assert_eq!(run(&w, "GET", "/partner/v1/orgs/../x", &[]), Err(Denial::BadPath(PathProblem::DotSegment)));
+        assert_eq!(run(&w, "GET", "/nope", &[]), Err(Denial::NoRoute));
+        assert_eq!(run(&w, "GET", "/health?x=1", &[]), Ok(Identity::Anonymous));
+        assert_eq!(run(&w, "GET", "/partner/v1/orgs", &[]), Err(Denial::MissingToken));
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs", &[("Authorization", "Bearer x.y.z")]),
+            Err(Denial::InvalidToken(TokenError::Malformed))
+        );
+        assert_eq!(run(&w, "GET", "/partner/v1/orgs", &[("Authorization", &auth)]), Err(Denial::IpDenied));
+        assert_eq!(run(&w, "GET", "/partner/v1/orgs/o-2/x", &[("Authorization", &auth), ok_ip]), Err(Denial::OrgForbidden));
+        assert_eq!(run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), ok_ip]), Ok(acme.clone()));
+        // two tokens spent (one 403 above, one 200): the third request is limited
+        assert!(matches!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), ok_ip]),
+            Err(Denial::RateLimited { .. })
+        ));
+    }
+
+    #[test]
+    fn authorization_grammar() {
+        let w = world();
+        let tok = mint(&claims(), Some("hs-1"));
+        let xff = ("X-Forwarded-For", "203.0.113.5");
+        let ok = |v: &str| run(&w, "GET", "/partner/v1/orgs/o-1/a", &[("Authorization", v), xff]);
+        assert!(ok(&format!("  bearer   {tok} ")).is_ok());
+        assert_eq!(ok(&format!("Basic {tok}")), Err(Denial::MissingToken));
+        assert_eq!(ok(&tok), Err(Denial::MissingToken));
+        assert_eq!(ok(""), Err(Denial::MissingToken));
+        assert_eq!(ok("Bearer"), Err(Denial::InvalidToken(TokenError::Malformed)));
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/a", &[("Authorization", &bearer(&tok)), ("Authorization", &bearer(&tok))]),
+            Err(Denial::InvalidToken(TokenError::DuplicateHeader))
+        );
+    }
+
+    #[test]
+    fn token_kinds_are_kept_apart() {
+        let w = world();
+        let mut org_claims = claims();
+        org_claims["org_id"] = "o-7".into();
+        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        let xff = ("X-Forwarded-For", "203.0.113.5");
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/a", &[("Authorization", &org_tok), xff]),
+            Err(Denial::InvalidToken(TokenError::WrongTokenKind))
+        );
+        assert_eq!(
+            run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]),
+            Ok(Identity::Org { id: "o-7".into(), key_id: Some("key-1".into()) })
+        );
+        assert_eq!(run(&w, "GET", "/v1/orgs/o-8/a", &[("Authorization", &org_tok)]), Err(Denial::OrgForbidden));
+        let partner_tok = bearer(&mint(&claims(), Some("hs-1")));
+        assert_eq!(
+            run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &partner_tok)]),
+            Err(Denial::InvalidToken(TokenError::MissingPrincipal))
+        );
+    }
+
+    #[test]
+    fn api_keys() {
+        let w = world();
+        assert_eq!(run(&w, "GET", "/v1/org/info", &[]), Err(Denial::MissingApiKey));
+        assert_eq!(run(&w, "GET", "/v1/org/info", &[("X-API-Key", "org_x")]), Err(Denial::BadApiKeyFormat));
+        assert_eq!(
+            run(&w, "GET", "/v1/org/info", &[("X-API-Key", "org_bbbbbbbbbbbbbbbbbbbb")]),
+            Err(Denial::UnknownApiKey)
+        );
+        assert_eq!(
+            run(&w, "GET", "/v1/org/info", &[("x-api-key", "org_aaaaaaaaaaaaaaaaaaaa")]),
+            Ok(Identity::Org { id: "o-7".into(), key_id: Some("ak-1".into()) })
+        );
+    }
+
+    #[test]
+    fn declared_body_too_large() {
+        let w = world();
+        let gate = Gate { fixed: &w.fixed, snapshot: &w.snapshot, limits: &w.limits, tokens: &w.tokens, learned: &w.learned };
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            method: "POST",
+            target: b"/nope",
+            headers: &headers,
+            peer: "127.0.0.1".parse().unwrap(),
+            content_length: Some(2048),
+            now: NOW,
+        };
+        assert_eq!(decide(&gate, &facts).unwrap_err().denial, Denial::BodyTooLarge { limit: 1024 });
+    }
+}

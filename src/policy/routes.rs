@@ -1,0 +1,298 @@
+//! Routes: ordered patterns, first match wins (CONTRACT §2).
+//!
+//! `{name}` matches one non-empty segment, a trailing `/**` zero or more further segments,
+//! and one trailing `/` in the request is ignored. Literal segments are compared with the
+//! percent-decoded request segment, so `/%61dmin` cannot slip past a route for `/admin`.
+
+use std::sync::Arc;
+
+use super::path::decode_segment;
+
+/// Which credential a route asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// No credential: steps 2-7 are skipped.
+    None,
+    /// A partner JWT (`partner_claim` names the partner).
+    Partner,
+    /// An org API key that is a JWT (`org_claim` names the org).
+    Org,
+    /// A static, prefixed key in a header, looked up by digest.
+    ApiKey,
+}
+
+/// Shape of the errors the gateway writes on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// `{"statusCode", "message", "error"}` (the seed's ErrorDto).
+    Dto,
+    /// `{"error": "<message>"}` (the Appizer seed's shape).
+    Simple,
+}
+
+/// `auth = "api_key"` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySettings {
+    /// Header name as configured (used in messages and `WWW-Authenticate`).
+    pub header: String,
+    /// Required prefix, e.g. `org_`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Vec<u8>),
+    Param,
+}
+
+/// A compiled route path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    segments: Vec<Segment>,
+    rest: bool,
+    params: Vec<String>,
+}
+
+impl Pattern {
+    /// Compiles `/a/{b}/**`. Errors name what is wrong with the pattern.
+    pub fn parse(path: &str) -> Result<Pattern, String> {
+        let Some(body) = path.strip_prefix('/') else {
+            return Err(format!("route path {path:?} must start with '/'"));
+        };
+        let mut segments = Vec::new();
+        let mut params: Vec<String> = Vec::new();
+        let mut rest = false;
+        if body.is_empty() {
+            return Ok(Pattern { segments, rest, params });
+        }
+        let parts: Vec<&str> = body.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            if *part == "**" {
+                if !last {
+                    return Err(format!("route path {path:?}: '**' is only allowed as the last segment"));
+                }
+                rest = true;
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    return Err(format!("route path {path:?}: bad parameter name {{{name}}}"));
+                }
+                if params.iter().any(|p| p == name) {
+                    return Err(format!("route path {path:?}: parameter {{{name}}} appears twice"));
+                }
+                params.push(name.to_string());
+                segments.push(Segment::Param);
+            } else if part.is_empty() {
+                return Err(format!("route path {path:?} has an empty segment"));
+            } else if part.contains(['{', '}', '*', '%', '?', '#', '\\']) || *part == "." || *part == ".." {
+                return Err(format!("route path {path:?}: segment {part:?} is not a plain literal"));
+            } else {
+                segments.push(Segment::Literal(part.as_bytes().to_vec()));
+            }
+        }
+        Ok(Pattern { segments, rest, params })
+    }
+
+    /// Index of a `{name}` capture, if the pattern has it.
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p == name)
+    }
+
+    /// Matches a path that passed hygiene; returns the raw bytes of the wanted capture.
+    fn matches<'p>(&self, path: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
+        let body = path.strip_prefix(b"/")?;
+        let body = body.strip_suffix(b"/").unwrap_or(body);
+        let mut parts = body.split(|&b| b == b'/').filter(|_| !body.is_empty());
+        let mut captured = None;
+        let mut param_no = 0;
+        for seg in &self.segments {
+            let part = parts.next()?;
+            match seg {
+                Segment::Literal(lit) => {
+                    if part != lit.as_slice() && (!part.contains(&b'%') || *decode_segment(part) != **lit) {
+                        return None;
+                    }
+                }
+                Segment::Param => {
+                    if part.is_empty() {
+                        return None;
+                    }
+                    if want == Some(param_no) {
+                        captured = Some(part);
+                    }
+                    param_no += 1;
+                }
+            }
+        }
+        if !self.rest && parts.next().is_some() {
+            return None;
+        }
+        Some(captured)
+    }
+}
+
+/// One validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in the table (indexes per-route metrics).
+    pub index: usize,
+    /// The configured name (a metric label value).
+    pub name: Arc<str>,
+    pub pattern: Pattern,
+    /// Exact, case-sensitive method; `None` = any.
+    pub method: Option<String>,
+    pub auth: AuthKind,
+    /// Capture index of `org_param`.
+    pub org_param: Option<usize>,
+    /// Indexes into the limit table, in the order the route lists them.
+    pub limits: Vec<usize>,
+    /// JSON pointer of `learn_org_from_response`.
+    pub learn_org_pointer: Option<String>,
+    /// Present on `auth = "api_key"` routes.
+    pub api_key: Option<ApiKeySettings>,
+    pub error_format: ErrorFormat,
+}
+
+/// The result of routing: the route and the raw `org_param` capture.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'r, 'p> {
+    pub route: &'r Route,
+    pub org_capture: Option<&'p [u8]>,
+}
+
+/// All routes in config order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Wraps routes already validated and numbered in order.
+    pub fn new(routes: Vec<Route>) -> Self {
+        RouteTable { routes }
+    }
+
+    /// The first route whose method and path match.
+    pub fn find<'r, 'p>(&'r self, method: &str, path: &'p [u8]) -> Option<RouteMatch<'r, 'p>> {
+        self.routes.iter().find_map(|route| {
+            if route.method.as_deref().is_some_and(|m| m != method) {
+                return None;
+            }
+            let captured = route.pattern.matches(path, route.org_param)?;
+            Some(RouteMatch { route, org_capture: captured })
+        })
+    }
+
+    /// Routes in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(index: usize, name: &str, path: &str, method: Option<&str>, org_param: Option<&str>) -> Route {
+        let pattern = Pattern::parse(path).unwrap();
+        let org_param = org_param.map(|p| pattern.param_index(p).unwrap());
+        Route {
+            index,
+            name: name.into(),
+            pattern,
+            method: method.map(str::to_string),
+            auth: AuthKind::Partner,
+            org_param,
+            limits: vec![],
+            learn_org_pointer: None,
+            api_key: None,
+            error_format: ErrorFormat::Dto,
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(vec![
+            route(0, "by-external-id", "/partner/v1/orgs/by-external-id/{external_id}", None, None),
+            route(1, "login-links", "/partner/v1/orgs/{org_id}/login-links", Some("POST"), Some("org_id")),
+            route(2, "org-scoped", "/partner/v1/orgs/{org_id}/**", None, Some("org_id")),
+            route(3, "orgs", "/partner/v1/orgs", None, None),
+            route(4, "health", "/health", None, None),
+            route(5, "root", "/", Some("GET"), None),
+        ])
+    }
+
+    fn find(method: &str, path: &str) -> Option<(String, Option<String>)> {
+        let t = table();
+        t.find(method, path.as_bytes()).map(|m| {
+            (m.route.name.to_string(), m.org_capture.map(|c| String::from_utf8_lossy(c).into_owned()))
+        })
+    }
+
+    fn hit(name: &str, org: Option<&str>) -> Option<(String, Option<String>)> {
+        Some((name.to_string(), org.map(str::to_string)))
+    }
+
+    #[test]
+    fn table_of_matches() {
+        let cases = [
+            ("GET", "/partner/v1/orgs/by-external-id/cust-1", hit("by-external-id", None)),
+            ("GET", "/partner/v1/orgs/by-external-id/cust-1/", hit("by-external-id", None)),
+            ("GET", "/partner/v1/orgs/by-external-id/c/extra", hit("org-scoped", Some("by-external-id"))),
+            ("GET", "/partner/v1/orgs/by-external-id", hit("org-scoped", Some("by-external-id"))),
+            ("POST", "/partner/v1/orgs/o1/login-links", hit("login-links", Some("o1"))),
+            ("GET", "/partner/v1/orgs/o1/login-links", hit("org-scoped", Some("o1"))),
+            ("post", "/partner/v1/orgs/o1/login-links", hit("org-scoped", Some("o1"))),
+            ("GET", "/partner/v1/orgs/o1", hit("org-scoped", Some("o1"))),
+            ("GET", "/partner/v1/orgs/o1/", hit("org-scoped", Some("o1"))),
+            ("GET", "/partner/v1/orgs/o1/a/b/c", hit("org-scoped", Some("o1"))),
+            ("GET", "/partner/v1/orgs/%6F1/x", hit("org-scoped", Some("%6F1"))),
+            ("GET", "/partner/v1/orgs", hit("orgs", None)),
+            ("GET", "/partner/v1/orgs/", hit("orgs", None)),
+            ("GET", "/partner/v1/%6Frgs", hit("orgs", None)),
+            ("GET", "/partner/v1/orgsX", None),
+            ("GET", "/partner/v2/orgs", None),
+            ("GET", "/partner/v1", None),
+            ("GET", "/health", hit("health", None)),
+            ("GET", "/health/extra", None),
+            ("GET", "/", hit("root", None)),
+            ("POST", "/", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(find(method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn pattern_errors() {
+        for bad in ["a", "/a/**/b", "/a/{}", "/a/{1x}", "/a//b", "/a/{x}/{x}", "/a/%2F", "/a/../b", "/a/b*"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Pattern::parse("/**").is_ok());
+        assert!(Pattern::parse("/").is_ok());
+    }
+
+    #[test]
+    fn rest_matches_zero_or_more() {
+        let p = Pattern::parse("/public/**").unwrap();
+        assert!(p.matches(b"/public", None).is_some());
+        assert!(p.matches(b"/public/", None).is_some());
+        assert!(p.matches(b"/public/a/b", None).is_some());
+        assert!(p.matches(b"/publicx", None).is_none());
+        let all = Pattern::parse("/**").unwrap();
+        assert!(all.matches(b"/", None).is_some());
+        assert!(all.matches(b"/x/y", None).is_some());
+    }
+}
