@@ -5,5 +5,15 @@
 //! layers in contract order and writes responses.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod journal;
+pub mod jwks_fetch;
+pub mod logging;
+pub mod metrics;
+pub mod mint;
 pub mod policy;
+pub mod proxy;
+pub mod server;

@@ -1,1 +1,170 @@
-fn main(){}
+//! The `authgate` command line (CONTRACT §1).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+use authgate::mint::{MintOptions, Subject};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// An authenticating reverse-proxy gateway for the OpenCX Partner API.
+#[derive(Parser)]
+#[command(name = "authgate", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Run the gateway with this config file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and policy files: print `ok`, or every problem as file:line: message.
+    Check {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Run the gateway and the demo upstream on the shipped config/ files.
+    Demo {
+        /// Config to use (default: config/authgate.toml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Mint a partner (or org) token with a key the config names; prints the token.
+    Token {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// Partner id (the partner_claim).
+        #[arg(long, conflicts_with = "org", required_unless_present = "org")]
+        partner: Option<String>,
+        /// Org id (the org_claim), for org-level API keys.
+        #[arg(long)]
+        org: Option<String>,
+        /// API key id (the key_id_claim, what revocation names).
+        #[arg(long = "key-id", value_name = "JTI")]
+        key_id: Option<String>,
+        /// Signing key id (default: the first key that can sign).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Lifetime, e.g. 1h (default: no exp).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Read an API key on stdin and print its SHA-256 digest for the policy file.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Demo { config }), _) => authgate::demo::run(config),
+        (Some(Command::Token { config, partner, org, key_id, kid, ttl }), _) => {
+            token(&config, partner, org, key_id, kid, ttl)
+        }
+        (Some(Command::HashKey), _) => hash_key(),
+        (None, Some(config)) => run(&config),
+        (None, None) => {
+            eprintln!("authgate: --config PATH is required (or a subcommand; see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    match authgate::config::load(config) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{problems}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
+    let loaded = match authgate::config::load(config) {
+        Ok(l) => l,
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("authgate: refusing to start with an invalid config");
+            return ExitCode::from(1);
+        }
+    };
+    authgate::logging::init(&loaded.settings.log_level, loaded.settings.log_format);
+    match authgate::server::run(loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            authgate::logging::flush();
+            eprintln!("authgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn token(
+    config: &std::path::Path,
+    partner: Option<String>,
+    org: Option<String>,
+    key_id: Option<String>,
+    kid: Option<String>,
+    ttl: Option<String>,
+) -> ExitCode {
+    let settings = match authgate::config::load(config) {
+        Ok(l) => l.settings,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(1);
+        }
+    };
+    let ttl = match ttl.as_deref().map(authgate::config::validate::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("--ttl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let subject = match (partner, org) {
+        (Some(p), _) => Subject::Partner(p),
+        (None, Some(o)) => Subject::Org(o),
+        (None, None) => {
+            eprintln!("--partner or --org is required");
+            return ExitCode::from(2);
+        }
+    };
+    match authgate::mint::mint(&settings, &subject, &MintOptions { key_id, kid, ttl }) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authgate token: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn hash_key() -> ExitCode {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("authgate hash-key: cannot read stdin: {e}");
+        return ExitCode::from(1);
+    }
+    let key = authgate::config::load::strip_one_newline(&input);
+    if key.is_empty() {
+        eprintln!("authgate hash-key: no key on stdin");
+        return ExitCode::from(1);
+    }
+    println!("{}", hex::encode(Sha256::digest(key)));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,185 @@
+//! The running gateway's shared state: settings, the policy snapshot behind arc-swap, and
+//! the state that outlives a reload (rate-limit buckets, learned orgs, token cache).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{PolicyFiles, Problems, Settings};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::policy::jwt::{KeySet, VerifyKey};
+use crate::policy::ownership::LearnedOrgs;
+use crate::policy::pipeline::{Gate, Snapshot};
+use crate::policy::rate_limit::RateLimits;
+use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
+
+/// State shared by the proxy workers, the admin listener and the reload task.
+pub struct Gateway {
+    pub settings: Arc<Settings>,
+    snapshot: ArcSwap<Snapshot>,
+    pub limits: RateLimits,
+    pub tokens: TokenCache,
+    pub learned: LearnedOrgs,
+    pub journal: Journal,
+    pub metrics: Metrics,
+    /// Keys from `[[jwt.keys]]` and the JWKS file (replaced on reload).
+    file_keys: ArcSwap<Vec<Arc<VerifyKey>>>,
+    /// Keys from the JWKS URL (replaced on each good fetch).
+    url_keys: ArcSwap<Vec<Arc<VerifyKey>>>,
+    /// Serialises snapshot writers (reload, JWKS refresh); readers never take it.
+    writer: Mutex<()>,
+    /// Requests between head and log line (graceful shutdown waits for zero).
+    in_flight: AtomicUsize,
+    listener_up: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// Counts a request as in flight until dropped.
+pub struct InFlight(Arc<Gateway>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gateway {
+    /// Builds the state from a loaded config; replays the learned-orgs journal.
+    pub fn new(settings: Settings, policy: PolicyFiles) -> anyhow::Result<Arc<Gateway>> {
+        let metrics = Metrics::new(settings.fixed.routes.iter().map(|r| &*r.name))?;
+        let limits = RateLimits::new(settings.limits.clone(), Default::default());
+        let learned = LearnedOrgs::new();
+        let journal = Journal::open(&settings.learned_orgs_file, &learned).map_err(|e| {
+            anyhow::anyhow!("cannot read the learned-orgs journal {}: {e}", settings.learned_orgs_file.display())
+        })?;
+        metrics.set_learned_orgs(learned.len());
+        metrics.set_partners(policy.directory.partner_count());
+        let overrides = limits.build_overrides(&policy.directory, None);
+        let snapshot = Snapshot {
+            directory: Arc::new(policy.directory),
+            keys: Arc::new(KeySet::from_shared(policy.keys.iter().cloned())),
+            overrides: Arc::new(overrides),
+        };
+        Ok(Arc::new(Gateway {
+            settings: Arc::new(settings),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            limits,
+            tokens: TokenCache::new(DEFAULT_CAPACITY),
+            learned,
+            journal,
+            metrics,
+            file_keys: ArcSwap::from_pointee(policy.keys),
+            url_keys: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+            listener_up: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The policy in force (load once per request).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Runs `f` with the decision inputs of one consistent snapshot.
+    pub fn with_gate<T>(&self, f: impl FnOnce(&Gate<'_>) -> T) -> T {
+        let snapshot = self.snapshot.load();
+        let gate = Gate {
+            fixed: &self.settings.fixed,
+            snapshot: &snapshot,
+            limits: &self.limits,
+            tokens: &self.tokens,
+            learned: &self.learned,
+        };
+        f(&gate)
+    }
+
+    /// Re-reads the policy file and key files (SIGHUP). On any problem the old policy
+    /// stays in force; the outcome is counted either way.
+    pub fn reload(&self) -> Result<(), Problems> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match crate::config::load_policy_files(&self.settings) {
+            Ok(files) => {
+                let old = self.snapshot.load_full();
+                let overrides = self.limits.build_overrides(&files.directory, Some(&old.overrides));
+                let url_keys = self.url_keys.load();
+                let keys = KeySet::from_shared(files.keys.iter().chain(url_keys.iter()).cloned());
+                self.metrics.set_partners(files.directory.partner_count());
+                self.file_keys.store(Arc::new(files.keys));
+                self.snapshot.store(Arc::new(Snapshot {
+                    directory: Arc::new(files.directory),
+                    keys: Arc::new(keys),
+                    overrides: Arc::new(overrides),
+                }));
+                self.metrics.reload(true);
+                tracing::info!("policy reloaded");
+                Ok(())
+            }
+            Err(problems) => {
+                self.metrics.reload(false);
+                for p in &problems.0 {
+                    tracing::error!("reload rejected, previous policy kept: {p}");
+                }
+                Err(problems)
+            }
+        }
+    }
+
+    /// Installs a freshly fetched JWKS URL key set.
+    pub fn set_url_keys(&self, keys: Vec<Arc<VerifyKey>>) {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.snapshot.load_full();
+        let file_keys = self.file_keys.load();
+        let set = KeySet::from_shared(file_keys.iter().chain(keys.iter()).cloned());
+        self.url_keys.store(Arc::new(keys));
+        self.snapshot.store(Arc::new(Snapshot { keys: Arc::new(set), ..Snapshot::clone(&old) }));
+    }
+
+    /// Whether a key with this kid is in force.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.snapshot.load().keys.contains(kid)
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Records that the proxy listener accepts connections.
+    pub fn set_listener_up(&self) {
+        self.listener_up.store(true, Ordering::Release);
+    }
+
+    /// Starts refusing readiness (shutdown begun).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// `/readyz`: listener up, not draining, and able to verify tokens if any route needs them.
+    pub fn ready(&self) -> bool {
+        if !self.listener_up.load(Ordering::Acquire) || self.draining() {
+            return false;
+        }
+        let needs_keys = self
+            .settings
+            .fixed
+            .routes
+            .iter()
+            .any(|r| matches!(r.auth, crate::policy::routes::AuthKind::Partner | crate::policy::routes::AuthKind::Org));
+        !needs_keys || !self.snapshot.load().keys.is_empty()
+    }
+}

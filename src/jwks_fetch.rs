@@ -1,0 +1,68 @@
+//! `[jwt.jwks] url`: fetched at start and every `refresh`; a failed fetch keeps the last
+//! good key set (stale-while-error) and is counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::gateway::Gateway;
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// Fetches one JWKS document over plain HTTP.
+pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
+    let uri: http::Uri = url.parse()?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("only http:// JWKS URLs are supported by this build");
+    }
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(timeout, client.get(uri)).await??;
+    if !resp.status().is_success() {
+        anyhow::bail!("JWKS URL answered {}", resp.status());
+    }
+    let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES);
+    let bytes = tokio::time::timeout(timeout, body.collect())
+        .await?
+        .map_err(|e| anyhow::anyhow!("reading JWKS body: {e}"))?
+        .to_bytes();
+    Ok(bytes)
+}
+
+/// One fetch-and-install; returns whether it succeeded.
+pub async fn refresh_once(gw: &Gateway, url: &str) -> bool {
+    let result = match fetch(url, Duration::from_secs(10)).await {
+        Ok(body) => crate::config::jwks::parse(&body, &gw.settings.fixed.jwt.algorithms).map_err(anyhow::Error::msg),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((keys, skipped)) => {
+            for s in skipped {
+                tracing::warn!(url, "JWKS: {s}");
+            }
+            tracing::info!(url, keys = keys.len(), "JWKS refreshed");
+            gw.set_url_keys(keys);
+            gw.metrics.jwks_fetch(true);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(url, "JWKS fetch failed, keeping the last good key set: {e}");
+            gw.metrics.jwks_fetch(false);
+            false
+        }
+    }
+}
+
+/// Fetches at start, then every `refresh` (retrying sooner while it has never succeeded).
+pub async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
+    let mut ever = false;
+    loop {
+        ever |= refresh_once(&gw, &url).await;
+        let wait = if ever { refresh } else { refresh.min(Duration::from_secs(5)) };
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,264 @@
+//! Every Prometheus metric of CONTRACT §7, declared once, with help text.
+//!
+//! Label values come only from config or fixed sets. Per-route children are resolved once
+//! (histograms at start, counters on first use) so the request path takes no registry lock.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Route label for requests that matched no route (404, and 400/413 before routing).
+pub const NO_ROUTE: &str = "none";
+
+/// Latency buckets for a gateway: 50 µs .. 10 s.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The method label set of §7.
+pub const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
+
+/// The reason label set (the §4 failure names plus gateway-internal ones).
+pub const REASONS: [&str; 17] = [
+    "bad_path",
+    "no_route",
+    "missing_token",
+    "invalid_token",
+    "unknown_partner",
+    "revoked_key",
+    "ip_denied",
+    "inactive_partner",
+    "rate_limited",
+    "org_forbidden",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "body_too_large",
+    "key_disabled",
+    "internal_error",
+    "bad_request",
+    "other",
+];
+
+const STATUSES: usize = 600;
+
+/// Index of a method in [`METHODS`].
+pub fn method_index(method: &str) -> usize {
+    METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
+}
+
+fn reason_index(reason: &str) -> usize {
+    REASONS.iter().position(|r| *r == reason).unwrap_or(REASONS.len() - 1)
+}
+
+struct RouteMetrics {
+    name: String,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    requests: Vec<OnceLock<IntCounter>>,
+    denied: Vec<OnceLock<IntCounter>>,
+}
+
+/// The gateway's metrics and the registry `/metrics` serves.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    denied: IntCounterVec,
+    rate_limited: IntCounterVec,
+    reloads: IntCounterVec,
+    jwks_fetches: IntCounterVec,
+    partners: IntGauge,
+    learned_orgs: IntGauge,
+    journal_failures: IntCounter,
+    routes: Vec<RouteMetrics>,
+}
+
+impl Metrics {
+    /// Registers every metric; `routes` are the configured route names in order.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("authgate_requests_total", "Requests answered, by route, method and status."),
+            &["route", "method", "status"],
+        )?;
+        let denied = IntCounterVec::new(
+            Opts::new("authgate_denied_total", "Requests the gateway refused or could not forward, by route and reason."),
+            &["route", "reason"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("authgate_rate_limited_total", "Requests refused by a rate limit, by limit and partner (empty for orgs)."),
+            &["limit", "partner"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("authgate_request_duration_seconds", "Time from request head to response end, by route.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authgate_upstream_duration_seconds",
+                "Time from choosing the upstream to its response head, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
+            &["result"],
+        )?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("authgate_jwks_fetches_total", "JWKS URL fetches, by result (failures keep the last good key set)."),
+            &["result"],
+        )?;
+        let partners = IntGauge::new("authgate_partners", "Partners in the policy in force.")?;
+        let learned_orgs = IntGauge::new("authgate_learned_orgs", "Orgs learned from create responses.")?;
+        let journal_failures = IntCounter::new(
+            "authgate_learned_orgs_journal_failures_total",
+            "Learned orgs that could not be appended to the journal (the response still passed).",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(denied.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        registry.register(Box::new(partners.clone()))?;
+        registry.register(Box::new(learned_orgs.clone()))?;
+        registry.register(Box::new(journal_failures.clone()))?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        let mut per_route = Vec::new();
+        for name in routes.into_iter().chain([NO_ROUTE]) {
+            per_route.push(RouteMetrics {
+                name: name.to_string(),
+                request_duration: request_duration.with_label_values(&[name]),
+                upstream_duration: upstream_duration.with_label_values(&[name]),
+                requests: (0..METHODS.len() * STATUSES).map(|_| OnceLock::new()).collect(),
+                denied: (0..REASONS.len()).map(|_| OnceLock::new()).collect(),
+            });
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            denied,
+            rate_limited,
+            reloads,
+            jwks_fetches,
+            partners,
+            learned_orgs,
+            journal_failures,
+            routes: per_route,
+        })
+    }
+
+    fn route(&self, index: Option<usize>) -> &RouteMetrics {
+        let last = self.routes.len() - 1;
+        &self.routes[index.map_or(last, |i| i.min(last))]
+    }
+
+    /// Counts one answered request (`route` = route index, `None` = no route).
+    pub fn request(&self, route: Option<usize>, method: &str, status: u16, seconds: f64) {
+        let r = self.route(route);
+        r.request_duration.observe(seconds);
+        let status = usize::from(status).min(STATUSES - 1);
+        let m = method_index(method);
+        r.requests[m * STATUSES + status]
+            .get_or_init(|| self.requests.with_label_values(&[&r.name, METHODS[m], &status.to_string()]))
+            .inc();
+    }
+
+    /// Counts a refusal by reason.
+    pub fn denied(&self, route: Option<usize>, reason: &str) {
+        let r = self.route(route);
+        let i = reason_index(reason);
+        r.denied[i].get_or_init(|| self.denied.with_label_values(&[&r.name, REASONS[i]])).inc();
+    }
+
+    /// Counts a rate-limit refusal (`partner` empty for non-partner principals).
+    pub fn rate_limited(&self, limit: &str, partner: &str) {
+        self.rate_limited.with_label_values(&[limit, partner]).inc();
+    }
+
+    /// Observes upstream time to response head.
+    pub fn upstream(&self, route: Option<usize>, seconds: f64) {
+        self.route(route).upstream_duration.observe(seconds);
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, success: bool) {
+        self.reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
+    }
+
+    /// Counts a JWKS URL fetch.
+    pub fn jwks_fetch(&self, success: bool) {
+        self.jwks_fetches.with_label_values(&[if success { "success" } else { "failure" }]).inc();
+    }
+
+    /// Sets the partner gauge.
+    pub fn set_partners(&self, n: usize) {
+        self.partners.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the learned-org gauge.
+    pub fn set_learned_orgs(&self, n: usize) {
+        self.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a failed journal append.
+    pub fn journal_failure(&self) {
+        self.journal_failures.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_names_and_labels() {
+        let m = Metrics::new(["orgs", "health"]).unwrap();
+        m.request(Some(0), "GET", 200, 0.001);
+        m.request(None, "BREW", 404, 0.0001);
+        m.denied(None, "no_route");
+        m.denied(Some(0), "rate_limited");
+        m.rate_limited("partner", "acme");
+        m.upstream(Some(0), 0.0005);
+        m.reload(true);
+        m.set_partners(3);
+        let text = m.render();
+        for needle in [
+            r#"authgate_requests_total{method="GET",route="orgs",status="200"} 1"#,
+            r#"authgate_requests_total{method="other",route="none",status="404"} 1"#,
+            r#"authgate_denied_total{reason="no_route",route="none"} 1"#,
+            r#"authgate_rate_limited_total{limit="partner",partner="acme"} 1"#,
+            r#"authgate_config_reloads_total{result="success"} 1"#,
+            r#"authgate_config_reloads_total{result="failure"} 0"#,
+            "authgate_partners 3",
+            r#"authgate_request_duration_seconds_bucket{route="orgs",le="0.00005"}"#,
+            r#"authgate_upstream_duration_seconds_count{route="orgs"} 1"#,
+            "# TYPE authgate_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn methods_are_normalised() {
+        assert_eq!(METHODS[method_index("PATCH")], "PATCH");
+        assert_eq!(METHODS[method_index("get")], "other");
+        assert_eq!(METHODS[method_index("PROPFIND")], "other");
+    }
+}

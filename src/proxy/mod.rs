@@ -1,0 +1,377 @@
+//! The pingora plumbing: gather request facts, run [`crate::policy::pipeline::decide`],
+//! write denials through the one renderer, and shape what the upstream receives.
+
+pub mod request_id;
+pub mod upstream_headers;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::gateway::{Gateway, InFlight};
+use crate::policy::client_ip::ClientIp;
+use crate::policy::denial::{render, Denial};
+use crate::policy::ownership::org_from_response;
+use crate::policy::pipeline::{style_of, Identity, RequestFacts};
+use crate::policy::rate_limit::Headroom;
+
+/// Largest create response buffered to learn an org from.
+const LEARN_BUFFER_LIMIT: usize = 1 << 20;
+
+/// Per-request state, filled by the phases in order.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    route: Option<usize>,
+    denial: Option<Denial>,
+    identity: Identity,
+    client_ip: ClientIp,
+    peer: Option<IpAddr>,
+    headroom: Option<Headroom>,
+    body_bytes: u64,
+    upstream_started: Option<Instant>,
+    upstream_status: Option<u16>,
+    learn: Option<LearnBuffer>,
+    _in_flight: Option<InFlight>,
+}
+
+struct LearnBuffer {
+    pointer: String,
+    partner: Arc<str>,
+    body: Vec<u8>,
+    active: bool,
+}
+
+/// The authgate `ProxyHttp` implementation.
+pub struct AuthProxy {
+    gw: Arc<Gateway>,
+    peer: HttpPeer,
+}
+
+impl AuthProxy {
+    /// A proxy for the gateway; the upstream address is resolved once, here.
+    pub fn new(gw: Arc<Gateway>) -> anyhow::Result<Self> {
+        let up = &gw.settings.upstream;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&up.address)?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("upstream.address {} does not resolve", up.address))?;
+        let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(AuthProxy { gw, peer })
+    }
+
+    async fn write_denial(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
+        let route = ctx.route.and_then(|i| self.gw.settings.fixed.routes.iter().nth(i));
+        let resp = render(&denial, style_of(route));
+        ctx.denial = Some(denial);
+        let mut h = ResponseHeader::build(resp.status, Some(4 + resp.headers.len()))?;
+        h.insert_header("Content-Type", "application/json")?;
+        h.insert_header("Content-Length", resp.body.len().to_string())?;
+        h.insert_header("Cache-Control", "no-store")?;
+        h.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        for (k, v) in resp.headers {
+            h.insert_header(k, v)?;
+        }
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(h), head).await?;
+        if !head {
+            session.write_response_body(Some(Bytes::from(resp.body)), true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
+}
+
+#[async_trait]
+impl ProxyHttp for AuthProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            denial: None,
+            identity: Identity::Anonymous,
+            client_ip: ClientIp::Unknown,
+            peer: None,
+            headroom: None,
+            body_bytes: 0,
+            upstream_started: None,
+            upstream_status: None,
+            learn: None,
+            _in_flight: Some(self.gw.enter()),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = request_id::for_request(req.headers.get_all("x-request-id").iter().map(|v| v.as_bytes()));
+        ctx.peer = peer_ip(session);
+        let content_length = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let facts = RequestFacts {
+            method: req.method.as_str(),
+            target: req.raw_path(),
+            headers: &req.headers,
+            peer: ctx.peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            content_length,
+            now: now_secs(),
+        };
+        let verdict = self.gw.with_gate(|gate| match crate::policy::pipeline::decide(gate, &facts) {
+            Ok(a) => Ok((a.route.index, a.identity, a.client_ip, a.headroom, a.route.learn_org_pointer.clone())),
+            Err(r) => Err((r.route.map(|r| r.index), r.denial, r.identity, r.client_ip)),
+        });
+        match verdict {
+            Ok((route, identity, client_ip, headroom, learn)) => {
+                ctx.route = Some(route);
+                ctx.client_ip = client_ip;
+                ctx.headroom = headroom;
+                if let (Some(pointer), Identity::Partner { id, .. }) = (learn, &identity) {
+                    if session.req_header().method == http::Method::POST {
+                        ctx.learn = Some(LearnBuffer { pointer, partner: id.clone(), body: Vec::new(), active: false });
+                    }
+                }
+                ctx.identity = identity;
+                Ok(false)
+            }
+            Err((route, denial, identity, client_ip)) => {
+                ctx.route = route;
+                ctx.identity = identity;
+                ctx.client_ip = client_ip;
+                let streamed = session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING);
+                if matches!(denial, Denial::BodyTooLarge { .. }) || streamed {
+                    // Do not drain an unread (possibly huge or endless) body to keep the connection.
+                    session.set_keepalive(None);
+                }
+                self.write_denial(session, ctx, denial).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            let limit = self.gw.settings.fixed.max_body_bytes;
+            if ctx.body_bytes > limit {
+                ctx.denial = Some(Denial::BodyTooLarge { limit });
+                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body_bytes"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        for name in upstream_headers::STRIPPED {
+            up.remove_header(name);
+        }
+        for name in upstream_headers::authgate_headers(&up.headers) {
+            up.remove_header(&name);
+        }
+        let xff = upstream_headers::forwarded_for(up.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()), ctx.peer);
+        up.insert_header("X-Forwarded-For", xff)?;
+        if let Some(ip) = upstream_headers::real_ip(ctx.client_ip) {
+            up.insert_header("X-Real-IP", ip)?;
+        }
+        for (name, value) in upstream_headers::identity_headers(&ctx.identity) {
+            if let Some(v) = value {
+                up.insert_header(name, v)?;
+            }
+        }
+        up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let Some(t) = ctx.upstream_started {
+            self.gw.metrics.upstream(ctx.route, t.elapsed().as_secs_f64());
+        }
+        if let Some(l) = ctx.learn.as_mut() {
+            l.active = resp.status.is_success();
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(h) = ctx.headroom {
+            resp.insert_header("X-RateLimit-Limit", h.per_minute.to_string())?;
+            resp.insert_header("X-RateLimit-Remaining", h.remaining.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Duration>> {
+        let Some(learn) = ctx.learn.as_mut().filter(|l| l.active) else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.take() {
+            learn.body.extend_from_slice(&chunk);
+        }
+        if learn.body.len() > LEARN_BUFFER_LIMIT {
+            tracing::warn!(request_id = %ctx.request_id, "create response too large to learn an org from");
+            learn.active = false;
+            *body = Some(Bytes::from(std::mem::take(&mut learn.body)));
+            return Ok(None);
+        }
+        if end_of_stream {
+            if let Some(org) = org_from_response(&learn.body, &learn.pointer) {
+                // Synchronous on purpose: the entry must be on disk before the body completes.
+                if self.gw.learned.learn(&learn.partner, &org) {
+                    if let Err(e) = self.gw.journal.append(&learn.partner, &org) {
+                        self.gw.metrics.journal_failure();
+                        tracing::error!(request_id = %ctx.request_id, "learned org not persisted: {e}");
+                    }
+                    self.gw.metrics.set_learned_orgs(self.gw.learned.len());
+                }
+            }
+            learn.active = false;
+            *body = Some(Bytes::from(std::mem::take(&mut learn.body)));
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let denial = match (ctx.denial.take(), e.etype()) {
+            (Some(d), _) => Some(d),
+            (None, ErrorType::HTTPStatus(413)) => {
+                Some(Denial::BodyTooLarge { limit: self.gw.settings.fixed.max_body_bytes })
+            }
+            (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) if e.esource() == &ErrorSource::Upstream => {
+                Some(Denial::UpstreamTimeout)
+            }
+            (None, _) => match e.esource() {
+                ErrorSource::Upstream => Some(Denial::UpstreamUnavailable),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => None,
+                    _ => Some(Denial::BadRequest),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    tracing::warn!(request_id = %ctx.request_id, "internal error: {e}");
+                    Some(Denial::Internal)
+                }
+            },
+        };
+        let mut code = 0;
+        if let Some(d) = denial {
+            code = d.status();
+            if session.response_written().is_none() {
+                session.set_keepalive(None);
+                if let Err(err) = self.write_denial(session, ctx, d).await {
+                    tracing::debug!(request_id = %ctx.request_id, "could not write the error response: {err}");
+                }
+            } else {
+                ctx.denial = Some(d);
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let method = session.req_header().method.as_str();
+        let status = session.response_written().map(|h| h.status.as_u16());
+        let gw = &self.gw;
+        if let Some(status) = status {
+            gw.metrics.request(ctx.route, method, status, elapsed.as_secs_f64());
+        }
+        if let Some(d) = &ctx.denial {
+            gw.metrics.denied(ctx.route, d.reason());
+            if let Denial::RateLimited { limit, .. } = d {
+                gw.metrics.rate_limited(limit, ctx.identity.partner_label());
+            }
+        }
+        if gw.settings.access_log {
+            let route = ctx.route.and_then(|i| gw.settings.fixed.routes.iter().nth(i)).map_or("none", |r| &*r.name);
+            let (partner, org) = match &ctx.identity {
+                Identity::Partner { id, .. } => (Some(&**id), None),
+                Identity::Org { id, .. } => (None, Some(&**id)),
+                Identity::Anonymous => (None, None),
+            };
+            let path = crate::policy::path::path_of(session.req_header().raw_path());
+            tracing::info!(
+                target: "access",
+                request_id = %ctx.request_id,
+                method,
+                path = %String::from_utf8_lossy(path),
+                route,
+                status = status.unwrap_or(0),
+                reason = ctx.denial.as_ref().map(|d| d.reason()),
+                partner,
+                org,
+                client_ip = ctx.client_ip.addr().map(|a| a.to_string()),
+                upstream_status = ctx.upstream_status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                error = e.map(|e| e.etype().as_str()),
+            );
+        }
+    }
+}
