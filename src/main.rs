@@ -58,6 +58,12 @@ enum Command {
     },
     /// Read an API key on stdin and print its SHA-256 digest for the policy file.
     HashKey,
+    /// Exit 0 when the admin listener answers GET /healthz with 200 (container HEALTHCHECK).
+    Health {
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
             token(&config, partner, org, key_id, kid, ttl)
         }
         (Some(Command::HashKey), _) => hash_key(),
+        (Some(Command::Health { admin }), _) => health(admin),
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("authgate: --config PATH is required (or a subcommand; see --help)");
@@ -167,4 +174,25 @@ fn hash_key() -> ExitCode {
     }
     println!("{}", hex::encode(Sha256::digest(key)));
     ExitCode::SUCCESS
+}
+
+fn health(admin: std::net::SocketAddr) -> ExitCode {
+    use std::io::Write;
+    let timeout = std::time::Duration::from_secs(3);
+    let probe = || -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect_timeout(&admin, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: authgate\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("authgate health: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

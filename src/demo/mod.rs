@@ -1,12 +1,167 @@
-//! `authgate demo`: the gateway on the shipped config plus an in-memory Partner API.
+//! `authgate demo`: the gateway on the shipped `config/` files plus the in-memory Partner
+//! API of [`upstream`], with ready-to-paste curl lines, so a newcomer sees 200, 401, 403
+//! and 429 in a minute.
 
 pub mod upstream;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::{Loaded, Settings};
+use crate::mint::{mint, MintOptions, Subject};
+
+/// The env var the shipped config reads the dev HMAC secret from.
+pub const DEV_SECRET_ENV: &str = "AUTHGATE_DEV_SECRET";
+/// The demo's static org key (its digest is in `config/partners.toml`).
+pub const DEMO_API_KEY: &str = "org_demo_0123456789abcdef0123";
+
+fn find_config(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    if explicit.is_some() {
+        return explicit;
+    }
+    let mut candidates = vec![PathBuf::from("config/authgate.toml")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/release/authgate -> repo root
+        for up in exe.ancestors().skip(1).take(3) {
+            candidates.push(up.join("config/authgate.toml"));
+        }
+    }
+    candidates.push(PathBuf::from("/etc/authgate/authgate.toml"));
+    candidates.into_iter().find(|p| p.is_file())
+}
 
 /// Runs the demo until Ctrl-C.
-pub fn run(_config: Option<PathBuf>) -> ExitCode {
-    eprintln!("demo: not built yet");
-    ExitCode::from(1)
+pub fn run(config: Option<PathBuf>) -> ExitCode {
+    let Some(config) = find_config(config) else {
+        eprintln!("authgate demo: cannot find config/authgate.toml (run it from the repository root or pass --config)");
+        return ExitCode::from(1);
+    };
+    if std::env::var_os(DEV_SECRET_ENV).is_none() {
+        let secret: [u8; 32] = rand::thread_rng().gen();
+        // Set before any thread starts: the gateway and `mint` read it from the environment.
+        std::env::set_var(DEV_SECRET_ENV, hex::encode(secret));
+    }
+    let loaded = match crate::config::load(&config) {
+        Ok(l) => l,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::logging::init("warn", crate::config::LogFormat::Text);
+    if let Err(e) = start_upstream(&loaded) {
+        eprintln!("authgate demo: cannot start the demo upstream on {}: {e}", loaded.settings.upstream.address);
+        return ExitCode::from(1);
+    }
+    print_walkthrough(&config, &loaded.settings);
+    match crate::server::run(loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn start_upstream(loaded: &Loaded) -> anyhow::Result<()> {
+    let addr = loaded.settings.upstream.address.clone();
+    let listener = std::net::TcpListener::bind(&addr)?;
+    listener.set_nonblocking(true)?;
+    let settings = loaded.settings.clone();
+    let minter: upstream::OrgKeyMinter = Arc::new(move |org: &str, key_id: &str| {
+        let opts = MintOptions { key_id: Some(key_id.to_string()), kid: Some("dev-hs".into()), ttl: None };
+        mint(&settings, &Subject::Org(org.to_string()), &opts).unwrap_or_else(|e| format!("mint-failed: {e}"))
+    });
+    std::thread::Builder::new().name("demo-upstream".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("demo upstream: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = upstream::serve(l, upstream::DemoApi::new(Some(minter))).await {
+                        eprintln!("demo upstream stopped: {e}");
+                    }
+                }
+                Err(e) => eprintln!("demo upstream: {e}"),
+            }
+        });
+    })?;
+    Ok(())
+}
+
+fn token(settings: &Settings, subject: Subject, jti: &str, kid: &str) -> String {
+    let opts = MintOptions { key_id: Some(jti.into()), kid: Some(kid.into()), ttl: Some(Duration::from_secs(24 * 3600)) };
+    mint(settings, &subject, &opts).unwrap_or_else(|e| format!("<cannot mint: {e}>"))
+}
+
+fn print_walkthrough(config: &Path, s: &Settings) {
+    let port = s.listen.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = format!("http://{}", s.admin_listen);
+    let acme = token(s, Subject::Partner("acme".into()), "key-acme-1", "dev-hs");
+    let acme_ed = token(s, Subject::Partner("acme".into()), "key-acme-ed", "demo-ed");
+    let leaked = token(s, Subject::Partner("acme".into()), "key-2025-leaked", "dev-hs");
+    let globex = token(s, Subject::Partner("globex".into()), "key-globex-1", "dev-hs");
+    let initech = token(s, Subject::Partner("initech".into()), "key-initech-1", "dev-hs");
+    let org = token(s, Subject::Org("cf2701f8-fc4d-4002-8d52-92dd0d1e82a7".into()), "org-key-1", "dev-hs");
+    let own_org = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
+    println!(
+        r#"
+authgate demo — gateway on {base} (admin {admin}), demo Partner API on {upstream}
+config: {config}
+
+Paste these into another shell (tokens are valid for 24 h):
+
+export ACME={acme}
+export ACME_ED={acme_ed}
+export LEAKED={leaked}
+export GLOBEX={globex}
+export INITECH={initech}
+export ORGKEY={org}
+
+# 201: create an org (the gateway learns it belongs to acme); 200: list acme's orgs
+curl -s -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' -d '{{"name":"Acme Tours","external_id":"customer-12345"}}'
+curl -s {base}/partner/v1/orgs -H "Authorization: Bearer $ACME_ED"
+curl -s {base}/partner/v1/orgs/by-external-id/customer-12345 -H "Authorization: Bearer $ACME"
+
+# 401: no token / revoked key / inactive partner
+curl -si {base}/partner/v1/orgs
+curl -si {base}/partner/v1/orgs -H "Authorization: Bearer $LEAKED"
+curl -si {base}/partner/v1/orgs -H "Authorization: Bearer $GLOBEX"
+
+# 403: client IP not in initech's allow list; then an allowed one
+curl -si {base}/partner/v1/orgs -H "Authorization: Bearer $INITECH" -H 'X-Forwarded-For: 192.0.2.10'
+curl -si {base}/partner/v1/orgs -H "Authorization: Bearer $INITECH" -H 'X-Forwarded-For: 203.0.113.9'
+
+# 403: an org that is not acme's; 201: one that is
+curl -si -X POST {base}/partner/v1/orgs/00000000-0000-0000-0000-000000000000/api-keys -H "Authorization: Bearer $ACME"
+curl -s -X POST {base}/partner/v1/orgs/{own_org}/api-keys -H "Authorization: Bearer $ACME"
+
+# 429: login links are limited to 30/min per partner
+for i in $(seq 31); do curl -s -o /dev/null -w '%{{http_code}} ' -X POST {base}/partner/v1/orgs/{own_org}/login-links -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' -d '{{"email":"owner@acmetours.com"}}'; done; echo
+
+# org-level APIs: an org API key (JWT) and an Appizer-style static key
+curl -s {base}/org -H "Authorization: Bearer $ORGKEY"
+curl -s {base}/v1/org/info -H 'X-API-Key: {key}'
+curl -si {base}/v1/org/info -H 'X-API-Key: org_not_a_real_key_000000'
+
+# 400: path hygiene; metrics
+curl -si --path-as-is '{base}/partner/v1/orgs/{own_org}/../x' -H "Authorization: Bearer $ACME"
+curl -s {admin}/metrics | grep '^authgate_'
+
+Ctrl-C stops the demo.
+"#,
+        upstream = s.upstream.address,
+        config = config.display(),
+        key = DEMO_API_KEY,
+    );
 }

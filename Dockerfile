@@ -1,0 +1,41 @@
+# authgate container: multi-stage build, slim non-root runtime.
+#   docker build -t authgate .
+#   docker run -p 8080:8080 -e AUTHGATE_DEV_SECRET=... -v authgate-state:/var/lib/authgate authgate
+# Config is read-only under /etc/authgate (mount your own over it); learned orgs are
+# journalled to the writable volume /var/lib/authgate.
+
+FROM rust:1.95-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY examples ./examples
+RUN cargo build --release --locked --bin authgate \
+ && strip target/release/authgate
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin authgate \
+ && mkdir -p /etc/authgate/keys /var/lib/authgate \
+ && chown authgate:authgate /var/lib/authgate
+COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
+COPY config/authgate.toml config/partners.toml /etc/authgate/
+COPY config/keys/demo-ed.pub.pem /etc/authgate/keys/
+# In the container: journal to the volume, and let the orchestrator reach the admin port.
+RUN sed -i \
+      -e 's|^# learned_orgs_file = .*|learned_orgs_file = "/var/lib/authgate/learned-orgs.jsonl"|' \
+      -e 's|^admin_listen = "127.0.0.1:9090"|admin_listen = "0.0.0.0:9090"|' \
+      -e 's|^private_key_file = .*||' \
+      /etc/authgate/authgate.toml \
+ && grep -q '^learned_orgs_file = "/var/lib/authgate/learned-orgs.jsonl"' /etc/authgate/authgate.toml \
+ && chmod -R a-w /etc/authgate
+USER authgate
+VOLUME ["/var/lib/authgate"]
+EXPOSE 8080 9090
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/authgate", "health", "--admin", "127.0.0.1:9090"]
+ENTRYPOINT ["/usr/local/bin/authgate"]
+CMD ["--config", "/etc/authgate/authgate.toml"]
