@@ -47,13 +47,21 @@ fn respond(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .unwrap_or_default()
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), "text/plain");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+            "text/plain",
+        );
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" if gw.ready() => text(StatusCode::OK, "ready\n".into(), "text/plain"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into(), "text/plain"),
-        "/metrics" => text(StatusCode::OK, gw.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
+        "/metrics" => text(
+            StatusCode::OK,
+            gw.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
     }
 }

@@ -1,8 +1,9 @@
 //! The running gateway's shared state: settings, the policy snapshot behind arc-swap, and
 //! the state that outlives a reload (rate-limit buckets, learned orgs, token cache).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -34,7 +35,14 @@ pub struct Gateway {
     in_flight: AtomicUsize,
     listener_up: AtomicBool,
     draining: AtomicBool,
+    /// Wakes the JWKS URL refresher early (unknown kid), at most once per [`JWKS_KICK_INTERVAL`].
+    jwks_kick: tokio::sync::Notify,
+    last_kick_ms: AtomicU64,
+    started: Instant,
 }
+
+/// Least time between two refetches caused by tokens with an unknown kid.
+pub const JWKS_KICK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Counts a request as in flight until dropped.
 pub struct InFlight(Arc<Gateway>);
@@ -52,7 +60,10 @@ impl Gateway {
         let limits = RateLimits::new(settings.limits.clone(), Default::default());
         let learned = LearnedOrgs::new();
         let journal = Journal::open(&settings.learned_orgs_file, &learned).map_err(|e| {
-            anyhow::anyhow!("cannot read the learned-orgs journal {}: {e}", settings.learned_orgs_file.display())
+            anyhow::anyhow!(
+                "cannot read the learned-orgs journal {}: {e}",
+                settings.learned_orgs_file.display()
+            )
         })?;
         metrics.set_learned_orgs(learned.len());
         metrics.set_partners(policy.directory.partner_count());
@@ -76,6 +87,9 @@ impl Gateway {
             in_flight: AtomicUsize::new(0),
             listener_up: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            jwks_kick: tokio::sync::Notify::new(),
+            last_kick_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }))
     }
 
@@ -135,12 +149,38 @@ impl Gateway {
         let file_keys = self.file_keys.load();
         let set = KeySet::from_shared(file_keys.iter().chain(keys.iter()).cloned());
         self.url_keys.store(Arc::new(keys));
-        self.snapshot.store(Arc::new(Snapshot { keys: Arc::new(set), ..Snapshot::clone(&old) }));
+        self.snapshot.store(Arc::new(Snapshot {
+            keys: Arc::new(set),
+            ..Snapshot::clone(&old)
+        }));
     }
 
-    /// Whether a key with this kid is in force.
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.snapshot.load().keys.contains(kid)
+    /// A token named a kid we do not have: ask the JWKS URL refresher for an early fetch,
+    /// at most once per [`JWKS_KICK_INTERVAL`] (an attacker cannot make us hammer the issuer).
+    pub fn jwks_kick(&self) {
+        if self.settings.jwks.as_ref().is_none_or(|j| j.url.is_none()) {
+            return;
+        }
+        let now = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.last_kick_ms.load(Ordering::Acquire);
+        let interval = JWKS_KICK_INTERVAL.as_millis() as u64;
+        if last != 0 && now.saturating_sub(last) < interval {
+            return;
+        }
+        if self
+            .last_kick_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.jwks_kick.notify_one();
+        }
+    }
+
+    /// Resolves when [`Self::jwks_kick`] asked for a refetch.
+    pub async fn jwks_kicked(&self) {
+        self.jwks_kick.notified().await;
     }
 
     /// Marks a request in flight until the guard drops.
@@ -174,12 +214,12 @@ impl Gateway {
         if !self.listener_up.load(Ordering::Acquire) || self.draining() {
             return false;
         }
-        let needs_keys = self
-            .settings
-            .fixed
-            .routes
-            .iter()
-            .any(|r| matches!(r.auth, crate::policy::routes::AuthKind::Partner | crate::policy::routes::AuthKind::Org));
+        let needs_keys = self.settings.fixed.routes.iter().any(|r| {
+            matches!(
+                r.auth,
+                crate::policy::routes::AuthKind::Partner | crate::policy::routes::AuthKind::Org
+            )
+        });
         !needs_keys || !self.snapshot.load().keys.is_empty()
     }
 }

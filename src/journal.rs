@@ -59,7 +59,10 @@ impl Journal {
             Err(e) => return Err(e),
         }
         tracing::info!(file = %path.display(), orgs = replayed, "learned orgs replayed");
-        let journal = Journal { path: path.to_path_buf(), file: Mutex::new(None) };
+        let journal = Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(None),
+        };
         if let Err(e) = journal.handle() {
             tracing::error!(file = %path.display(), "learned-orgs journal is not writable: {e}");
         }
@@ -76,7 +79,10 @@ impl Journal {
 
     /// Appends one entry and waits until it is on disk.
     pub fn append(&self, partner: &str, org: &str) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&Entry { partner: partner.into(), org: org.into() })?;
+        let mut line = serde_json::to_vec(&Entry {
+            partner: partner.into(),
+            org: org.into(),
+        })?;
         line.push(b'\n');
         let mut guard = self.handle()?;
         let result = match guard.as_mut() {

@@ -14,13 +14,15 @@ use crate::gateway::Gateway;
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
-/// Fetches one JWKS document over plain HTTP.
+/// Fetches one JWKS document over HTTP or HTTPS (Mozilla roots, rustls).
 pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
     let uri: http::Uri = url.parse()?;
-    if uri.scheme_str() != Some("http") {
-        anyhow::bail!("only http:// JWKS URLs are supported by this build");
-    }
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let resp = tokio::time::timeout(timeout, client.get(uri)).await??;
     if !resp.status().is_success() {
         anyhow::bail!("JWKS URL answered {}", resp.status());
@@ -62,7 +64,11 @@ pub async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
     let mut ever = false;
     loop {
         ever |= refresh_once(&gw, &url).await;
-        let wait = if ever { refresh } else { refresh.min(Duration::from_secs(5)) };
+        let wait = if ever {
+            refresh
+        } else {
+            refresh.min(Duration::from_secs(5))
+        };
         tokio::time::sleep(wait).await;
     }
 }

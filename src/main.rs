@@ -71,9 +71,17 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { config }), _) => authgate::demo::run(config),
-        (Some(Command::Token { config, partner, org, key_id, kid, ttl }), _) => {
-            token(&config, partner, org, key_id, kid, ttl)
-        }
+        (
+            Some(Command::Token {
+                config,
+                partner,
+                org,
+                key_id,
+                kid,
+                ttl,
+            }),
+            _,
+        ) => token(&config, partner, org, key_id, kid, ttl),
         (Some(Command::HashKey), _) => hash_key(),
         (Some(Command::Health { admin }), _) => health(admin),
         (None, Some(config)) => run(&config),

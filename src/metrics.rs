@@ -6,16 +6,16 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Route label for requests that matched no route (404, and 400/413 before routing).
 pub const NO_ROUTE: &str = "none";
 
 /// Latency buckets for a gateway: 50 µs .. 10 s.
-pub const LATENCY_BUCKETS: &[f64] =
-    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The method label set of §7.
 pub const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
@@ -79,20 +79,32 @@ impl Metrics {
     pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("authgate_requests_total", "Requests answered, by route, method and status."),
+            Opts::new(
+                "authgate_requests_total",
+                "Requests answered, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )?;
         let denied = IntCounterVec::new(
-            Opts::new("authgate_denied_total", "Requests the gateway refused or could not forward, by route and reason."),
+            Opts::new(
+                "authgate_denied_total",
+                "Requests the gateway refused or could not forward, by route and reason.",
+            ),
             &["route", "reason"],
         )?;
         let rate_limited = IntCounterVec::new(
-            Opts::new("authgate_rate_limited_total", "Requests refused by a rate limit, by limit and partner (empty for orgs)."),
+            Opts::new(
+                "authgate_rate_limited_total",
+                "Requests refused by a rate limit, by limit and partner (empty for orgs).",
+            ),
             &["limit", "partner"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("authgate_request_duration_seconds", "Time from request head to response end, by route.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "authgate_request_duration_seconds",
+                "Time from request head to response end, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let upstream_duration = HistogramVec::new(
@@ -108,7 +120,10 @@ impl Metrics {
             &["result"],
         )?;
         let jwks_fetches = IntCounterVec::new(
-            Opts::new("authgate_jwks_fetches_total", "JWKS URL fetches, by result (failures keep the last good key set)."),
+            Opts::new(
+                "authgate_jwks_fetches_total",
+                "JWKS URL fetches, by result (failures keep the last good key set).",
+            ),
             &["result"],
         )?;
         let partners = IntGauge::new("authgate_partners", "Partners in the policy in force.")?;
@@ -166,7 +181,10 @@ impl Metrics {
         let status = usize::from(status).min(STATUSES - 1);
         let m = method_index(method);
         r.requests[m * STATUSES + status]
-            .get_or_init(|| self.requests.with_label_values(&[&r.name, METHODS[m], &status.to_string()]))
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[&r.name, METHODS[m], &status.to_string()])
+            })
             .inc();
     }
 
@@ -174,7 +192,9 @@ impl Metrics {
     pub fn denied(&self, route: Option<usize>, reason: &str) {
         let r = self.route(route);
         let i = reason_index(reason);
-        r.denied[i].get_or_init(|| self.denied.with_label_values(&[&r.name, REASONS[i]])).inc();
+        r.denied[i]
+            .get_or_init(|| self.denied.with_label_values(&[&r.name, REASONS[i]]))
+            .inc();
     }
 
     /// Counts a rate-limit refusal (`partner` empty for non-partner principals).
@@ -189,12 +209,16 @@ impl Metrics {
 
     /// Counts a reload.
     pub fn reload(&self, success: bool) {
-        self.reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Counts a JWKS URL fetch.
     pub fn jwks_fetch(&self, success: bool) {
-        self.jwks_fetches.with_label_values(&[if success { "success" } else { "failure" }]).inc();
+        self.jwks_fetches
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Sets the partner gauge.

@@ -43,7 +43,8 @@ fn signing_key(k: &KeySource) -> Result<EncodingKey, String> {
                 .private_key_file
                 .as_ref()
                 .ok_or_else(|| format!("key {:?} has no private_key_file to sign with", k.kid))?;
-            let pem = std::fs::read(path).map_err(|e| format!("key {:?}: cannot read {}: {e}", k.kid, path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("key {:?}: cannot read {}: {e}", k.kid, path.display()))?;
             match fam {
                 AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(&pem).map_err(bad),
                 AlgorithmFamily::Ec => EncodingKey::from_ec_pem(&pem).map_err(bad),
@@ -62,11 +63,22 @@ fn can_sign(k: &KeySource) -> bool {
 /// Mints a token as `authgate token` prints it.
 pub fn mint(settings: &Settings, subject: &Subject, opts: &MintOptions) -> Result<String, String> {
     let key = match &opts.kid {
-        Some(kid) => settings.keys.iter().find(|k| &k.kid == kid).ok_or_else(|| format!("no [[jwt.keys]] entry with kid {kid:?}"))?,
-        None => settings.keys.iter().find(|k| can_sign(k)).ok_or("no [[jwt.keys]] entry can sign (HS secret or private_key_file)")?,
+        Some(kid) => settings
+            .keys
+            .iter()
+            .find(|k| &k.kid == kid)
+            .ok_or_else(|| format!("no [[jwt.keys]] entry with kid {kid:?}"))?,
+        None => settings
+            .keys
+            .iter()
+            .find(|k| can_sign(k))
+            .ok_or("no [[jwt.keys]] entry can sign (HS secret or private_key_file)")?,
     };
     let jwt = &settings.fixed.jwt;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
     let mut claims = Map::new();
     match subject {
         Subject::Partner(id) => claims.insert(jwt.partner_claim.clone(), Value::from(id.as_str())),

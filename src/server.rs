@@ -45,18 +45,22 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     {
         let gw = gw.clone();
-        std::thread::Builder::new().name("authgate-admin".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            rt.block_on(background(gw, admin, stop_tx, phase_rx, ready_tx));
-        })?;
+        std::thread::Builder::new()
+            .name("authgate-admin".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(background(gw, admin, stop_tx, phase_rx, ready_tx));
+            })?;
     }
-    ready_rx.recv().map_err(|_| anyhow::anyhow!("background runtime did not start"))??;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("background runtime did not start"))??;
 
     let grace = s.shutdown_grace;
     let conf = ServerConf {
@@ -74,19 +78,23 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     server.add_service(service);
 
     let mut phases = server.watch_execution_phase();
-    std::thread::Builder::new().name("authgate-phase".into()).spawn(move || loop {
-        match phases.blocking_recv() {
-            Ok(ExecutionPhase::ShutdownGracePeriod) => {
-                let _ = phase_tx.send(());
-                return;
+    std::thread::Builder::new()
+        .name("authgate-phase".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let _ = phase_tx.send(());
+                    return;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
             }
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        }
-    })?;
+        })?;
 
     tracing::info!(listen = %s.listen, admin = %s.admin_listen, upstream = %s.upstream.address, threads = s.threads, "authgate starting");
-    server.run(RunArgs { shutdown_signal: Box::new(StopWatch(stop_rx)) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopWatch(stop_rx)),
+    });
     tracing::info!("authgate stopped");
     crate::logging::flush();
     Ok(())
@@ -164,7 +172,10 @@ async fn background(
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        tracing::warn!(in_flight = gw2.in_flight(), "shutdown_grace passed with requests in flight");
+        tracing::warn!(
+            in_flight = gw2.in_flight(),
+            "shutdown_grace passed with requests in flight"
+        );
     });
     // Keep serving /metrics and SIGHUP while draining.
     loop {

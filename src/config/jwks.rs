@@ -58,7 +58,14 @@ fn key(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<VerifyKey, Strin
             let e = jwk.e.as_deref().ok_or_else(|| missing("e"))?;
             let key = DecodingKey::from_rsa_components(n, e).map_err(|e| format!("kid {kid}: {e}"))?;
             (
-                vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512],
+                vec![
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ],
                 key,
             )
         }
@@ -95,7 +102,9 @@ fn key(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<VerifyKey, Strin
     };
     let algorithms: Vec<Algorithm> = algorithms.into_iter().filter(|a| allowed.contains(a)).collect();
     if algorithms.is_empty() {
-        return Err(format!("kid {kid}: none of its algorithms is allowed by [jwt] algorithms"));
+        return Err(format!(
+            "kid {kid}: none of its algorithms is allowed by [jwt] algorithms"
+        ));
     }
     Ok(VerifyKey { kid, algorithms, key })
 }
@@ -122,7 +131,8 @@ mod tests {
     fn alg_must_fit_and_be_allowed() {
         let doc = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed","alg":"RS256"}]}"#;
         assert_eq!(parse(doc, &[Algorithm::EdDSA, Algorithm::RS256]).unwrap().0.len(), 0);
-        let doc = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"}]}"#;
+        let doc =
+            br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"}]}"#;
         assert_eq!(parse(doc, &[Algorithm::RS256]).unwrap().0.len(), 0);
     }
 

@@ -32,13 +32,19 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String, Problems> {
     std::fs::read_to_string(path).map_err(|e| {
-        Problems(vec![Problem { file: path.to_path_buf(), line: None, message: format!("cannot read {what}: {e}") }])
+        Problems(vec![Problem {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read {what}: {e}"),
+        }])
     })
 }
 
@@ -96,7 +102,11 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
     let mut keys = Vec::new();
     let cfg = &settings.config_path;
     for k in &settings.keys {
-        let at = |message: String| Problem { file: cfg.clone(), line: Some(k.line), message };
+        let at = |message: String| Problem {
+            file: cfg.clone(),
+            line: Some(k.line),
+            message,
+        };
         let key = match &k.material {
             KeyMaterial::SecretEnv(var) => match std::env::var_os(var) {
                 Some(v) if !v.is_empty() => Ok(DecodingKey::from_secret(v.as_encoded_bytes())),
@@ -111,17 +121,34 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
                         Ok(DecodingKey::from_secret(secret))
                     }
                 }
-                Err(e) => Err(at(format!("key {:?}: cannot read secret_file {}: {e}", k.kid, path.display()))),
+                Err(e) => Err(at(format!(
+                    "key {:?}: cannot read secret_file {}: {e}",
+                    k.kid,
+                    path.display()
+                ))),
             },
             KeyMaterial::PublicKeyFile(path) => match std::fs::read(path) {
                 Ok(pem) => public_key(k.algorithm, &pem).map_err(|e| {
-                    at(format!("key {:?}: {} is not a usable {:?} public key: {e}", k.kid, path.display(), k.algorithm))
+                    at(format!(
+                        "key {:?}: {} is not a usable {:?} public key: {e}",
+                        k.kid,
+                        path.display(),
+                        k.algorithm
+                    ))
                 }),
-                Err(e) => Err(at(format!("key {:?}: cannot read public_key_file {}: {e}", k.kid, path.display()))),
+                Err(e) => Err(at(format!(
+                    "key {:?}: cannot read public_key_file {}: {e}",
+                    k.kid,
+                    path.display()
+                ))),
             },
         };
         match key {
-            Ok(key) => keys.push(Arc::new(VerifyKey { kid: k.kid.clone(), algorithms: vec![k.algorithm], key })),
+            Ok(key) => keys.push(Arc::new(VerifyKey {
+                kid: k.kid.clone(),
+                algorithms: vec![k.algorithm],
+                key,
+            })),
             Err(p) => problems.push(p),
         }
     }
@@ -145,9 +172,17 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
                         }
                     }
                 }
-                Err(e) => problems.push(Problem { file: path.clone(), line: None, message: e }),
+                Err(e) => problems.push(Problem {
+                    file: path.clone(),
+                    line: None,
+                    message: e,
+                }),
             },
-            Err(e) => problems.push(Problem { file: path.clone(), line: None, message: format!("cannot read JWKS file: {e}") }),
+            Err(e) => problems.push(Problem {
+                file: path.clone(),
+                line: None,
+                message: format!("cannot read JWKS file: {e}"),
+            }),
         }
     }
     if problems.is_empty() {
@@ -209,16 +244,25 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         if let Some(limits) = &p.limits {
             for (name, value) in limits.get_ref() {
                 let Some(limit) = settings.limits.iter().position(|l| &*l.name == name) else {
-                    r.at(limits.span(), format!("partner {id:?}: limit {name:?} is not defined in [[limits]]"));
+                    r.at(
+                        limits.span(),
+                        format!("partner {id:?}: limit {name:?} is not defined in [[limits]]"),
+                    );
                     continue;
                 };
                 match u32::try_from(*value.get_ref()) {
                     Ok(per_minute) if per_minute > 0 => overrides.push(LimitOverride { limit, per_minute }),
-                    _ => r.at(value.span(), format!("partner {id:?}: limit {name:?} must be 1..4294967295 per minute")),
+                    _ => r.at(
+                        value.span(),
+                        format!("partner {id:?}: limit {name:?} must be 1..4294967295 per minute"),
+                    ),
                 }
             }
         }
-        let ip_allow_list = p.ip_allow_list.as_ref().map(|l| ip_list(&mut r, l, &format!("partner {id:?} ip_allow_list")));
+        let ip_allow_list = p
+            .ip_allow_list
+            .as_ref()
+            .map(|l| ip_list(&mut r, l, &format!("partner {id:?} ip_allow_list")));
         let _ = span;
         partners.push(PartnerPolicy {
             id: Arc::from(id.as_str()),
@@ -239,7 +283,10 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         } else if !seen.insert(id.clone()) {
             r.at(o.id.span(), format!("org {id:?} is listed twice"));
         }
-        let ip_allow_list = o.ip_allow_list.as_ref().map(|l| ip_list(&mut r, l, &format!("org {id:?} ip_allow_list")));
+        let ip_allow_list = o
+            .ip_allow_list
+            .as_ref()
+            .map(|l| ip_list(&mut r, l, &format!("org {id:?} ip_allow_list")));
         orgs.push(OrgPolicy {
             id: Arc::from(id.as_str()),
             active: o.active,
@@ -260,13 +307,21 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         if k.org.get_ref().is_empty() {
             r.at(k.org.span(), format!("api_key {id:?}: org must not be empty"));
         }
-        let digest = hex::decode(k.sha256.get_ref()).ok().and_then(|d| <[u8; 32]>::try_from(d).ok());
+        let digest = hex::decode(k.sha256.get_ref())
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok());
         let Some(digest) = digest else {
-            r.at(k.sha256.span(), format!("api_key {id:?}: sha256 must be 64 hex characters (see `authgate hash-key`)"));
+            r.at(
+                k.sha256.span(),
+                format!("api_key {id:?}: sha256 must be 64 hex characters (see `authgate hash-key`)"),
+            );
             continue;
         };
         if api_keys.iter().any(|e| e.digest == digest) {
-            r.at(k.sha256.span(), format!("api_key {id:?}: the same key digest is listed twice"));
+            r.at(
+                k.sha256.span(),
+                format!("api_key {id:?}: the same key digest is listed twice"),
+            );
         }
         api_keys.push(ApiKeyEntry {
             id: Arc::from(id.as_str()),

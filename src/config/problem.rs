@@ -67,7 +67,11 @@ pub struct Reporter<'a> {
 impl<'a> Reporter<'a> {
     /// A reporter for `file`, whose contents are `text` (used to find line numbers).
     pub fn new(file: &Path, text: &'a str) -> Self {
-        Self { file: file.to_path_buf(), text, problems: Vec::new() }
+        Self {
+            file: file.to_path_buf(),
+            text,
+            problems: Vec::new(),
+        }
     }
 
     /// The 1-based line of a byte offset in the file.
@@ -79,12 +83,20 @@ impl<'a> Reporter<'a> {
     /// Records a problem at a span of the file.
     pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let line = Some(self.line_of(span.start));
-        self.problems.push(Problem { file: self.file.clone(), line, message: message.into() });
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+        });
     }
 
     /// Records a problem that has no position (a missing section, a file that cannot be read).
     pub fn whole(&mut self, message: impl Into<String>) {
-        self.problems.push(Problem { file: self.file.clone(), line: None, message: message.into() });
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line: None,
+            message: message.into(),
+        });
     }
 
     /// Records a TOML/serde parse error, with its line when toml knows it.

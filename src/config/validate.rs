@@ -38,7 +38,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let has_unit = t.ends_with("ms") || t.ends_with('s') || t.ends_with('m') || t.ends_with('h');
     if !has_unit || !t.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("{text:?} is not a duration with a unit (ms, s, m, h), e.g. \"10s\""));
+        return Err(format!(
+            "{text:?} is not a duration with a unit (ms, s, m, h), e.g. \"10s\""
+        ));
     }
     humantime::parse_duration(t).map_err(|e| format!("{text:?} is not a duration: {e}"))
 }
@@ -81,7 +83,10 @@ fn socket_addr(r: &mut Reporter<'_>, v: &Spanned<String>, field: &str) -> Socket
     match v.get_ref().parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            r.at(v.span(), format!("{field}: {:?} is not an IP:port address", v.get_ref()));
+            r.at(
+                v.span(),
+                format!("{field}: {:?} is not an IP:port address", v.get_ref()),
+            );
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     }
@@ -97,7 +102,9 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
     let listen = socket_addr(c.r, &s.listen, "server.listen");
     let admin_listen = match &s.admin_listen {
         Some(a) => socket_addr(c.r, a, "server.admin_listen"),
-        None => defaults::ADMIN_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        None => defaults::ADMIN_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
     };
     let threads = match s.threads.unwrap_or(0) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -109,7 +116,13 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         Some(l) => {
             let v = l.get_ref().to_ascii_lowercase();
             if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
-                c.r.at(l.span(), format!("server.log_level: {:?} is not one of error, warn, info, debug, trace", l.get_ref()));
+                c.r.at(
+                    l.span(),
+                    format!(
+                        "server.log_level: {:?} is not one of error, warn, info, debug, trace",
+                        l.get_ref()
+                    ),
+                );
             }
             v
         }
@@ -118,7 +131,10 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         None | Some(("json", _)) => LogFormat::Json,
         Some(("text", _)) => LogFormat::Text,
         Some((other, span)) => {
-            c.r.at(span, format!("server.log_format: {other:?} is not \"json\" or \"text\""));
+            c.r.at(
+                span,
+                format!("server.log_format: {other:?} is not \"json\" or \"text\""),
+            );
             LogFormat::Json
         }
     };
@@ -127,7 +143,10 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
     let u = &file.upstream;
     let address = u.address.get_ref().clone();
     if !valid_host_port(&address) {
-        c.r.at(u.address.span(), format!("upstream.address: {address:?} is not host:port"));
+        c.r.at(
+            u.address.span(),
+            format!("upstream.address: {address:?} is not host:port"),
+        );
     }
     let sni = u.sni.clone().unwrap_or_default();
     if u.tls && sni.is_empty() {
@@ -137,7 +156,11 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         address,
         tls: u.tls,
         sni,
-        connect_timeout: c.duration(&u.connect_timeout, defaults::CONNECT_TIMEOUT, "upstream.connect_timeout"),
+        connect_timeout: c.duration(
+            &u.connect_timeout,
+            defaults::CONNECT_TIMEOUT,
+            "upstream.connect_timeout",
+        ),
         read_timeout: c.duration(&u.read_timeout, defaults::READ_TIMEOUT, "upstream.read_timeout"),
     };
 
@@ -147,12 +170,18 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         Some(("cf-connecting-ip", _)) => IpSource::CfConnectingIp,
         Some(("peer", _)) => IpSource::Peer,
         Some((other, span)) => {
-            c.r.at(span, format!("client_ip.source: {other:?} is not \"x-forwarded-for\", \"cf-connecting-ip\" or \"peer\""));
+            c.r.at(
+                span,
+                format!("client_ip.source: {other:?} is not \"x-forwarded-for\", \"cf-connecting-ip\" or \"peer\""),
+            );
             IpSource::Peer
         }
     };
     let trusted = ip_list(c.r, &file.client_ip.trusted_proxies, "client_ip.trusted_proxies");
-    let client_ip = ClientIpPolicy { source, trusted_proxies: trusted };
+    let client_ip = ClientIpPolicy {
+        source,
+        trusted_proxies: trusted,
+    };
 
     // [jwt]
     let j = &file.jwt;
@@ -163,7 +192,10 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
             for a in list {
                 match a.get_ref().parse::<Algorithm>() {
                     Ok(alg) => algorithms.push(alg),
-                    Err(_) => c.r.at(a.span(), format!("jwt.algorithms: {:?} is not a supported algorithm", a.get_ref())),
+                    Err(_) => c.r.at(
+                        a.span(),
+                        format!("jwt.algorithms: {:?} is not a supported algorithm", a.get_ref()),
+                    ),
                 }
             }
         }
@@ -200,16 +232,29 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
             c.r.at(k.kid.span(), format!("jwt.keys: kid {kid:?} is defined twice"));
         }
         let Ok(alg) = k.algorithm.get_ref().parse::<Algorithm>() else {
-            c.r.at(k.algorithm.span(), format!("jwt.keys: algorithm {:?} is not supported", k.algorithm.get_ref()));
+            c.r.at(
+                k.algorithm.span(),
+                format!("jwt.keys: algorithm {:?} is not supported", k.algorithm.get_ref()),
+            );
             continue;
         };
         if !algorithms.contains(&alg) {
-            c.r.at(k.algorithm.span(), format!("jwt.keys: key {kid:?} uses {alg:?}, which jwt.algorithms does not allow"));
+            c.r.at(
+                k.algorithm.span(),
+                format!("jwt.keys: key {kid:?} uses {alg:?}, which jwt.algorithms does not allow"),
+            );
         }
         let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-        let sources = [k.secret_env.is_some(), k.secret_file.is_some(), k.public_key_file.is_some()];
+        let sources = [
+            k.secret_env.is_some(),
+            k.secret_file.is_some(),
+            k.public_key_file.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            c.r.at(k.kid.span(), format!("jwt.keys: key {kid:?} needs exactly one of secret_env, secret_file, public_key_file"));
+            c.r.at(
+                k.kid.span(),
+                format!("jwt.keys: key {kid:?} needs exactly one of secret_env, secret_file, public_key_file"),
+            );
             continue;
         }
         let material = if let Some(env) = &k.secret_env {
@@ -221,11 +266,18 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         };
         let is_secret = !matches!(material, KeyMaterial::PublicKeyFile(_));
         if hmac != is_secret {
-            let want = if hmac { "secret_env or secret_file" } else { "public_key_file" };
+            let want = if hmac {
+                "secret_env or secret_file"
+            } else {
+                "public_key_file"
+            };
             c.r.at(k.algorithm.span(), format!("jwt.keys: a {alg:?} key takes {want}"));
         }
         if hmac && k.private_key_file.is_some() {
-            c.r.at(k.kid.span(), format!("jwt.keys: key {kid:?}: private_key_file is for asymmetric keys"));
+            c.r.at(
+                k.kid.span(),
+                format!("jwt.keys: key {kid:?}: private_key_file is for asymmetric keys"),
+            );
         }
         keys.push(KeySource {
             kid,
@@ -244,14 +296,21 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         if let Some(u) = &w.url {
             let ok = u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://");
             if !ok {
-                c.r.at(u.span(), format!("jwt.jwks.url: {:?} is not an http(s) URL", u.get_ref()));
+                c.r.at(
+                    u.span(),
+                    format!("jwt.jwks.url: {:?} is not an http(s) URL", u.get_ref()),
+                );
             }
         }
         let refresh = c.duration(&w.refresh, defaults::JWKS_REFRESH, "jwt.jwks.refresh");
         if refresh < Duration::from_secs(1) {
             c.r.at(span, "jwt.jwks.refresh must be at least 1s");
         }
-        JwksSettings { file: w.file.as_deref().map(|f| c.path(f)), url: w.url.as_ref().map(|u| u.get_ref().clone()), refresh }
+        JwksSettings {
+            file: w.file.as_deref().map(|f| c.path(f)),
+            url: w.url.as_ref().map(|u| u.get_ref().clone()),
+            refresh,
+        }
     });
 
     // [policies]
@@ -279,8 +338,14 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         }
         let per_minute = u32::try_from(*l.per_minute.get_ref()).ok().and_then(NonZeroU32::new);
         match per_minute {
-            Some(per_minute) => limits.push(LimitDef { name: Arc::from(name.as_str()), per_minute }),
-            None => c.r.at(l.per_minute.span(), format!("limits: {name:?} per_minute must be 1..4294967295")),
+            Some(per_minute) => limits.push(LimitDef {
+                name: Arc::from(name.as_str()),
+                per_minute,
+            }),
+            None => c.r.at(
+                l.per_minute.span(),
+                format!("limits: {name:?} per_minute must be 1..4294967295"),
+            ),
         }
     }
 
@@ -294,7 +359,9 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
             routes.push(route);
         }
     }
-    let authenticates = routes.iter().any(|r: &Route| matches!(r.auth, AuthKind::Partner | AuthKind::Org));
+    let authenticates = routes
+        .iter()
+        .any(|r: &Route| matches!(r.auth, AuthKind::Partner | AuthKind::Org));
     if authenticates && keys.is_empty() && jwks.is_none() {
         c.r.whole("routes use auth = \"partner\" or \"org\" but [jwt] has no keys ([[jwt.keys]] or [jwt.jwks])");
     }
@@ -341,9 +408,15 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         }
     };
     let method = rt.method.as_ref().map(|m| {
-        let valid = !m.get_ref().is_empty() && m.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let valid = !m.get_ref().is_empty()
+            && m.get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
-            c.r.at(m.span(), format!("routes.{name}: method {:?} is not an HTTP method token", m.get_ref()));
+            c.r.at(
+                m.span(),
+                format!("routes.{name}: method {:?} is not an HTTP method token", m.get_ref()),
+            );
             ok = false;
         }
         m.get_ref().clone()
@@ -354,7 +427,10 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         "org" => AuthKind::Org,
         "api_key" => AuthKind::ApiKey,
         other => {
-            c.r.at(rt.auth.span(), format!("routes.{name}: auth {other:?} is not \"none\", \"partner\", \"org\" or \"api_key\""));
+            c.r.at(
+                rt.auth.span(),
+                format!("routes.{name}: auth {other:?} is not \"none\", \"partner\", \"org\" or \"api_key\""),
+            );
             ok = false;
             AuthKind::None
         }
@@ -363,7 +439,13 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         (Some(p), Some(pat)) => match pat.param_index(p.get_ref()) {
             Some(i) => Some(i),
             None => {
-                c.r.at(p.span(), format!("routes.{name}: org_param {:?} is not a {{capture}} of its path", p.get_ref()));
+                c.r.at(
+                    p.span(),
+                    format!(
+                        "routes.{name}: org_param {:?} is not a {{capture}} of its path",
+                        p.get_ref()
+                    ),
+                );
                 ok = false;
                 None
             }
@@ -371,7 +453,10 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         _ => None,
     };
     if org_param.is_some() && auth == AuthKind::None {
-        c.r.at(rt.auth.span(), format!("routes.{name}: org_param needs an authenticated route"));
+        c.r.at(
+            rt.auth.span(),
+            format!("routes.{name}: org_param needs an authenticated route"),
+        );
         ok = false;
     }
     let mut route_limits = Vec::new();
@@ -379,41 +464,71 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         match limits.iter().position(|d| *d.name == **l.get_ref()) {
             Some(i) => route_limits.push(i),
             None => {
-                c.r.at(l.span(), format!("routes.{name}: limit {:?} is not defined in [[limits]]", l.get_ref()));
+                c.r.at(
+                    l.span(),
+                    format!("routes.{name}: limit {:?} is not defined in [[limits]]", l.get_ref()),
+                );
                 ok = false;
             }
         }
     }
     if !route_limits.is_empty() && auth == AuthKind::None {
-        c.r.at(rt.auth.span(), format!("routes.{name}: limits need a principal; auth = \"none\" has none"));
+        c.r.at(
+            rt.auth.span(),
+            format!("routes.{name}: limits need a principal; auth = \"none\" has none"),
+        );
         ok = false;
     }
     let learn = rt.learn_org_from_response.as_ref().map(|p| {
         if !(p.get_ref().is_empty() || p.get_ref().starts_with('/')) {
-            c.r.at(p.span(), format!("routes.{name}: learn_org_from_response {:?} is not a JSON pointer", p.get_ref()));
+            c.r.at(
+                p.span(),
+                format!(
+                    "routes.{name}: learn_org_from_response {:?} is not a JSON pointer",
+                    p.get_ref()
+                ),
+            );
             ok = false;
         }
         if auth != AuthKind::Partner {
-            c.r.at(p.span(), format!("routes.{name}: learn_org_from_response needs auth = \"partner\""));
+            c.r.at(
+                p.span(),
+                format!("routes.{name}: learn_org_from_response needs auth = \"partner\""),
+            );
             ok = false;
         }
         p.get_ref().clone()
     });
     let api_key = if auth == AuthKind::ApiKey {
-        let header = rt.api_key_header.as_ref().map_or(defaults::API_KEY_HEADER.to_string(), |h| h.get_ref().clone());
+        let header = rt
+            .api_key_header
+            .as_ref()
+            .map_or(defaults::API_KEY_HEADER.to_string(), |h| h.get_ref().clone());
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             let span = rt.api_key_header.as_ref().map_or(rt.auth.span(), |h| h.span());
-            c.r.at(span, format!("routes.{name}: api_key_header {header:?} is not a header name"));
+            c.r.at(
+                span,
+                format!("routes.{name}: api_key_header {header:?} is not a header name"),
+            );
             ok = false;
         }
-        Some(ApiKeySettings { header, prefix: rt.api_key_prefix.clone().unwrap_or_default() })
+        Some(ApiKeySettings {
+            header,
+            prefix: rt.api_key_prefix.clone().unwrap_or_default(),
+        })
     } else {
         if let Some(h) = &rt.api_key_header {
-            c.r.at(h.span(), format!("routes.{name}: api_key_header only applies to auth = \"api_key\""));
+            c.r.at(
+                h.span(),
+                format!("routes.{name}: api_key_header only applies to auth = \"api_key\""),
+            );
             ok = false;
         }
         if rt.api_key_prefix.is_some() {
-            c.r.at(rt.auth.span(), format!("routes.{name}: api_key_prefix only applies to auth = \"api_key\""));
+            c.r.at(
+                rt.auth.span(),
+                format!("routes.{name}: api_key_prefix only applies to auth = \"api_key\""),
+            );
             ok = false;
         }
         None
@@ -422,7 +537,10 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         None | Some(("dto", _)) => ErrorFormat::Dto,
         Some(("simple", _)) => ErrorFormat::Simple,
         Some((other, span)) => {
-            c.r.at(span, format!("routes.{name}: error_format {other:?} is not \"dto\" or \"simple\""));
+            c.r.at(
+                span,
+                format!("routes.{name}: error_format {other:?} is not \"dto\" or \"simple\""),
+            );
             ok = false;
             ErrorFormat::Dto
         }
@@ -462,7 +580,9 @@ fn valid_host_port(s: &str) -> bool {
         Some((host, port)) => {
             !host.is_empty()
                 && port.parse::<u16>().is_ok()
-                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         }
         None => false,
     }

@@ -54,7 +54,10 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
     };
     crate::logging::init("warn", crate::config::LogFormat::Text);
     if let Err(e) = start_upstream(&loaded) {
-        eprintln!("authgate demo: cannot start the demo upstream on {}: {e}", loaded.settings.upstream.address);
+        eprintln!(
+            "authgate demo: cannot start the demo upstream on {}: {e}",
+            loaded.settings.upstream.address
+        );
         return ExitCode::from(1);
     }
     print_walkthrough(&config, &loaded.settings);
@@ -73,33 +76,43 @@ fn start_upstream(loaded: &Loaded) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let settings = loaded.settings.clone();
     let minter: upstream::OrgKeyMinter = Arc::new(move |org: &str, key_id: &str| {
-        let opts = MintOptions { key_id: Some(key_id.to_string()), kid: Some("dev-hs".into()), ttl: None };
+        let opts = MintOptions {
+            key_id: Some(key_id.to_string()),
+            kid: Some("dev-hs".into()),
+            ttl: None,
+        };
         mint(&settings, &Subject::Org(org.to_string()), &opts).unwrap_or_else(|e| format!("mint-failed: {e}"))
     });
-    std::thread::Builder::new().name("demo-upstream".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("demo upstream: {e}");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => {
-                    if let Err(e) = upstream::serve(l, upstream::DemoApi::new(Some(minter))).await {
-                        eprintln!("demo upstream stopped: {e}");
-                    }
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("demo upstream: {e}");
+                    return;
                 }
-                Err(e) => eprintln!("demo upstream: {e}"),
-            }
-        });
-    })?;
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        if let Err(e) = upstream::serve(l, upstream::DemoApi::new(Some(minter))).await {
+                            eprintln!("demo upstream stopped: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("demo upstream: {e}"),
+                }
+            });
+        })?;
     Ok(())
 }
 
 fn token(settings: &Settings, subject: Subject, jti: &str, kid: &str) -> String {
-    let opts = MintOptions { key_id: Some(jti.into()), kid: Some(kid.into()), ttl: Some(Duration::from_secs(24 * 3600)) };
+    let opts = MintOptions {
+        key_id: Some(jti.into()),
+        kid: Some(kid.into()),
+        ttl: Some(Duration::from_secs(24 * 3600)),
+    };
     mint(settings, &subject, &opts).unwrap_or_else(|e| format!("<cannot mint: {e}>"))
 }
 
@@ -112,7 +125,12 @@ fn print_walkthrough(config: &Path, s: &Settings) {
     let leaked = token(s, Subject::Partner("acme".into()), "key-2025-leaked", "dev-hs");
     let globex = token(s, Subject::Partner("globex".into()), "key-globex-1", "dev-hs");
     let initech = token(s, Subject::Partner("initech".into()), "key-initech-1", "dev-hs");
-    let org = token(s, Subject::Org("cf2701f8-fc4d-4002-8d52-92dd0d1e82a7".into()), "org-key-1", "dev-hs");
+    let org = token(
+        s,
+        Subject::Org("cf2701f8-fc4d-4002-8d52-92dd0d1e82a7".into()),
+        "org-key-1",
+        "dev-hs",
+    );
     let own_org = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
     println!(
         r#"

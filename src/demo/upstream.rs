@@ -154,11 +154,9 @@ impl Route<'_> {
         match self {
             Route::Orgs => method == "GET" || method == "POST",
             Route::OrgApiKeys(_) | Route::OrgLoginLinks(_) => method == "POST",
-            Route::Health
-            | Route::OrgByExternalId(_)
-            | Route::Org(_)
-            | Route::CurrentOrg
-            | Route::OrgInfo => method == "GET",
+            Route::Health | Route::OrgByExternalId(_) | Route::Org(_) | Route::CurrentOrg | Route::OrgInfo => {
+                method == "GET"
+            }
             Route::OrgResource(_) | Route::OrgScoped => true,
         }
     }
@@ -175,9 +173,7 @@ fn route(path: &str) -> Option<Route<'_>> {
         ["v1", "stream", ..] => Route::OrgScoped,
         ["v1", "orgs", id, ..] if !id.is_empty() => Route::OrgScoped,
         ["partner", "v1", "orgs"] => Route::Orgs,
-        ["partner", "v1", "orgs", "by-external-id", ext] if !ext.is_empty() => {
-            Route::OrgByExternalId(ext)
-        }
+        ["partner", "v1", "orgs", "by-external-id", ext] if !ext.is_empty() => Route::OrgByExternalId(ext),
         ["partner", "v1", "orgs", "by-external-id", ..] => return None,
         ["partner", "v1", "orgs", id] if !id.is_empty() => Route::Org(id),
         ["partner", "v1", "orgs", id, "api-keys"] if !id.is_empty() => Route::OrgApiKeys(id),
@@ -233,11 +229,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The caller identity from `name`, or the 401 to return.
-fn require_header<'a>(
-    headers: &'a HeaderMap,
-    name: &str,
-    display: &str,
-) -> Result<&'a str, DemoResponse> {
+fn require_header<'a>(headers: &'a HeaderMap, name: &str, display: &str) -> Result<&'a str, DemoResponse> {
     header_str(headers, name).ok_or_else(|| error(401, format!("missing {display}")))
 }
 
@@ -389,13 +381,7 @@ impl DemoApi {
 
     /// Pure request handling (no sockets), used by unit tests and by `serve`.
     /// `target` is the raw request target (path + optional query, possibly percent-encoded).
-    pub fn handle(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> DemoResponse {
+    pub fn handle(&self, method: &str, target: &str, headers: &http::HeaderMap, body: &[u8]) -> DemoResponse {
         let (path, query) = split_target(target);
         let Some(route) = route(path) else {
             return not_found();
@@ -463,9 +449,8 @@ impl DemoApi {
                     }),
                 )
             }),
-            Route::OrgScoped => require_header(headers, ORG_HEADER, "X-Org-Id").map(|org_id| {
-                DemoResponse::new(200, json!({ "ok": true, "org_id": org_id, "path": path }))
-            }),
+            Route::OrgScoped => require_header(headers, ORG_HEADER, "X-Org-Id")
+                .map(|org_id| DemoResponse::new(200, json!({ "ok": true, "org_id": org_id, "path": path }))),
         };
         result.unwrap_or_else(|e| e)
     }
@@ -485,12 +470,7 @@ impl DemoApi {
         let req: CreateOrgBody = parse_body(body, false)?;
         let name = match req.name {
             Some(n) if !n.trim().is_empty() => n,
-            _ => {
-                return Err(error(
-                    400,
-                    "name is required and must be a non-empty string",
-                ))
-            }
+            _ => return Err(error(400, "name is required and must be a non-empty string")),
         };
         if req.external_id.as_deref().is_some_and(|e| e.is_empty()) {
             return Err(error(400, "external_id must not be empty"));
@@ -513,10 +493,7 @@ impl DemoApi {
                 .iter()
                 .any(|o| o.partner_id == partner && o.external_id.as_deref() == Some(ext));
             if taken {
-                return Err(error(
-                    409,
-                    format!("Org with external_id \"{ext}\" already exists"),
-                ));
+                return Err(error(409, format!("Org with external_id \"{ext}\" already exists")));
             }
         }
         let out = json!({
@@ -536,10 +513,7 @@ impl DemoApi {
         let mine = state.orgs.iter().filter(|o| o.partner_id == partner);
         let total = mine.clone().count();
         let data: Vec<Value> = mine.skip(offset).take(limit).map(Org::to_json).collect();
-        Ok(DemoResponse::new(
-            200,
-            json!({ "data": data, "total": total }),
-        ))
+        Ok(DemoResponse::new(200, json!({ "data": data, "total": total })))
     }
 
     /// `GET /partner/v1/orgs/by-external-id/{externalId}`.
@@ -583,12 +557,7 @@ impl DemoApi {
         let req: CreateLoginLinkBody = parse_body(body, false)?;
         match req.email.as_deref() {
             Some(e) if e.contains('@') => {}
-            _ => {
-                return Err(error(
-                    400,
-                    "email is required and must be a valid email address",
-                ))
-            }
+            _ => return Err(error(400, "email is required and must be a valid email address")),
         }
         let expires_at = rfc3339(SystemTime::now() + LOGIN_LINK_TTL);
         Ok(DemoResponse::new(
@@ -615,8 +584,7 @@ fn to_http(out: DemoResponse) -> Response<Full<Bytes>> {
     let bytes = Bytes::from(out.body.to_string());
     let len = bytes.len();
     let mut resp = Response::new(Full::new(bytes));
-    *resp.status_mut() =
-        StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -626,18 +594,9 @@ fn to_http(out: DemoResponse) -> Response<Full<Bytes>> {
 /// Reads the whole request body and answers it with `api`.
 async fn respond(api: &DemoApi, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
     let out = match body.collect().await {
-        Ok(collected) => api.handle(
-            parts.method.as_str(),
-            &target,
-            &parts.headers,
-            &collected.to_bytes(),
-        ),
+        Ok(collected) => api.handle(parts.method.as_str(), &target, &parts.headers, &collected.to_bytes()),
         Err(e) => {
             tracing::debug!(error = %e, "demo upstream: failed to read request body");
             error(400, "Could not read request body")
@@ -647,10 +606,7 @@ async fn respond(api: &DemoApi, req: Request<Incoming>) -> Response<Full<Bytes>>
 }
 
 /// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive, one task per connection).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    api: std::sync::Arc<DemoApi>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc<DemoApi>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -695,12 +651,7 @@ mod tests {
     }
 
     fn create(api: &DemoApi, p: &str, body: Value) -> DemoResponse {
-        api.handle(
-            "POST",
-            "/partner/v1/orgs",
-            &partner(p),
-            body.to_string().as_bytes(),
-        )
+        api.handle("POST", "/partner/v1/orgs", &partner(p), body.to_string().as_bytes())
     }
 
     fn is_hex(s: &str, len: usize) -> bool {
@@ -710,10 +661,7 @@ mod tests {
     fn is_uuid_v4(s: &str) -> bool {
         let parts: Vec<&str> = s.split('-').collect();
         parts.len() == 5
-            && [8, 4, 4, 4, 12]
-                .iter()
-                .zip(&parts)
-                .all(|(n, p)| is_hex(p, *n))
+            && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| is_hex(p, *n))
             && parts[2].starts_with('4')
             && matches!(parts[3].chars().next(), Some('8' | '9' | 'a' | 'b'))
     }
@@ -767,11 +715,7 @@ mod tests {
         let stored = api.lock().orgs[0].clone();
         assert_eq!(stored.partner_id, "p1");
         assert_eq!(stored.language, "en");
-        assert!(
-            is_rfc3339_millis(&stored.created_at),
-            "{}",
-            stored.created_at
-        );
+        assert!(is_rfc3339_millis(&stored.created_at), "{}", stored.created_at);
     }
 
     #[test]
@@ -782,15 +726,8 @@ mod tests {
         assert_eq!(r.body["external_id"], Value::Null);
         assert_eq!(api.lock().orgs[0].language, "en");
         // Two orgs without external_id do not conflict.
-        assert_eq!(
-            create(&api, "p1", json!({ "name": "No Ext 2" })).status,
-            201
-        );
-        let r = create(
-            &api,
-            "p1",
-            json!({ "name": "Null Ext", "external_id": null }),
-        );
+        assert_eq!(create(&api, "p1", json!({ "name": "No Ext 2" })).status, 201);
+        let r = create(&api, "p1", json!({ "name": "Null Ext", "external_id": null }));
         assert_eq!(r.status, 201);
     }
 
@@ -826,12 +763,7 @@ mod tests {
             201
         );
         let r = create(&api, "p1", json!({ "name": "B", "external_id": "c-1" }));
-        assert_error(
-            &r,
-            409,
-            "Org with external_id \"c-1\" already exists",
-            "Conflict",
-        );
+        assert_error(&r, 409, "Org with external_id \"c-1\" already exists", "Conflict");
         let r = create(&api, "p2", json!({ "name": "C", "external_id": "c-1" }));
         assert_eq!(r.status, 201);
         assert_eq!(api.lock().orgs.len(), 2);
@@ -941,13 +873,7 @@ mod tests {
         }
         // Boundaries are fine.
         // The last occurrence of a repeated parameter wins.
-        for q in [
-            "limit=1",
-            "limit=100",
-            "offset=0",
-            "limit=%35",
-            "limit=0&limit=2",
-        ] {
+        for q in ["limit=1", "limit=100", "offset=0", "limit=%35", "limit=0&limit=2"] {
             let r = api.handle("GET", &format!("/partner/v1/orgs?{q}"), &h, b"");
             assert_eq!(r.status, 200, "{q}");
         }
@@ -956,11 +882,7 @@ mod tests {
     #[test]
     fn by_external_id_is_decoded_and_scoped() {
         let api = DemoApi::new(None);
-        let created = create(
-            &api,
-            "p1",
-            json!({ "name": "Slashy", "external_id": "team/a b" }),
-        );
+        let created = create(&api, "p1", json!({ "name": "Slashy", "external_id": "team/a b" }));
         let id = created.body["id"].as_str().unwrap().to_owned();
         let r = api.handle(
             "GET",
@@ -982,19 +904,9 @@ mod tests {
             b"",
         );
         assert_error(&r, 404, "No org with external_id \"team/a b\"", "Not Found");
-        let r = api.handle(
-            "GET",
-            "/partner/v1/orgs/by-external-id/missing",
-            &partner("p1"),
-            b"",
-        );
+        let r = api.handle("GET", "/partner/v1/orgs/by-external-id/missing", &partner("p1"), b"");
         assert_error(&r, 404, "No org with external_id \"missing\"", "Not Found");
-        let r = api.handle(
-            "GET",
-            "/partner/v1/orgs/by-external-id/%FF",
-            &partner("p1"),
-            b"",
-        );
+        let r = api.handle("GET", "/partner/v1/orgs/by-external-id/%FF", &partner("p1"), b"");
         assert_eq!(r.status, 400);
     }
 
@@ -1003,24 +915,14 @@ mod tests {
         let api = DemoApi::new(None);
         let created = create(&api, "p1", json!({ "name": "Mine", "external_id": "e" }));
         let id = created.body["id"].as_str().unwrap();
-        let r = api.handle(
-            "GET",
-            &format!("/partner/v1/orgs/{id}"),
-            &partner("p1"),
-            b"",
-        );
+        let r = api.handle("GET", &format!("/partner/v1/orgs/{id}"), &partner("p1"), b"");
         assert_eq!(r.status, 200);
         assert_eq!(r.body["id"], id);
         assert_eq!(r.body["name"], "Mine");
         assert_eq!(r.body["external_id"], "e");
         assert!(r.body.get("created_at").is_some());
 
-        let r = api.handle(
-            "GET",
-            &format!("/partner/v1/orgs/{id}"),
-            &partner("p2"),
-            b"",
-        );
+        let r = api.handle("GET", &format!("/partner/v1/orgs/{id}"), &partner("p2"), b"");
         assert_eq!(r.status, 404);
         assert_eq!(r.body["error"], "Not Found");
         // An org only known to the gateway's policy file.
@@ -1050,12 +952,7 @@ mod tests {
         assert!(is_hex(hex_part, 32), "{key}");
         assert_eq!(r.body.as_object().unwrap().len(), 2);
         // Empty body is fine (name is optional).
-        let r = api.handle(
-            "POST",
-            "/partner/v1/orgs/not-in-store/api-keys",
-            &partner("p1"),
-            b"",
-        );
+        let r = api.handle("POST", "/partner/v1/orgs/not-in-store/api-keys", &partner("p1"), b"");
         assert_eq!(r.status, 201);
         // But a malformed one is not.
         for body in [&b"{"[..], b"{\"name\":1}", b"42"] {
@@ -1068,12 +965,7 @@ mod tests {
     fn api_key_uses_minter() {
         let minter: OrgKeyMinter = Arc::new(|org: &str, key: &str| format!("jwt.{org}.{key}"));
         let api = DemoApi::new(Some(minter));
-        let r = api.handle(
-            "POST",
-            "/partner/v1/orgs/org%2D42/api-keys",
-            &partner("p1"),
-            b"{}",
-        );
+        let r = api.handle("POST", "/partner/v1/orgs/org%2D42/api-keys", &partner("p1"), b"{}");
         assert_eq!(r.status, 201);
         let key_id = r.body["api_key_id"].as_str().unwrap();
         assert_eq!(r.body["api_key"], format!("jwt.org-42.{key_id}"));
@@ -1108,12 +1000,7 @@ mod tests {
             b"{\"email\":\"a@b\",\"name\":[]}",
             b"garbage",
         ] {
-            let r = api.handle(
-                "POST",
-                "/partner/v1/orgs/o/login-links",
-                &partner("p1"),
-                body,
-            );
+            let r = api.handle("POST", "/partner/v1/orgs/o/login-links", &partner("p1"), body);
             assert_eq!(r.status, 400, "{body:?} -> {r:?}");
             assert_eq!(r.body["error"], "Bad Request");
         }
@@ -1123,12 +1010,7 @@ mod tests {
     fn generic_partner_org_resource() {
         let api = DemoApi::new(None);
         for method in ["GET", "POST", "DELETE"] {
-            let r = api.handle(
-                method,
-                "/partner/v1/orgs/o-1/contacts/7?x=1",
-                &partner("p1"),
-                b"",
-            );
+            let r = api.handle(method, "/partner/v1/orgs/o-1/contacts/7?x=1", &partner("p1"), b"");
             assert_eq!(
                 r,
                 DemoResponse::new(
@@ -1315,18 +1197,11 @@ mod tests {
             assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
             let lower = head.to_ascii_lowercase();
             assert!(lower.contains("content-type: application/json"), "{head}");
-            assert!(
-                lower.contains(&format!("content-length: {}", body.len())),
-                "{head}"
-            );
-            assert_eq!(
-                serde_json::from_str::<Value>(&body).unwrap(),
-                json!({ "status": "ok" })
-            );
+            assert!(lower.contains(&format!("content-length: {}", body.len())), "{head}");
+            assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "status": "ok" }));
 
             // A larger body goes through the body collector intact.
-            let payload =
-                json!({ "name": "Big", "ai_instructions": "x".repeat(200_000) }).to_string();
+            let payload = json!({ "name": "Big", "ai_instructions": "x".repeat(200_000) }).to_string();
             let (head, body) = raw_request(
                 addr,
                 format!(

@@ -77,11 +77,7 @@ pub fn resolve<'a>(
 /// Walks all X-Forwarded-For entries right to left (lines joined in order), skipping
 /// trusted proxies; the first other entry is the client. All trusted -> the leftmost;
 /// none at all -> the peer. Empty list elements are ignored (RFC 9110 §5.6.1).
-fn walk_xff<'a>(
-    trusted: &IpSet,
-    peer: IpAddr,
-    lines: impl DoubleEndedIterator<Item = &'a [u8]>,
-) -> ClientIp {
+fn walk_xff<'a>(trusted: &IpSet, peer: IpAddr, lines: impl DoubleEndedIterator<Item = &'a [u8]>) -> ClientIp {
     let mut leftmost: Option<IpAddr> = None;
     for line in lines.rev() {
         for raw in line.rsplit(|&b| b == b',') {
@@ -148,7 +144,11 @@ mod tests {
             ("127.0.0.1", &["198.51.100.9, 203.0.113.5"], known("203.0.113.5")),
             ("127.0.0.1", &["203.0.113.5", "198.51.100.9"], known("198.51.100.9")),
             ("127.0.0.1", &["198.51.100.9", "203.0.113.5"], known("203.0.113.5")),
-            ("127.0.0.1", &["203.0.113.5, 127.0.0.9, 127.0.0.1"], known("203.0.113.5")),
+            (
+                "127.0.0.1",
+                &["203.0.113.5, 127.0.0.9, 127.0.0.1"],
+                known("203.0.113.5"),
+            ),
             ("127.0.0.1", &["127.0.0.9, 127.0.0.1"], known("127.0.0.9")),
             ("127.0.0.1", &["garbage"], ClientIp::Unknown),
             ("127.0.0.1", &["203.0.113.5, garbage"], ClientIp::Unknown),
@@ -182,9 +182,8 @@ mod tests {
     fn cf_connecting_ip_only_from_trusted_peers() {
         let p = policy(IpSource::CfConnectingIp, &["127.0.0.0/8"]);
         let none = std::iter::empty::<&[u8]>();
-        let r = |peer: &str, cf: Option<&str>| {
-            resolve(&p, peer.parse().unwrap(), none.clone(), cf.map(|c| c.as_bytes()))
-        };
+        let r =
+            |peer: &str, cf: Option<&str>| resolve(&p, peer.parse().unwrap(), none.clone(), cf.map(|c| c.as_bytes()));
         assert_eq!(r("127.0.0.1", Some("203.0.113.5")), known("203.0.113.5"));
         assert_eq!(r("127.0.0.1", Some("bad")), ClientIp::Unknown);
         assert_eq!(r("127.0.0.1", None), known("127.0.0.1"));
@@ -195,5 +194,59 @@ mod tests {
     fn peer_mode_ignores_headers() {
         let p = policy(IpSource::Peer, &["127.0.0.0/8"]);
         assert_eq!(xff(&p, "127.0.0.1", &["203.0.113.5"]), known("127.0.0.1"));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::policy::ip_set::parse_net;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}",
+            "127\\.0\\.0\\.[0-9]{1,2}",
+            "[0-9a-f:]{2,20}",
+            "\\[[0-9a-f:]{2,10}\\](:[0-9]{1,5})?",
+            "[0-9.]{1,15}:[0-9]{1,5}",
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The parser answers for any header content, and a known client IP is always the
+        /// peer or an entry that is, on its own, a bare address.
+        #[test]
+        fn never_accepts_a_malformed_entry(lines in proptest::collection::vec(
+            proptest::collection::vec(entry(), 0..5).prop_map(|v| v.join(",")), 0..3)) {
+            let policy = ClientIpPolicy {
+                source: IpSource::XForwardedFor,
+                trusted_proxies: IpSet::new([parse_net("127.0.0.0/8").unwrap()]),
+            };
+            let peer: IpAddr = "127.0.0.1".parse().unwrap();
+            let got = resolve(&policy, peer, lines.iter().map(|l| l.as_bytes()), None);
+            if let ClientIp::Known(ip) = got {
+                let entries: Vec<IpAddr> = lines
+                    .iter()
+                    .flat_map(|l| l.split(','))
+                    .filter_map(|e| e.trim_matches(|c| c == ' ' || c == '\t').parse::<IpAddr>().ok())
+                    .map(|ip| ip.to_canonical())
+                    .collect();
+                prop_assert!(ip == peer || entries.contains(&ip), "{ip} not among {entries:?}");
+            }
+        }
+
+        /// Raw bytes (not UTF-8, control characters) never panic.
+        #[test]
+        fn arbitrary_bytes(line in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let policy = ClientIpPolicy {
+                source: IpSource::XForwardedFor,
+                trusted_proxies: IpSet::new([parse_net("127.0.0.0/8").unwrap()]),
+            };
+            let _ = resolve(&policy, "127.0.0.1".parse().unwrap(), [line.as_slice()].into_iter(), None);
+        }
     }
 }

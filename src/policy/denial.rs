@@ -12,7 +12,9 @@ use super::routes::{AuthKind, ErrorFormat};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     BadPath(PathProblem),
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        limit: u64,
+    },
     NoRoute,
     /// No `Authorization` header, or a scheme other than Bearer.
     MissingToken,
@@ -28,7 +30,11 @@ pub enum Denial {
     RevokedKey,
     IpDenied,
     InactivePartner,
-    RateLimited { limit: String, per_minute: u32, retry_after_secs: u64 },
+    RateLimited {
+        limit: String,
+        per_minute: u32,
+        retry_after_secs: u64,
+    },
     OrgForbidden,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -99,9 +105,11 @@ impl Denial {
             Denial::RevokedKey => "API key has been revoked".into(),
             Denial::IpDenied => "Client IP is not in the allow list for this account".into(),
             Denial::InactivePartner => "Account is inactive".into(),
-            Denial::RateLimited { limit, per_minute, retry_after_secs } => format!(
-                "Rate limit '{limit}' exceeded: {per_minute}/min; retry in {retry_after_secs}s"
-            ),
+            Denial::RateLimited {
+                limit,
+                per_minute,
+                retry_after_secs,
+            } => format!("Rate limit '{limit}' exceeded: {per_minute}/min; retry in {retry_after_secs}s"),
             Denial::OrgForbidden => "Org does not belong to this partner".into(),
             Denial::UpstreamUnavailable => "Upstream service unavailable".into(),
             Denial::UpstreamTimeout => "Upstream service timed out".into(),
@@ -122,7 +130,11 @@ pub struct AnswerStyle<'a> {
 
 impl Default for AnswerStyle<'_> {
     fn default() -> Self {
-        AnswerStyle { auth: AuthKind::None, error_format: ErrorFormat::Dto, api_key_header: "X-API-Key" }
+        AnswerStyle {
+            auth: AuthKind::None,
+            error_format: ErrorFormat::Dto,
+            api_key_header: "X-API-Key",
+        }
     }
 }
 
@@ -147,7 +159,12 @@ pub fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
         };
         headers.push(("WWW-Authenticate", value));
     }
-    if let Denial::RateLimited { per_minute, retry_after_secs, .. } = denial {
+    if let Denial::RateLimited {
+        per_minute,
+        retry_after_secs,
+        ..
+    } = denial
+    {
         headers.push(("Retry-After", retry_after_secs.max(&1).to_string()));
         headers.push(("X-RateLimit-Limit", per_minute.to_string()));
         headers.push(("X-RateLimit-Remaining", "0".to_string()));
@@ -214,7 +231,11 @@ mod tests {
             Denial::RevokedKey,
             Denial::IpDenied,
             Denial::InactivePartner,
-            Denial::RateLimited { limit: "partner".into(), per_minute: 100, retry_after_secs: 1 },
+            Denial::RateLimited {
+                limit: "partner".into(),
+                per_minute: 100,
+                retry_after_secs: 1,
+            },
             Denial::OrgForbidden,
             Denial::UpstreamUnavailable,
             Denial::UpstreamTimeout,
@@ -226,7 +247,13 @@ mod tests {
     #[test]
     fn every_denial_renders_an_error_dto() {
         for d in all() {
-            let r = render(&d, AnswerStyle { auth: AuthKind::Partner, ..Default::default() });
+            let r = render(
+                &d,
+                AnswerStyle {
+                    auth: AuthKind::Partner,
+                    ..Default::default()
+                },
+            );
             let v: Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(v["statusCode"], r.status, "{d:?}");
             assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{d:?}");
@@ -266,28 +293,62 @@ mod tests {
 
     #[test]
     fn www_authenticate_by_scheme() {
-        let bearer = AnswerStyle { auth: AuthKind::Partner, ..Default::default() };
-        let www = |d: &Denial, s| render(d, s).headers.into_iter().find(|(k, _)| *k == "WWW-Authenticate").unwrap().1;
+        let bearer = AnswerStyle {
+            auth: AuthKind::Partner,
+            ..Default::default()
+        };
+        let www = |d: &Denial, s| {
+            render(d, s)
+                .headers
+                .into_iter()
+                .find(|(k, _)| *k == "WWW-Authenticate")
+                .unwrap()
+                .1
+        };
         assert_eq!(www(&Denial::MissingToken, bearer), "Bearer");
         assert_eq!(www(&Denial::RevokedKey, bearer), "Bearer error=\"invalid_token\"");
-        let key = AnswerStyle { auth: AuthKind::ApiKey, error_format: ErrorFormat::Simple, api_key_header: "X-Org-Key" };
+        let key = AnswerStyle {
+            auth: AuthKind::ApiKey,
+            error_format: ErrorFormat::Simple,
+            api_key_header: "X-Org-Key",
+        };
         assert_eq!(www(&Denial::MissingApiKey, key), "ApiKey header=\"X-Org-Key\"");
     }
 
     #[test]
     fn simple_format_and_seed_messages() {
-        let key = AnswerStyle { auth: AuthKind::ApiKey, error_format: ErrorFormat::Simple, api_key_header: "X-API-Key" };
-        assert_eq!(render(&Denial::MissingApiKey, key).body, r#"{"error":"Missing X-API-Key header"}"#);
-        assert_eq!(render(&Denial::BadApiKeyFormat, key).body, r#"{"error":"Invalid API key format"}"#);
-        assert_eq!(render(&Denial::UnknownApiKey, key).body, r#"{"error":"Invalid API key"}"#);
+        let key = AnswerStyle {
+            auth: AuthKind::ApiKey,
+            error_format: ErrorFormat::Simple,
+            api_key_header: "X-API-Key",
+        };
+        assert_eq!(
+            render(&Denial::MissingApiKey, key).body,
+            r#"{"error":"Missing X-API-Key header"}"#
+        );
+        assert_eq!(
+            render(&Denial::BadApiKeyFormat, key).body,
+            r#"{"error":"Invalid API key format"}"#
+        );
+        assert_eq!(
+            render(&Denial::UnknownApiKey, key).body,
+            r#"{"error":"Invalid API key"}"#
+        );
         let disabled = render(&Denial::KeyDisabled, key);
-        assert_eq!((disabled.status, disabled.body.as_str()), (403, r#"{"error":"API key is disabled"}"#));
+        assert_eq!(
+            (disabled.status, disabled.body.as_str()),
+            (403, r#"{"error":"API key is disabled"}"#)
+        );
     }
 
     #[test]
     fn rate_limited_headers() {
         let r = render(
-            &Denial::RateLimited { limit: "login-links".into(), per_minute: 30, retry_after_secs: 0 },
+            &Denial::RateLimited {
+                limit: "login-links".into(),
+                per_minute: 30,
+                retry_after_secs: 0,
+            },
             AnswerStyle::default(),
         );
         assert!(r.headers.contains(&("Retry-After", "1".into())));

@@ -146,7 +146,11 @@ pub fn admit_org<'d>(
     must_be_listed: bool,
 ) -> Result<Option<&'d OrgPolicy>, Denial> {
     let Some(o) = dir.org(org) else {
-        return if must_be_listed { Err(Denial::UnknownPartner) } else { Ok(None) };
+        return if must_be_listed {
+            Err(Denial::UnknownPartner)
+        } else {
+            Ok(None)
+        };
     };
     if key_id.is_some_and(|k| o.revoked_keys.contains(k)) {
         return Err(Denial::RevokedKey);
@@ -164,7 +168,10 @@ pub fn admit_org<'d>(
 pub fn api_key_well_formed(key: &[u8], prefix: &str) -> bool {
     match key.strip_prefix(prefix.as_bytes()) {
         Some(rest) => {
-            (16..=128).contains(&rest.len()) && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            (16..=128).contains(&rest.len())
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
         }
         None => false,
     }
@@ -205,7 +212,12 @@ pub(crate) mod tests {
             ip_allow_list: None,
             revoked_keys: HashSet::from(["old".into()]),
         };
-        let dead = OrgPolicy { id: "o2".into(), active: false, ip_allow_list: None, revoked_keys: HashSet::new() };
+        let dead = OrgPolicy {
+            id: "o2".into(),
+            active: false,
+            ip_allow_list: None,
+            revoked_keys: HashSet::new(),
+        };
         let key = ApiKeyEntry {
             id: "ak-1".into(),
             org: "o1".into(),
@@ -233,7 +245,11 @@ pub(crate) mod tests {
             ("rev", Some("fresh"), good, Ok(())),
         ];
         for (who, key, ip, want) in cases {
-            assert_eq!(admit_partner(&d, who, key, ip).map(|_| ()), want, "{who} {key:?} {ip:?}");
+            assert_eq!(
+                admit_partner(&d, who, key, ip).map(|_| ()),
+                want,
+                "{who} {key:?} {ip:?}"
+            );
         }
     }
 
@@ -242,10 +258,19 @@ pub(crate) mod tests {
         let d = dir();
         let any = ip("192.0.2.1");
         assert!(admit_org(&d, "o1", Some("k"), any, false).unwrap().is_some());
-        assert_eq!(admit_org(&d, "o1", Some("old"), any, false).unwrap_err(), Denial::RevokedKey);
-        assert_eq!(admit_org(&d, "o2", None, any, false).unwrap_err(), Denial::InactivePartner);
+        assert_eq!(
+            admit_org(&d, "o1", Some("old"), any, false).unwrap_err(),
+            Denial::RevokedKey
+        );
+        assert_eq!(
+            admit_org(&d, "o2", None, any, false).unwrap_err(),
+            Denial::InactivePartner
+        );
         assert!(admit_org(&d, "o9", None, any, false).unwrap().is_none());
-        assert_eq!(admit_org(&d, "o9", None, any, true).unwrap_err(), Denial::UnknownPartner);
+        assert_eq!(
+            admit_org(&d, "o9", None, any, true).unwrap_err(),
+            Denial::UnknownPartner
+        );
     }
 
     #[test]
@@ -258,10 +283,22 @@ pub(crate) mod tests {
     #[test]
     fn api_key_format() {
         assert!(api_key_well_formed(b"org_abcdefghijklmnop", "org_"));
-        assert!(api_key_well_formed(format!("org_{}", "a".repeat(128)).as_bytes(), "org_"));
-        for bad in ["org_short", "apps_abcdefghijklmnopqrst", "org_abcdefghijklmnopqrs!", "", "org_"] {
+        assert!(api_key_well_formed(
+            format!("org_{}", "a".repeat(128)).as_bytes(),
+            "org_"
+        ));
+        for bad in [
+            "org_short",
+            "apps_abcdefghijklmnopqrst",
+            "org_abcdefghijklmnopqrs!",
+            "",
+            "org_",
+        ] {
             assert!(!api_key_well_formed(bad.as_bytes(), "org_"), "{bad}");
         }
-        assert!(!api_key_well_formed(format!("org_{}", "a".repeat(129)).as_bytes(), "org_"));
+        assert!(!api_key_well_formed(
+            format!("org_{}", "a".repeat(129)).as_bytes(),
+            "org_"
+        ));
     }
 }

@@ -100,7 +100,7 @@ fn insert_len<T: std::hash::Hash + Eq>(table: &mut Vec<(u8, HashSet<T>)>, len: u
         None => {
             table.push((len, HashSet::from([key])));
             // Longer prefixes first: the common "one host" entries answer soonest.
-            table.sort_by(|a, b| b.0.cmp(&a.0));
+            table.sort_by_key(|e| std::cmp::Reverse(e.0));
         }
     }
 }
@@ -136,10 +136,23 @@ mod tests {
     #[test]
     fn matches_cidrs_and_bare_addresses() {
         let s = set(&["203.0.113.0/24", "2001:db8::/48", "198.51.100.7"]);
-        for yes in ["203.0.113.5", "203.0.113.255", "198.51.100.7", "2001:db8::5", "2001:DB8:0:ffff::1"] {
+        for yes in [
+            "203.0.113.5",
+            "203.0.113.255",
+            "198.51.100.7",
+            "2001:db8::5",
+            "2001:DB8:0:ffff::1",
+        ] {
             assert!(s.contains(ip(yes)), "{yes}");
         }
-        for no in ["198.51.100.8", "203.0.114.1", "2001:db8:1::1", "2001:db9::1", "fe80::1", "10.0.0.1"] {
+        for no in [
+            "198.51.100.8",
+            "203.0.114.1",
+            "2001:db8:1::1",
+            "2001:db9::1",
+            "fe80::1",
+            "10.0.0.1",
+        ] {
             assert!(!s.contains(ip(no)), "{no}");
         }
     }

@@ -87,7 +87,10 @@ pub struct VerifyKey {
 
 impl fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish()
     }
 }
 
@@ -111,7 +114,10 @@ impl KeySet {
     /// A new set from keys shared with other sets (a JWKS refresh keeps the configured keys).
     pub fn from_shared(keys: impl IntoIterator<Item = Arc<VerifyKey>>) -> Self {
         let by_kid = keys.into_iter().map(|k| (k.kid.clone(), k)).collect();
-        KeySet { generation: GENERATION.fetch_add(1, Ordering::Relaxed), by_kid }
+        KeySet {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            by_kid,
+        }
     }
 
     /// Unique id of this set's contents (part of the token-cache key).
@@ -236,7 +242,10 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
     }
-    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
         return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
@@ -383,8 +392,8 @@ pub(crate) mod tests {
         let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap());
         let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
         let input = format!("{h}.{p}");
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
-            .unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256).unwrap();
         format!("{input}.{sig}")
     }
 
@@ -406,10 +415,21 @@ pub(crate) mod tests {
     fn the_only_key_serves_tokens_without_kid() {
         assert!(verify(&mint(&claims(), None), &hs_keys(), &policy(), NOW).is_ok());
         let two = KeySet::new([
-            VerifyKey { kid: "a".into(), algorithms: vec![Algorithm::HS256], key: DecodingKey::from_secret(SECRET) },
-            VerifyKey { kid: "b".into(), algorithms: vec![Algorithm::HS256], key: DecodingKey::from_secret(SECRET) },
+            VerifyKey {
+                kid: "a".into(),
+                algorithms: vec![Algorithm::HS256],
+                key: DecodingKey::from_secret(SECRET),
+            },
+            VerifyKey {
+                kid: "b".into(),
+                algorithms: vec![Algorithm::HS256],
+                key: DecodingKey::from_secret(SECRET),
+            },
         ]);
-        assert_eq!(verify(&mint(&claims(), None), &two, &policy(), NOW), Err(TokenError::UnknownKey));
+        assert_eq!(
+            verify(&mint(&claims(), None), &two, &policy(), NOW),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]
@@ -431,27 +451,158 @@ pub(crate) mod tests {
             ("bad chars", format!("{h}.{pl}!.{s}"), Malformed),
             ("padding", format!("{h}.{pl}.{s}="), Malformed),
             ("flipped sig", format!("{h}.{pl}.{}", flip(&s)), BadSignature),
-            ("header not json", format!("{}.{pl}.{s}", URL_SAFE_NO_PAD.encode("nope")), BadHeader),
-            ("alg none", raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()), AlgorithmNotAllowed),
-            ("alg HS384", raw(&json!({"alg": "HS384", "kid": "hs-1"}), &claims()), AlgorithmNotAllowed),
-            ("alg RS256 on HS key", raw(&json!({"alg": "RS256", "kid": "hs-1"}), &claims()), AlgorithmMismatch),
+            (
+                "header not json",
+                format!("{}.{pl}.{s}", URL_SAFE_NO_PAD.encode("nope")),
+                BadHeader,
+            ),
+            (
+                "alg none",
+                raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()),
+                AlgorithmNotAllowed,
+            ),
+            (
+                "alg HS384",
+                raw(&json!({"alg": "HS384", "kid": "hs-1"}), &claims()),
+                AlgorithmNotAllowed,
+            ),
+            (
+                "alg RS256 on HS key",
+                raw(&json!({"alg": "RS256", "kid": "hs-1"}), &claims()),
+                AlgorithmMismatch,
+            ),
             ("unknown kid", mint(&claims(), Some("nope")), UnknownKey),
             ("empty kid", mint(&claims(), Some("")), UnknownKey),
-            ("kid not a string", raw(&json!({"alg": "HS256", "kid": 5}), &claims()), BadHeader),
-            ("crit", raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["exp"]}), &claims()), CritHeader),
-            ("b64", raw(&json!({"alg": "HS256", "kid": "hs-1", "b64": false}), &claims()), CritHeader),
-            ("expired", mint(&with(|c| { c.insert("exp".into(), json!(NOW - 120.0)); }), Some("hs-1")), Expired),
-            ("nbf ahead", mint(&with(|c| { c.insert("nbf".into(), json!(NOW + 300.0)); }), Some("hs-1")), NotYetValid),
-            ("iat ahead", mint(&with(|c| { c.insert("iat".into(), json!(NOW + 300.0)); }), Some("hs-1")), IssuedInFuture),
-            ("exp string", mint(&with(|c| { c.insert("exp".into(), json!("never")); }), Some("hs-1")), BadClaims),
-            ("nbf bool", mint(&with(|c| { c.insert("nbf".into(), json!(true)); }), Some("hs-1")), BadClaims),
-            ("wrong iss", mint(&with(|c| { c.insert("iss".into(), json!("https://evil")); }), Some("hs-1")), WrongIssuer),
-            ("no iss", mint(&with(|c| { c.remove("iss"); }), Some("hs-1")), WrongIssuer),
-            ("wrong aud", mint(&with(|c| { c.insert("aud".into(), json!("other")); }), Some("hs-1")), WrongAudience),
-            ("aud list without ours", mint(&with(|c| { c.insert("aud".into(), json!(["other"])); }), Some("hs-1")), WrongAudience),
-            ("no aud", mint(&with(|c| { c.remove("aud"); }), Some("hs-1")), WrongAudience),
-            ("jti not a string", mint(&with(|c| { c.insert("jti".into(), json!(7)); }), Some("hs-1")), BadClaims),
-            ("claims not an object", raw(&json!({"alg": "HS256", "kid": "hs-1"}), &json!([1, 2])), BadClaims),
+            (
+                "kid not a string",
+                raw(&json!({"alg": "HS256", "kid": 5}), &claims()),
+                BadHeader,
+            ),
+            (
+                "crit",
+                raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["exp"]}), &claims()),
+                CritHeader,
+            ),
+            (
+                "b64",
+                raw(&json!({"alg": "HS256", "kid": "hs-1", "b64": false}), &claims()),
+                CritHeader,
+            ),
+            (
+                "expired",
+                mint(
+                    &with(|c| {
+                        c.insert("exp".into(), json!(NOW - 120.0));
+                    }),
+                    Some("hs-1"),
+                ),
+                Expired,
+            ),
+            (
+                "nbf ahead",
+                mint(
+                    &with(|c| {
+                        c.insert("nbf".into(), json!(NOW + 300.0));
+                    }),
+                    Some("hs-1"),
+                ),
+                NotYetValid,
+            ),
+            (
+                "iat ahead",
+                mint(
+                    &with(|c| {
+                        c.insert("iat".into(), json!(NOW + 300.0));
+                    }),
+                    Some("hs-1"),
+                ),
+                IssuedInFuture,
+            ),
+            (
+                "exp string",
+                mint(
+                    &with(|c| {
+                        c.insert("exp".into(), json!("never"));
+                    }),
+                    Some("hs-1"),
+                ),
+                BadClaims,
+            ),
+            (
+                "nbf bool",
+                mint(
+                    &with(|c| {
+                        c.insert("nbf".into(), json!(true));
+                    }),
+                    Some("hs-1"),
+                ),
+                BadClaims,
+            ),
+            (
+                "wrong iss",
+                mint(
+                    &with(|c| {
+                        c.insert("iss".into(), json!("https://evil"));
+                    }),
+                    Some("hs-1"),
+                ),
+                WrongIssuer,
+            ),
+            (
+                "no iss",
+                mint(
+                    &with(|c| {
+                        c.remove("iss");
+                    }),
+                    Some("hs-1"),
+                ),
+                WrongIssuer,
+            ),
+            (
+                "wrong aud",
+                mint(
+                    &with(|c| {
+                        c.insert("aud".into(), json!("other"));
+                    }),
+                    Some("hs-1"),
+                ),
+                WrongAudience,
+            ),
+            (
+                "aud list without ours",
+                mint(
+                    &with(|c| {
+                        c.insert("aud".into(), json!(["other"]));
+                    }),
+                    Some("hs-1"),
+                ),
+                WrongAudience,
+            ),
+            (
+                "no aud",
+                mint(
+                    &with(|c| {
+                        c.remove("aud");
+                    }),
+                    Some("hs-1"),
+                ),
+                WrongAudience,
+            ),
+            (
+                "jti not a string",
+                mint(
+                    &with(|c| {
+                        c.insert("jti".into(), json!(7));
+                    }),
+                    Some("hs-1"),
+                ),
+                BadClaims,
+            ),
+            (
+                "claims not an object",
+                raw(&json!({"alg": "HS256", "kid": "hs-1"}), &json!([1, 2])),
+                BadClaims,
+            ),
         ];
         for (what, token, want) in cases {
             assert_eq!(verify(&token, &k, &p, NOW), Err(want), "{what}");
@@ -463,20 +614,38 @@ pub(crate) mod tests {
         let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs-1"}"#);
         let p = URL_SAFE_NO_PAD.encode(br#"{"sub":"acme","sub":"evil"}"#);
         let input = format!("{h}.{p}");
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256)
-            .unwrap();
-        assert_eq!(verify(&format!("{input}.{sig}"), &hs_keys(), &policy(), NOW), Err(TokenError::BadClaims));
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(SECRET), Algorithm::HS256).unwrap();
+        assert_eq!(
+            verify(&format!("{input}.{sig}"), &hs_keys(), &policy(), NOW),
+            Err(TokenError::BadClaims)
+        );
     }
 
     #[test]
     fn leeway_applies_both_ways() {
         let k = hs_keys();
         let p = policy();
-        let exp10 = mint(&with(|c| { c.insert("exp".into(), json!(NOW - 10.0)); }), Some("hs-1"));
+        let exp10 = mint(
+            &with(|c| {
+                c.insert("exp".into(), json!(NOW - 10.0));
+            }),
+            Some("hs-1"),
+        );
         assert!(verify(&exp10, &k, &p, NOW).is_ok());
-        let nbf10 = mint(&with(|c| { c.insert("nbf".into(), json!(NOW + 10.0)); }), Some("hs-1"));
+        let nbf10 = mint(
+            &with(|c| {
+                c.insert("nbf".into(), json!(NOW + 10.0));
+            }),
+            Some("hs-1"),
+        );
         assert!(verify(&nbf10, &k, &p, NOW).is_ok());
-        let aud_list = mint(&with(|c| { c.insert("aud".into(), json!(["x", "partner-api"])); }), Some("hs-1"));
+        let aud_list = mint(
+            &with(|c| {
+                c.insert("aud".into(), json!(["x", "partner-api"]));
+            }),
+            Some("hs-1"),
+        );
         assert!(verify(&aud_list, &k, &p, NOW).is_ok());
     }
 
@@ -484,7 +653,12 @@ pub(crate) mod tests {
     fn require_exp() {
         let mut p = policy();
         p.require_exp = true;
-        let no_exp = mint(&with(|c| { c.remove("exp"); }), Some("hs-1"));
+        let no_exp = mint(
+            &with(|c| {
+                c.remove("exp");
+            }),
+            Some("hs-1"),
+        );
         assert_eq!(verify(&no_exp, &hs_keys(), &p, NOW), Err(TokenError::MissingExp));
     }
 

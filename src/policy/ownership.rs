@@ -33,7 +33,9 @@ impl LearnedOrgs {
 
     /// Whether `partner` learned `org`.
     pub fn owns(&self, partner: &str, org: &str) -> bool {
-        self.by_org.get(org).is_some_and(|owners| owners.iter().any(|p| &**p == partner))
+        self.by_org
+            .get(org)
+            .is_some_and(|owners| owners.iter().any(|p| &**p == partner))
     }
 
     /// Number of learned orgs.
@@ -115,9 +117,21 @@ mod tests {
 
     #[test]
     fn learning_needs_a_string_at_the_pointer() {
-        assert_eq!(org_from_response(br#"{"id":"o-9","name":"x"}"#, "/id").as_deref(), Some("o-9"));
-        assert_eq!(org_from_response(br#"{"data":{"id":"o-9"}}"#, "/data/id").as_deref(), Some("o-9"));
-        for body in [&br#"{"id":5}"#[..], br#"{"id":""}"#, br#"{"name":"x"}"#, b"not json", br#"["o"]"#] {
+        assert_eq!(
+            org_from_response(br#"{"id":"o-9","name":"x"}"#, "/id").as_deref(),
+            Some("o-9")
+        );
+        assert_eq!(
+            org_from_response(br#"{"data":{"id":"o-9"}}"#, "/data/id").as_deref(),
+            Some("o-9")
+        );
+        for body in [
+            &br#"{"id":5}"#[..],
+            br#"{"id":""}"#,
+            br#"{"name":"x"}"#,
+            b"not json",
+            br#"["o"]"#,
+        ] {
             assert_eq!(org_from_response(body, "/id"), None);
         }
     }

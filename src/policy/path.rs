@@ -110,9 +110,10 @@ pub fn decode_segment(seg: &[u8]) -> Cow<'_, [u8]> {
     let mut i = 0;
     while i < seg.len() {
         if seg[i] == b'%' {
-            if let (Some(hi), Some(lo)) =
-                (seg.get(i + 1).and_then(|&c| hex(c)), seg.get(i + 2).and_then(|&c| hex(c)))
-            {
+            if let (Some(hi), Some(lo)) = (
+                seg.get(i + 1).and_then(|&c| hex(c)),
+                seg.get(i + 2).and_then(|&c| hex(c)),
+            ) {
                 out.push(hi << 4 | lo);
                 i += 3;
                 continue;
@@ -196,5 +197,88 @@ mod tests {
         assert_eq!(&*decode_segment(b"abc"), b"abc");
         assert_eq!(&*decode_segment(b"a%20b%2D"), b"a b-");
         assert!(matches!(decode_segment(b"plain"), Cow::Borrowed(_)));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let atom = prop_oneof![
+            Just(b"/".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"..".to_vec()),
+            Just(b"%".to_vec()),
+            Just(b"%2e".to_vec()),
+            Just(b"%2E".to_vec()),
+            Just(b"%2f".to_vec()),
+            Just(b"%5C".to_vec()),
+            Just(b"%00".to_vec()),
+            Just(b"\\".to_vec()),
+            "[a-z0-9]{1,4}".prop_map(|s| s.into_bytes()),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(atom, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Whatever the bytes, `check` answers, and what it accepts has none of the
+        /// forbidden shapes.
+        #[test]
+        fn accepted_paths_are_clean(p in path_bytes()) {
+            if check(&p).is_ok() {
+                prop_assert!(p.starts_with(b"/"));
+                prop_assert!(!p.contains(&b'\\'));
+                let lower = p.to_ascii_lowercase();
+                for bad in [&b"%2f"[..], b"%5c", b"%00"] {
+                    prop_assert!(!lower.windows(3).any(|w| w == bad));
+                }
+                let body = &p[1..];
+                let segs: Vec<&[u8]> = body.split(|&b| b == b'/').collect();
+                for (i, seg) in segs.iter().enumerate() {
+                    if seg.is_empty() {
+                        prop_assert_eq!(i + 1, segs.len(), "empty segment not at the end");
+                        continue;
+                    }
+                    let d = decode_segment(seg);
+                    prop_assert!(&*d != b"." && &*d != b"..");
+                }
+            }
+        }
+
+        /// Route matching never panics on anything hygiene accepts, and a capture is
+        /// always one whole, non-empty segment of the path.
+        #[test]
+        fn matching_never_panics(p in path_bytes()) {
+            use crate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
+            if check(&p).is_ok() {
+                let routes = ["/a/{x}/b", "/{x}/**", "/{x}", "/**"].iter().enumerate().map(|(i, pat)| {
+                    let pattern = Pattern::parse(pat).unwrap();
+                    Route {
+                        index: i,
+                        name: (*pat).into(),
+                        org_param: pattern.param_index("x"),
+                        pattern,
+                        method: None,
+                        auth: AuthKind::Partner,
+                        limits: vec![],
+                        learn_org_pointer: None,
+                        api_key: None,
+                        error_format: ErrorFormat::Dto,
+                    }
+                }).collect();
+                let table = RouteTable::new(routes);
+                let m = table.find("GET", &p);
+                prop_assert!(m.is_some(), "/** matches everything");
+                if let Some(c) = m.and_then(|m| m.org_capture) {
+                    prop_assert!(!c.is_empty() && !c.contains(&b'/'));
+                    prop_assert!(p.split(|&b| b == b'/').any(|seg| seg == c));
+                }
+            }
+        }
     }
 }

@@ -37,7 +37,11 @@ pub struct Snapshot<C: Clock = DefaultClock> {
 
 impl<C: Clock> Clone for Snapshot<C> {
     fn clone(&self) -> Self {
-        Snapshot { directory: self.directory.clone(), keys: self.keys.clone(), overrides: self.overrides.clone() }
+        Snapshot {
+            directory: self.directory.clone(),
+            keys: self.keys.clone(),
+            overrides: self.overrides.clone(),
+        }
     }
 }
 
@@ -68,8 +72,14 @@ pub struct RequestFacts<'a> {
 pub enum Identity {
     /// `auth = "none"`.
     Anonymous,
-    Partner { id: Arc<str>, key_id: Option<Arc<str>> },
-    Org { id: Arc<str>, key_id: Option<Arc<str>> },
+    Partner {
+        id: Arc<str>,
+        key_id: Option<Arc<str>>,
+    },
+    Org {
+        id: Arc<str>,
+        key_id: Option<Arc<str>>,
+    },
 }
 
 impl Identity {
@@ -116,7 +126,11 @@ pub fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
             error_format: r.error_format,
             api_key_header: r.api_key.as_ref().map_or("X-API-Key", |k| k.header.as_str()),
         },
-        None => AnswerStyle { auth: AuthKind::None, error_format: ErrorFormat::Dto, api_key_header: "X-API-Key" },
+        None => AnswerStyle {
+            auth: AuthKind::None,
+            error_format: ErrorFormat::Dto,
+            api_key_header: "X-API-Key",
+        },
     }
 }
 
@@ -141,7 +155,13 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
         return Err(refuse(None, Denial::BadPath(p), Identity::Anonymous));
     }
     if req.content_length.is_some_and(|n| n > gate.fixed.max_body_bytes) {
-        return Err(refuse(None, Denial::BodyTooLarge { limit: gate.fixed.max_body_bytes }, Identity::Anonymous));
+        return Err(refuse(
+            None,
+            Denial::BodyTooLarge {
+                limit: gate.fixed.max_body_bytes,
+            },
+            Identity::Anonymous,
+        ));
     }
 
     // 1. route
@@ -156,7 +176,12 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
     let dir: &Directory = &snapshot.directory;
     let (identity, principal_key) = match route.auth {
         AuthKind::None => {
-            return Ok(Admitted { route, identity: Identity::Anonymous, client_ip, headroom: None });
+            return Ok(Admitted {
+                route,
+                identity: Identity::Anonymous,
+                client_ip,
+                headroom: None,
+            });
         }
         AuthKind::Partner | AuthKind::Org => {
             let token = bearer_token(req.headers).map_err(|d| on_route(d, Identity::Anonymous))?;
@@ -166,22 +191,43 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
                 .map_err(|e| on_route(Denial::InvalidToken(e), Identity::Anonymous))?;
             if route.auth == AuthKind::Partner {
                 if verified.org != IdClaim::Absent {
-                    return Err(on_route(Denial::InvalidToken(TokenError::WrongTokenKind), Identity::Anonymous));
+                    return Err(on_route(
+                        Denial::InvalidToken(TokenError::WrongTokenKind),
+                        Identity::Anonymous,
+                    ));
                 }
                 let Some(id) = verified.partner.as_str() else {
-                    return Err(on_route(Denial::InvalidToken(TokenError::MissingPrincipal), Identity::Anonymous));
+                    return Err(on_route(
+                        Denial::InvalidToken(TokenError::MissingPrincipal),
+                        Identity::Anonymous,
+                    ));
                 };
-                let identity = Identity::Partner { id: id.clone(), key_id: verified.key_id.clone() };
+                let identity = Identity::Partner {
+                    id: id.clone(),
+                    key_id: verified.key_id.clone(),
+                };
                 let partner = directory::admit_partner(dir, id, verified.key_id.as_deref(), client_ip)
                     .map_err(|d| on_route(d, identity.clone()))?;
                 (identity, partner.id.clone())
             } else {
                 let Some(id) = verified.org.as_str() else {
-                    return Err(on_route(Denial::InvalidToken(TokenError::MissingPrincipal), Identity::Anonymous));
+                    return Err(on_route(
+                        Denial::InvalidToken(TokenError::MissingPrincipal),
+                        Identity::Anonymous,
+                    ));
                 };
-                let identity = Identity::Org { id: id.clone(), key_id: verified.key_id.clone() };
-                directory::admit_org(dir, id, verified.key_id.as_deref(), client_ip, gate.fixed.jwt.org_must_be_listed)
-                    .map_err(|d| on_route(d, identity.clone()))?;
+                let identity = Identity::Org {
+                    id: id.clone(),
+                    key_id: verified.key_id.clone(),
+                };
+                directory::admit_org(
+                    dir,
+                    id,
+                    verified.key_id.as_deref(),
+                    client_ip,
+                    gate.fixed.jwt.org_must_be_listed,
+                )
+                .map_err(|d| on_route(d, identity.clone()))?;
                 (identity, id.clone())
             }
         }
@@ -198,8 +244,13 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
             if !directory::api_key_well_formed(key, prefix) {
                 return Err(on_route(Denial::BadApiKeyFormat, Identity::Anonymous));
             }
-            let entry = dir.api_key(key).ok_or_else(|| on_route(Denial::UnknownApiKey, Identity::Anonymous))?;
-            let identity = Identity::Org { id: entry.org.clone(), key_id: Some(entry.id.clone()) };
+            let entry = dir
+                .api_key(key)
+                .ok_or_else(|| on_route(Denial::UnknownApiKey, Identity::Anonymous))?;
+            let identity = Identity::Org {
+                id: entry.org.clone(),
+                key_id: Some(entry.id.clone()),
+            };
             if entry.disabled {
                 return Err(on_route(Denial::KeyDisabled, identity));
             }
@@ -228,7 +279,12 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
         owned.map_err(|d| on_route(d, identity.clone()))?;
     }
 
-    Ok(Admitted { route, identity, client_ip, headroom })
+    Ok(Admitted {
+        route,
+        identity,
+        client_ip,
+        headroom,
+    })
 }
 
 /// Exactly one `Authorization: Bearer <token>` header.
@@ -291,18 +347,34 @@ mod tests {
             auth,
             limits,
             learn_org_pointer: None,
-            api_key: (auth == AuthKind::ApiKey)
-                .then(|| ApiKeySettings { header: "X-API-Key".into(), prefix: "org_".into() }),
+            api_key: (auth == AuthKind::ApiKey).then(|| ApiKeySettings {
+                header: "X-API-Key".into(),
+                prefix: "org_".into(),
+            }),
             error_format: ErrorFormat::Dto,
         }
     }
 
     fn world() -> World {
         let routes = RouteTable::new(vec![
-            route(0, "org-scoped", "/partner/v1/orgs/{org_id}/**", AuthKind::Partner, Some("org_id"), vec![0]),
+            route(
+                0,
+                "org-scoped",
+                "/partner/v1/orgs/{org_id}/**",
+                AuthKind::Partner,
+                Some("org_id"),
+                vec![0],
+            ),
             route(1, "orgs", "/partner/v1/orgs", AuthKind::Partner, None, vec![0]),
             route(2, "health", "/health", AuthKind::None, None, vec![]),
-            route(3, "org-api", "/v1/orgs/{org_id}/**", AuthKind::Org, Some("org_id"), vec![]),
+            route(
+                3,
+                "org-api",
+                "/v1/orgs/{org_id}/**",
+                AuthKind::Org,
+                Some("org_id"),
+                vec![],
+            ),
             route(4, "key", "/v1/org/info", AuthKind::ApiKey, None, vec![]),
         ]);
         let fixed = StaticPolicy {
@@ -325,12 +397,21 @@ mod tests {
         };
         let dir = Directory::new(vec![acme], vec![], vec![key]);
         let clock = FakeRelativeClock::default();
-        let limits =
-            RateLimits::new(vec![LimitDef { name: "partner".into(), per_minute: NonZeroU32::new(2).unwrap() }], clock);
+        let limits = RateLimits::new(
+            vec![LimitDef {
+                name: "partner".into(),
+                per_minute: NonZeroU32::new(2).unwrap(),
+            }],
+            clock,
+        );
         let overrides = limits.build_overrides(&dir, None);
         World {
             fixed,
-            snapshot: Snapshot { directory: Arc::new(dir), keys: Arc::new(hs_keys()), overrides: Arc::new(overrides) },
+            snapshot: Snapshot {
+                directory: Arc::new(dir),
+                keys: Arc::new(hs_keys()),
+                overrides: Arc::new(overrides),
+            },
             limits,
             tokens: TokenCache::new(100),
             learned: LearnedOrgs::new(),
@@ -340,7 +421,10 @@ mod tests {
     fn run(w: &World, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Identity, Denial> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.append(http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let gate = Gate {
             fixed: &w.fixed,
@@ -370,8 +454,14 @@ mod tests {
         let tok = mint(&claims(), Some("hs-1"));
         let auth = bearer(&tok);
         let ok_ip = ("X-Forwarded-For", "203.0.113.5");
-        let acme = Identity::Partner { id: "acme".into(), key_id: Some("key-1".into()) };
-        assert_eq!(run(&w, "GET", "/partner/v1/orgs/../x", &[]), Err(Denial::BadPath(PathProblem::DotSegment)));
+        let acme = Identity::Partner {
+            id: "acme".into(),
+            key_id: Some("key-1".into()),
+        };
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/../x", &[]),
+            Err(Denial::BadPath(PathProblem::DotSegment))
+        );
         assert_eq!(run(&w, "GET", "/nope", &[]), Err(Denial::NoRoute));
         assert_eq!(run(&w, "GET", "/health?x=1", &[]), Ok(Identity::Anonymous));
         assert_eq!(run(&w, "GET", "/partner/v1/orgs", &[]), Err(Denial::MissingToken));
@@ -379,9 +469,18 @@ mod tests {
             run(&w, "GET", "/partner/v1/orgs", &[("Authorization", "Bearer x.y.z")]),
             Err(Denial::InvalidToken(TokenError::Malformed))
         );
-        assert_eq!(run(&w, "GET", "/partner/v1/orgs", &[("Authorization", &auth)]), Err(Denial::IpDenied));
-        assert_eq!(run(&w, "GET", "/partner/v1/orgs/o-2/x", &[("Authorization", &auth), ok_ip]), Err(Denial::OrgForbidden));
-        assert_eq!(run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), ok_ip]), Ok(acme.clone()));
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs", &[("Authorization", &auth)]),
+            Err(Denial::IpDenied)
+        );
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-2/x", &[("Authorization", &auth), ok_ip]),
+            Err(Denial::OrgForbidden)
+        );
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), ok_ip]),
+            Ok(acme.clone())
+        );
         // two tokens spent (one 403 above, one 200): the third request is limited
         assert!(matches!(
             run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), ok_ip]),
@@ -401,7 +500,12 @@ mod tests {
         assert_eq!(ok(""), Err(Denial::MissingToken));
         assert_eq!(ok("Bearer"), Err(Denial::InvalidToken(TokenError::Malformed)));
         assert_eq!(
-            run(&w, "GET", "/partner/v1/orgs/o-1/a", &[("Authorization", &bearer(&tok)), ("Authorization", &bearer(&tok))]),
+            run(
+                &w,
+                "GET",
+                "/partner/v1/orgs/o-1/a",
+                &[("Authorization", &bearer(&tok)), ("Authorization", &bearer(&tok))]
+            ),
             Err(Denial::InvalidToken(TokenError::DuplicateHeader))
         );
     }
@@ -419,9 +523,15 @@ mod tests {
         );
         assert_eq!(
             run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]),
-            Ok(Identity::Org { id: "o-7".into(), key_id: Some("key-1".into()) })
+            Ok(Identity::Org {
+                id: "o-7".into(),
+                key_id: Some("key-1".into())
+            })
         );
-        assert_eq!(run(&w, "GET", "/v1/orgs/o-8/a", &[("Authorization", &org_tok)]), Err(Denial::OrgForbidden));
+        assert_eq!(
+            run(&w, "GET", "/v1/orgs/o-8/a", &[("Authorization", &org_tok)]),
+            Err(Denial::OrgForbidden)
+        );
         let partner_tok = bearer(&mint(&claims(), Some("hs-1")));
         assert_eq!(
             run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &partner_tok)]),
@@ -433,21 +543,33 @@ mod tests {
     fn api_keys() {
         let w = world();
         assert_eq!(run(&w, "GET", "/v1/org/info", &[]), Err(Denial::MissingApiKey));
-        assert_eq!(run(&w, "GET", "/v1/org/info", &[("X-API-Key", "org_x")]), Err(Denial::BadApiKeyFormat));
+        assert_eq!(
+            run(&w, "GET", "/v1/org/info", &[("X-API-Key", "org_x")]),
+            Err(Denial::BadApiKeyFormat)
+        );
         assert_eq!(
             run(&w, "GET", "/v1/org/info", &[("X-API-Key", "org_bbbbbbbbbbbbbbbbbbbb")]),
             Err(Denial::UnknownApiKey)
         );
         assert_eq!(
             run(&w, "GET", "/v1/org/info", &[("x-api-key", "org_aaaaaaaaaaaaaaaaaaaa")]),
-            Ok(Identity::Org { id: "o-7".into(), key_id: Some("ak-1".into()) })
+            Ok(Identity::Org {
+                id: "o-7".into(),
+                key_id: Some("ak-1".into())
+            })
         );
     }
 
     #[test]
     fn declared_body_too_large() {
         let w = world();
-        let gate = Gate { fixed: &w.fixed, snapshot: &w.snapshot, limits: &w.limits, tokens: &w.tokens, learned: &w.learned };
+        let gate = Gate {
+            fixed: &w.fixed,
+            snapshot: &w.snapshot,
+            limits: &w.limits,
+            tokens: &w.tokens,
+            learned: &w.learned,
+        };
         let headers = HeaderMap::new();
         let facts = RequestFacts {
             method: "POST",
@@ -457,6 +579,9 @@ mod tests {
             content_length: Some(2048),
             now: NOW,
         };
-        assert_eq!(decide(&gate, &facts).unwrap_err().denial, Denial::BodyTooLarge { limit: 1024 });
+        assert_eq!(
+            decide(&gate, &facts).unwrap_err().denial,
+            Denial::BodyTooLarge { limit: 1024 }
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
 use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::denial::Denial;
@@ -44,13 +44,19 @@ pub struct OverrideBuckets<C: Clock = DefaultClock> {
 
 impl<C: Clock> Default for OverrideBuckets<C> {
     fn default() -> Self {
-        OverrideBuckets { by_partner: HashMap::new() }
+        OverrideBuckets {
+            by_partner: HashMap::new(),
+        }
     }
 }
 
 impl<C: Clock> OverrideBuckets<C> {
     fn get(&self, principal: &str, limit: usize) -> Option<&OverrideBucket<C>> {
-        self.by_partner.get(principal)?.iter().find(|b| b.limit == limit).map(|b| &**b)
+        self.by_partner
+            .get(principal)?
+            .iter()
+            .find(|b| b.limit == limit)
+            .map(|b| &**b)
     }
 
     /// Number of override buckets.
@@ -100,7 +106,9 @@ impl<C: Clock + Clone> RateLimits<C> {
         for p in dir.partners() {
             let mut buckets = Vec::new();
             for o in &p.limit_overrides {
-                let Some(per_minute) = NonZeroU32::new(o.per_minute) else { continue };
+                let Some(per_minute) = NonZeroU32::new(o.per_minute) else {
+                    continue;
+                };
                 let kept = previous
                     .and_then(|prev| prev.by_partner.get(&*p.id))
                     .and_then(|v| v.iter().find(|b| b.limit == o.limit && b.per_minute == per_minute))
@@ -109,7 +117,11 @@ impl<C: Clock + Clone> RateLimits<C> {
                     Arc::new(OverrideBucket {
                         limit: o.limit,
                         per_minute,
-                        bucket: Direct::<C>::new(Quota::per_minute(per_minute), InMemoryState::default(), self.clock.clone()),
+                        bucket: Direct::<C>::new(
+                            Quota::per_minute(per_minute),
+                            InMemoryState::default(),
+                            self.clock.clone(),
+                        ),
                     })
                 }));
             }
@@ -136,7 +148,10 @@ impl<C: Clock + Clone> RateLimits<C> {
             };
             match outcome {
                 Ok(snapshot) => {
-                    let h = Headroom { per_minute: per_minute.get(), remaining: snapshot.remaining_burst_capacity() };
+                    let h = Headroom {
+                        per_minute: per_minute.get(),
+                        remaining: snapshot.remaining_burst_capacity(),
+                    };
                     if tightest.is_none_or(|t| (h.remaining, h.per_minute) < (t.remaining, t.per_minute)) {
                         tightest = Some(h);
                     }
@@ -174,7 +189,6 @@ fn whole_seconds_at_least_one(d: Duration) -> u64 {
     secs.max(1)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,8 +199,14 @@ mod tests {
     fn limits(clock: &FakeRelativeClock) -> RateLimits<FakeRelativeClock> {
         RateLimits::new(
             vec![
-                LimitDef { name: "partner".into(), per_minute: NonZeroU32::new(100).unwrap() },
-                LimitDef { name: "login-links".into(), per_minute: NonZeroU32::new(30).unwrap() },
+                LimitDef {
+                    name: "partner".into(),
+                    per_minute: NonZeroU32::new(100).unwrap(),
+                },
+                LimitDef {
+                    name: "login-links".into(),
+                    per_minute: NonZeroU32::new(30).unwrap(),
+                },
             ],
             clock.clone(),
         )
@@ -209,7 +229,11 @@ mod tests {
         let denied = rl.check(&none, &[0], &p).unwrap_err();
         assert_eq!(
             denied,
-            Denial::RateLimited { limit: "partner".into(), per_minute: 100, retry_after_secs: 1 }
+            Denial::RateLimited {
+                limit: "partner".into(),
+                per_minute: 100,
+                retry_after_secs: 1
+            }
         );
         // one token every 0.6 s
         clock.advance(Duration::from_millis(599));
@@ -236,7 +260,11 @@ mod tests {
         }
         // 30/min: next token in 2 s
         match rl.check(&none, &[1], &p).unwrap_err() {
-            Denial::RateLimited { retry_after_secs, per_minute, .. } => assert_eq!((retry_after_secs, per_minute), (2, 30)),
+            Denial::RateLimited {
+                retry_after_secs,
+                per_minute,
+                ..
+            } => assert_eq!((retry_after_secs, per_minute), (2, 30)),
             other => panic!("{other:?}"),
         }
     }
@@ -252,7 +280,10 @@ mod tests {
             rl.check(&none, &[0, 1], &a).unwrap();
         }
         // login-links exhausted for a; partner still has 70 for a
-        assert!(matches!(rl.check(&none, &[0, 1], &a), Err(Denial::RateLimited { per_minute: 30, .. })));
+        assert!(matches!(
+            rl.check(&none, &[0, 1], &a),
+            Err(Denial::RateLimited { per_minute: 30, .. })
+        ));
         assert_eq!(rl.check(&none, &[0], &a).unwrap().unwrap().remaining, 68);
         assert!(rl.check(&none, &[0, 1], &b).is_ok());
     }
@@ -278,7 +309,13 @@ mod tests {
         let rl = limits(&clock);
         let none = OverrideBuckets::default();
         let h = rl.check(&none, &[0, 1], &who("a")).unwrap().unwrap();
-        assert_eq!(h, Headroom { per_minute: 30, remaining: 29 });
+        assert_eq!(
+            h,
+            Headroom {
+                per_minute: 30,
+                remaining: 29
+            }
+        );
         assert_eq!(rl.check(&none, &[], &who("a")).unwrap(), None);
     }
 
@@ -287,7 +324,10 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let rl = limits(&clock);
         let mut small = partner("small");
-        small.limit_overrides = vec![LimitOverride { limit: 0, per_minute: 5 }];
+        small.limit_overrides = vec![LimitOverride {
+            limit: 0,
+            per_minute: 5,
+        }];
         let dir = Directory::new(vec![small.clone(), partner("plain")], vec![], vec![]);
         let o1 = rl.build_overrides(&dir, None);
         assert_eq!(o1.len(), 1);
@@ -300,13 +340,19 @@ mod tests {
         let o2 = rl.build_overrides(&dir, Some(&o1));
         assert!(rl.check(&o2, &[0], &p).is_err());
         // reload with a changed override: a fresh, full bucket
-        small.limit_overrides = vec![LimitOverride { limit: 0, per_minute: 7 }];
+        small.limit_overrides = vec![LimitOverride {
+            limit: 0,
+            per_minute: 7,
+        }];
         let dir3 = Directory::new(vec![small], vec![], vec![]);
         let o3 = rl.build_overrides(&dir3, Some(&o2));
         for _ in 0..7 {
             rl.check(&o3, &[0], &p).unwrap();
         }
-        assert!(matches!(rl.check(&o3, &[0], &p), Err(Denial::RateLimited { per_minute: 7, .. })));
+        assert!(matches!(
+            rl.check(&o3, &[0], &p),
+            Err(Denial::RateLimited { per_minute: 7, .. })
+        ));
     }
 
     #[test]

@@ -182,7 +182,10 @@ impl RouteTable {
                 return None;
             }
             let captured = route.pattern.matches(path, route.org_param)?;
-            Some(RouteMatch { route, org_capture: captured })
+            Some(RouteMatch {
+                route,
+                org_capture: captured,
+            })
         })
     }
 
@@ -225,8 +228,20 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::new(vec![
-            route(0, "by-external-id", "/partner/v1/orgs/by-external-id/{external_id}", None, None),
-            route(1, "login-links", "/partner/v1/orgs/{org_id}/login-links", Some("POST"), Some("org_id")),
+            route(
+                0,
+                "by-external-id",
+                "/partner/v1/orgs/by-external-id/{external_id}",
+                None,
+                None,
+            ),
+            route(
+                1,
+                "login-links",
+                "/partner/v1/orgs/{org_id}/login-links",
+                Some("POST"),
+                Some("org_id"),
+            ),
             route(2, "org-scoped", "/partner/v1/orgs/{org_id}/**", None, Some("org_id")),
             route(3, "orgs", "/partner/v1/orgs", None, None),
             route(4, "health", "/health", None, None),
@@ -237,7 +252,10 @@ mod tests {
     fn find(method: &str, path: &str) -> Option<(String, Option<String>)> {
         let t = table();
         t.find(method, path.as_bytes()).map(|m| {
-            (m.route.name.to_string(), m.org_capture.map(|c| String::from_utf8_lossy(c).into_owned()))
+            (
+                m.route.name.to_string(),
+                m.org_capture.map(|c| String::from_utf8_lossy(c).into_owned()),
+            )
         })
     }
 
@@ -248,11 +266,31 @@ mod tests {
     #[test]
     fn table_of_matches() {
         let cases = [
-            ("GET", "/partner/v1/orgs/by-external-id/cust-1", hit("by-external-id", None)),
-            ("GET", "/partner/v1/orgs/by-external-id/cust-1/", hit("by-external-id", None)),
-            ("GET", "/partner/v1/orgs/by-external-id/c/extra", hit("org-scoped", Some("by-external-id"))),
-            ("GET", "/partner/v1/orgs/by-external-id", hit("org-scoped", Some("by-external-id"))),
-            ("POST", "/partner/v1/orgs/o1/login-links", hit("login-links", Some("o1"))),
+            (
+                "GET",
+                "/partner/v1/orgs/by-external-id/cust-1",
+                hit("by-external-id", None),
+            ),
+            (
+                "GET",
+                "/partner/v1/orgs/by-external-id/cust-1/",
+                hit("by-external-id", None),
+            ),
+            (
+                "GET",
+                "/partner/v1/orgs/by-external-id/c/extra",
+                hit("org-scoped", Some("by-external-id")),
+            ),
+            (
+                "GET",
+                "/partner/v1/orgs/by-external-id",
+                hit("org-scoped", Some("by-external-id")),
+            ),
+            (
+                "POST",
+                "/partner/v1/orgs/o1/login-links",
+                hit("login-links", Some("o1")),
+            ),
             ("GET", "/partner/v1/orgs/o1/login-links", hit("org-scoped", Some("o1"))),
             ("post", "/partner/v1/orgs/o1/login-links", hit("org-scoped", Some("o1"))),
             ("GET", "/partner/v1/orgs/o1", hit("org-scoped", Some("o1"))),
@@ -277,7 +315,17 @@ mod tests {
 
     #[test]
     fn pattern_errors() {
-        for bad in ["a", "/a/**/b", "/a/{}", "/a/{1x}", "/a//b", "/a/{x}/{x}", "/a/%2F", "/a/../b", "/a/b*"] {
+        for bad in [
+            "a",
+            "/a/**/b",
+            "/a/{}",
+            "/a/{1x}",
+            "/a//b",
+            "/a/{x}/{x}",
+            "/a/%2F",
+            "/a/../b",
+            "/a/b*",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
         assert!(Pattern::parse("/**").is_ok());

@@ -24,7 +24,9 @@ pub struct TokenCache {
 impl TokenCache {
     /// A cache holding at most about `capacity` tokens (approximate LRU).
     pub fn new(capacity: usize) -> Self {
-        TokenCache { cache: Cache::new(capacity.max(16)) }
+        TokenCache {
+            cache: Cache::new(capacity.max(16)),
+        }
     }
 
     /// Verifies `token`, answering from the cache when this key set already verified it.
@@ -85,7 +87,10 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.partner, IdClaim::Str("acme".into()));
         // an hour and a minute later the cached token has expired
-        assert_eq!(cache.verify(&tok, &keys, &policy(), NOW + 3700.0), Err(TokenError::Expired));
+        assert_eq!(
+            cache.verify(&tok, &keys, &policy(), NOW + 3700.0),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -103,6 +108,9 @@ mod tests {
         let tok = mint(&claims(), Some("hs-1"));
         assert!(cache.verify(&tok, &hs_keys(), &policy(), NOW).is_ok());
         let rotated = KeySet::new([]);
-        assert_eq!(cache.verify(&tok, &rotated, &policy(), NOW), Err(TokenError::UnknownKey));
+        assert_eq!(
+            cache.verify(&tok, &rotated, &policy(), NOW),
+            Err(TokenError::UnknownKey)
+        );
     }
 }

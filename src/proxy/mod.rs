@@ -92,11 +92,16 @@ impl AuthProxy {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_canonical())
 }
 
 #[async_trait]
@@ -138,10 +143,18 @@ impl ProxyHttp for AuthProxy {
             content_length,
             now: now_secs(),
         };
-        let verdict = self.gw.with_gate(|gate| match crate::policy::pipeline::decide(gate, &facts) {
-            Ok(a) => Ok((a.route.index, a.identity, a.client_ip, a.headroom, a.route.learn_org_pointer.clone())),
-            Err(r) => Err((r.route.map(|r| r.index), r.denial, r.identity, r.client_ip)),
-        });
+        let verdict = self
+            .gw
+            .with_gate(|gate| match crate::policy::pipeline::decide(gate, &facts) {
+                Ok(a) => Ok((
+                    a.route.index,
+                    a.identity,
+                    a.client_ip,
+                    a.headroom,
+                    a.route.learn_org_pointer.clone(),
+                )),
+                Err(r) => Err((r.route.map(|r| r.index), r.denial, r.identity, r.client_ip)),
+            });
         match verdict {
             Ok((route, identity, client_ip, headroom, learn)) => {
                 ctx.route = Some(route);
@@ -149,17 +162,28 @@ impl ProxyHttp for AuthProxy {
                 ctx.headroom = headroom;
                 if let (Some(pointer), Identity::Partner { id, .. }) = (learn, &identity) {
                     if session.req_header().method == http::Method::POST {
-                        ctx.learn = Some(LearnBuffer { pointer, partner: id.clone(), body: Vec::new(), active: false });
+                        ctx.learn = Some(LearnBuffer {
+                            pointer,
+                            partner: id.clone(),
+                            body: Vec::new(),
+                            active: false,
+                        });
                     }
                 }
                 ctx.identity = identity;
                 Ok(false)
             }
             Err((route, denial, identity, client_ip)) => {
+                if denial == Denial::InvalidToken(crate::policy::jwt::TokenError::UnknownKey) {
+                    self.gw.jwks_kick();
+                }
                 ctx.route = route;
                 ctx.identity = identity;
                 ctx.client_ip = client_ip;
-                let streamed = session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING);
+                let streamed = session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::TRANSFER_ENCODING);
                 if matches!(denial, Denial::BodyTooLarge { .. }) || streamed {
                     // Do not drain an unread (possibly huge or endless) body to keep the connection.
                     session.set_keepalive(None);
@@ -182,7 +206,10 @@ impl ProxyHttp for AuthProxy {
             let limit = self.gw.settings.fixed.max_body_bytes;
             if ctx.body_bytes > limit {
                 ctx.denial = Some(Denial::BodyTooLarge { limit });
-                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body_bytes"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_body_bytes",
+                ));
             }
         }
         Ok(())
@@ -216,7 +243,10 @@ impl ProxyHttp for AuthProxy {
         for name in upstream_headers::authgate_headers(&up.headers) {
             up.remove_header(&name);
         }
-        let xff = upstream_headers::forwarded_for(up.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()), ctx.peer);
+        let xff = upstream_headers::forwarded_for(
+            up.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
+            ctx.peer,
+        );
         up.insert_header("X-Forwarded-For", xff)?;
         if let Some(ip) = upstream_headers::real_ip(ctx.client_ip) {
             up.insert_header("X-Real-IP", ip)?;
@@ -302,9 +332,9 @@ impl ProxyHttp for AuthProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let denial = match (ctx.denial.take(), e.etype()) {
             (Some(d), _) => Some(d),
-            (None, ErrorType::HTTPStatus(413)) => {
-                Some(Denial::BodyTooLarge { limit: self.gw.settings.fixed.max_body_bytes })
-            }
+            (None, ErrorType::HTTPStatus(413)) => Some(Denial::BodyTooLarge {
+                limit: self.gw.settings.fixed.max_body_bytes,
+            }),
             (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) if e.esource() == &ErrorSource::Upstream => {
                 Some(Denial::UpstreamTimeout)
             }
@@ -332,7 +362,10 @@ impl ProxyHttp for AuthProxy {
                 ctx.denial = Some(d);
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -350,7 +383,10 @@ impl ProxyHttp for AuthProxy {
             }
         }
         if gw.settings.access_log {
-            let route = ctx.route.and_then(|i| gw.settings.fixed.routes.iter().nth(i)).map_or("none", |r| &*r.name);
+            let route = ctx
+                .route
+                .and_then(|i| gw.settings.fixed.routes.iter().nth(i))
+                .map_or("none", |r| &*r.name);
             let (partner, org) = match &ctx.identity {
                 Identity::Partner { id, .. } => (Some(&**id), None),
                 Identity::Org { id, .. } => (None, Some(&**id)),

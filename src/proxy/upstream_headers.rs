@@ -14,7 +14,11 @@ pub const STRIPPED: [&str; 5] = ["x-partner-id", "x-org-id", "x-api-key-id", "x-
 
 /// Header names that start with `x-authgate-` (removed too).
 pub fn authgate_headers(headers: &HeaderMap) -> Vec<http::HeaderName> {
-    headers.keys().filter(|k| k.as_str().starts_with("x-authgate-")).cloned().collect()
+    headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-authgate-"))
+        .cloned()
+        .collect()
 }
 
 /// The new X-Forwarded-For: every incoming line joined with ", ", then the peer.
@@ -61,7 +65,10 @@ mod tests {
     #[test]
     fn xff_lines_are_joined_and_the_peer_appended() {
         let peer = Some("127.0.0.1".parse().unwrap());
-        assert_eq!(forwarded_for([&b"203.0.113.5"[..]].into_iter(), peer), "203.0.113.5, 127.0.0.1");
+        assert_eq!(
+            forwarded_for([&b"203.0.113.5"[..]].into_iter(), peer),
+            "203.0.113.5, 127.0.0.1"
+        );
         assert_eq!(
             forwarded_for([&b"198.51.100.9"[..], &b" 203.0.113.5 "[..]].into_iter(), peer),
             "198.51.100.9, 203.0.113.5, 127.0.0.1"
