@@ -1,4 +1,5 @@
 //! Criterion benches for the decision path (issue: benchmarks). Numbers go in README.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //!
 //! `cargo bench --bench decision`
 
