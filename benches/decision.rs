@@ -1,7 +1,7 @@
 //! Criterion benches for the decision path (issue: benchmarks). Numbers go in README.md.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //!
 //! `cargo bench --bench decision`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::net::IpAddr;
