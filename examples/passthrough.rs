@@ -70,6 +70,9 @@ fn main() -> anyhow::Result<()> {
         threads: args.threads,
         work_stealing: false,
         upstream_keepalive_pool_size: 256,
+        // SIGTERM: exit within about 2 s (pingora's default grace period is 5 minutes).
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

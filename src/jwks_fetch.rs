@@ -59,7 +59,8 @@ pub async fn refresh_once(gw: &Gateway, url: &str) -> bool {
     }
 }
 
-/// Fetches at start, then every `refresh` (retrying sooner while it has never succeeded).
+/// Fetches at start, then every `refresh` (retrying sooner while it has never succeeded),
+/// and early when a token names an unknown kid (see [`Gateway::jwks_kick`]).
 pub async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
     let mut ever = false;
     loop {
@@ -69,6 +70,9 @@ pub async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
         } else {
             refresh.min(Duration::from_secs(5))
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = gw.jwks_kicked() => {}
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! headers the upstream gets, client IP allow lists, pipeline order, org ownership and
 //! learned orgs, against the real binary.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -24,7 +27,11 @@ fn valid_tokens_of_every_algorithm_are_accepted_with_exact_identity_headers() {
     for key in [Key::Hs, Key::Rs1, Key::Es1, Key::Ed1] {
         let tok = sign_cfg(key, &claims("acme"));
         let rid = format!("rid-{:?}", key);
-        let r = gw.get_auth(scoped(ORG_ACME), &tok, &[("X-Forwarded-For", "203.0.113.9"), ("X-Request-Id", &rid)]);
+        let r = gw.get_auth(
+            scoped(ORG_ACME),
+            &tok,
+            &[("X-Forwarded-For", "203.0.113.9"), ("X-Request-Id", &rid)],
+        );
         assert_eq!(r.status, 200, "{key:?}: {r}");
         assert!(r.proxied());
         let rec = up.last();
@@ -50,7 +57,11 @@ fn valid_tokens_of_every_algorithm_are_accepted_with_exact_identity_headers() {
     let auth = bearer(&tok);
     let r = gw.get(
         BY_EXT,
-        &[("Authorization", &auth), ("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.9")],
+        &[
+            ("Authorization", &auth),
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
     );
     assert_eq!(r.status, 200);
     let rec = up.last();
@@ -65,12 +76,23 @@ fn valid_tokens_of_every_algorithm_are_accepted_with_exact_identity_headers() {
 
     // the Bearer grammar: case-insensitive scheme, extra spaces, surrounding whitespace
     let tok = token("acme");
-    for value in [format!("bearer {tok}"), format!("BEARER   {tok}"), format!("  Bearer {tok}  ")] {
+    for value in [
+        format!("bearer {tok}"),
+        format!("BEARER   {tok}"),
+        format!("  Bearer {tok}  "),
+    ] {
         let r = gw.get(BY_EXT, &[("Authorization", &value)]);
         assert_eq!(r.status, 200, "{value:?}: {r}");
     }
     // aud as an array containing ours; exp/iat absent (require_exp = false)
-    let c = with(claims("acme"), &[("aud", json!(["other", AUDIENCE])), ("exp", Value::Null), ("iat", Value::Null)]);
+    let c = with(
+        claims("acme"),
+        &[
+            ("aud", json!(["other", AUDIENCE])),
+            ("exp", Value::Null),
+            ("iat", Value::Null),
+        ],
+    );
     assert_eq!(gw.get_auth(BY_EXT, &sign_cfg(Key::Es1, &c), &[]).status, 200);
 }
 
@@ -108,10 +130,18 @@ fn client_sent_identity_headers_are_stripped_on_every_route() {
         assert_eq!(r.status, 200, "{target}: {r}");
         let rec = up.last();
         for name in ["x-partner-id", "x-org-id", "x-api-key-id"] {
-            assert!(rec.all(name).is_empty(), "{target}: {name} forwarded: {:?}", rec.headers);
+            assert!(
+                rec.all(name).is_empty(),
+                "{target}: {name} forwarded: {:?}",
+                rec.headers
+            );
         }
         assert_eq!(rec.all("x-real-ip"), vec!["127.0.0.1"], "{target}");
-        assert!(rec.names_with_prefix("x-authgate-").is_empty(), "{target}: {:?}", rec.headers);
+        assert!(
+            rec.names_with_prefix("x-authgate-").is_empty(),
+            "{target}: {:?}",
+            rec.headers
+        );
     }
 
     // an unknown client IP: X-Real-IP absent, the forged one still removed
@@ -145,7 +175,11 @@ fn missing_token_is_401_with_a_bare_bearer_challenge() {
         }
     }
     assert_eq!(up.count(), 0);
-    gw.wait_metric("authgate_denied_total", &[("route", "by-external-id"), ("reason", "missing_token")], 4.0);
+    gw.wait_metric(
+        "authgate_denied_total",
+        &[("route", "by-external-id"), ("reason", "missing_token")],
+        4.0,
+    );
 }
 
 fn forged_tokens() -> Vec<(&'static str, String)> {
@@ -154,31 +188,66 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
     let good = token("acme");
     let parts: Vec<&str> = good.split('.').collect();
     let mut out: Vec<(&'static str, String)> = vec![
-        ("expired beyond leeway", hs(&with(claims("acme"), &[("exp", json!(now - 120))]))),
-        ("nbf ahead beyond leeway", hs(&with(claims("acme"), &[("nbf", json!(now + 300))]))),
-        ("iat in the future beyond leeway", hs(&with(claims("acme"), &[("iat", json!(now + 300))]))),
-        ("exp as a string", hs(&with(claims("acme"), &[("exp", json!((now + 3600).to_string()))]))),
-        ("wrong iss", hs(&with(claims("acme"), &[("iss", json!("https://evil.example"))]))),
+        (
+            "expired beyond leeway",
+            hs(&with(claims("acme"), &[("exp", json!(now - 120))])),
+        ),
+        (
+            "nbf ahead beyond leeway",
+            hs(&with(claims("acme"), &[("nbf", json!(now + 300))])),
+        ),
+        (
+            "iat in the future beyond leeway",
+            hs(&with(claims("acme"), &[("iat", json!(now + 300))])),
+        ),
+        (
+            "exp as a string",
+            hs(&with(claims("acme"), &[("exp", json!((now + 3600).to_string()))])),
+        ),
+        (
+            "wrong iss",
+            hs(&with(claims("acme"), &[("iss", json!("https://evil.example"))])),
+        ),
         ("missing iss", hs(&with(claims("acme"), &[("iss", Value::Null)]))),
         ("wrong aud", hs(&with(claims("acme"), &[("aud", json!("other-api"))]))),
-        ("wrong aud list", hs(&with(claims("acme"), &[("aud", json!(["a", "b"]))]))),
+        (
+            "wrong aud list",
+            hs(&with(claims("acme"), &[("aud", json!(["a", "b"]))])),
+        ),
         ("missing aud", hs(&with(claims("acme"), &[("aud", Value::Null)]))),
         ("sub not a string", hs(&with(claims("acme"), &[("sub", json!(42))]))),
         ("sub missing", hs(&with(claims("acme"), &[("sub", Value::Null)]))),
-        ("org claim on a partner route", hs(&with(claims("acme"), &[("org_id", json!(ORG_ACME))]))),
+        (
+            "org claim on a partner route",
+            hs(&with(claims("acme"), &[("org_id", json!(ORG_ACME))])),
+        ),
         ("unknown kid", sign(Key::Hs, Some("no-such-kid"), &claims("acme"))),
         ("no kid with several keys", sign(Key::Hs, None, &claims("acme"))),
         ("RS key under the HS kid", sign(Key::Rs1, Some("hs-1"), &claims("acme"))),
         ("ES key under the RS kid", sign(Key::Es1, Some("rs-1"), &claims("acme"))),
-        ("RS token signed by a foreign key", sign(Key::Rs2, Some("rs-1"), &claims("acme"))),
-        ("alg none, empty signature", raw_jwt(&json!({"alg": "none", "kid": "hs-1"}), &claims("acme"), None)),
+        (
+            "RS token signed by a foreign key",
+            sign(Key::Rs2, Some("rs-1"), &claims("acme")),
+        ),
+        (
+            "alg none, empty signature",
+            raw_jwt(&json!({"alg": "none", "kid": "hs-1"}), &claims("acme"), None),
+        ),
         (
             "alg none with a signature",
-            format!("{}.{}", raw_jwt(&json!({"alg": "none", "kid": "hs-1"}), &claims("acme"), None), parts[2]),
+            format!(
+                "{}.{}",
+                raw_jwt(&json!({"alg": "none", "kid": "hs-1"}), &claims("acme"), None),
+                parts[2]
+            ),
         ),
         (
             "alg None spelling",
-            raw_jwt(&json!({"alg": "None", "kid": "hs-1"}), &claims("acme"), Some((&Key::Hs.encoding_key(), Algorithm::HS256))),
+            raw_jwt(
+                &json!({"alg": "None", "kid": "hs-1"}),
+                &claims("acme"),
+                Some((&Key::Hs.encoding_key(), Algorithm::HS256)),
+            ),
         ),
         (
             "HS256 signed with the RSA public PEM",
@@ -190,7 +259,11 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
         ),
         (
             "HS384 (not allowed)",
-            raw_jwt(&json!({"alg": "HS384", "kid": "hs-1"}), &claims("acme"), Some((&Key::Hs.encoding_key(), Algorithm::HS384))),
+            raw_jwt(
+                &json!({"alg": "HS384", "kid": "hs-1"}),
+                &claims("acme"),
+                Some((&Key::Hs.encoding_key(), Algorithm::HS384)),
+            ),
         ),
         (
             "crit header",
@@ -222,7 +295,8 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
             let body = c.to_string();
             let dup = format!("{{\"sub\":\"acme\",{}", &body[1..]);
             let input = format!("{h}.{}", b64(dup.as_bytes()));
-            let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &Key::Hs.encoding_key(), Algorithm::HS256).expect("sign");
+            let sig =
+                jsonwebtoken::crypto::sign(input.as_bytes(), &Key::Hs.encoding_key(), Algorithm::HS256).expect("sign");
             format!("{input}.{sig}")
         }),
         ("tampered payload", {
@@ -234,7 +308,10 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
             sig[5] = if sig[5] == b'A' { b'B' } else { b'A' };
             format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).expect("ascii"))
         }),
-        ("truncated signature", format!("{}.{}.{}", parts[0], parts[1], &parts[2][..10])),
+        (
+            "truncated signature",
+            format!("{}.{}.{}", parts[0], parts[1], &parts[2][..10]),
+        ),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
         ("four parts", format!("{good}.{}", parts[2])),
         ("not base64", "a$b.c$d.e$f".to_string()),
@@ -261,15 +338,26 @@ fn invalid_tokens_are_401_invalid_token_and_never_echoed() {
         if let Some(sig) = tok.split('.').nth(2).filter(|s| s.len() > 8) {
             assert!(!body.contains(sig), "{what}: signature echoed");
         }
-        assert!(!r.headers.iter().any(|(_, v)| v.contains(&tok)), "{what}: token in a header");
+        assert!(
+            !r.headers.iter().any(|(_, v)| v.contains(&tok)),
+            "{what}: token in a header"
+        );
         assert!(!msg.contains("e2e-test-only"), "{what}: secret echoed");
     }
-    assert_eq!(up.count(), 0, "an invalid token reached the upstream: {:?}", up.records().first());
+    assert_eq!(
+        up.count(),
+        0,
+        "an invalid token reached the upstream: {:?}",
+        up.records().first()
+    );
 
     // positive controls at the edges of the leeway
     let now = now();
     for (what, c) in [
-        ("expired within leeway", with(claims("acme"), &[("exp", json!(now - 5))])),
+        (
+            "expired within leeway",
+            with(claims("acme"), &[("exp", json!(now - 5))]),
+        ),
         ("nbf within leeway", with(claims("acme"), &[("nbf", json!(now + 5))])),
         ("iat slightly ahead", with(claims("acme"), &[("iat", json!(now + 5))])),
     ] {
@@ -283,10 +371,10 @@ fn two_authorization_headers_are_invalid() {
     let (up, gw) = base();
     let a = bearer(&token("acme"));
     let b = bearer(&token("globex"));
-    for headers in [vec![("Authorization", a.as_str()), ("Authorization", a.as_str())], vec![
-        ("Authorization", a.as_str()),
-        ("authorization", b.as_str()),
-    ]] {
+    for headers in [
+        vec![("Authorization", a.as_str()), ("Authorization", a.as_str())],
+        vec![("Authorization", a.as_str()), ("authorization", b.as_str())],
+    ] {
         let r = gw.get(BY_EXT, &headers);
         assert_401_bearer(&r, true, "two Authorization headers");
     }
@@ -298,7 +386,11 @@ fn unknown_partner_and_revoked_key_are_401() {
     let (up, gw) = base();
     let r = gw.get_auth(BY_EXT, &token("nobody"), &[]);
     assert_401_bearer(&r, true, "unknown partner");
-    let r = gw.get_auth(BY_EXT, &sign_cfg(Key::Rs1, &with(claims("acme"), &[("jti", json!("key-leaked"))])), &[]);
+    let r = gw.get_auth(
+        BY_EXT,
+        &sign_cfg(Key::Rs1, &with(claims("acme"), &[("jti", json!("key-leaked"))])),
+        &[],
+    );
     assert_401_bearer(&r, true, "revoked key");
     // partner ids are exact
     let r = gw.get_auth(BY_EXT, &token("ACME"), &[]);
@@ -308,9 +400,21 @@ fn unknown_partner_and_revoked_key_are_401() {
     assert_eq!(up.count(), 0);
     // another key of the same partner still works
     assert_eq!(gw.get_auth(BY_EXT, &token("acme"), &[]).status, 200);
-    gw.wait_metric("authgate_denied_total", &[("route", "by-external-id"), ("reason", "unknown_partner")], 2.0);
-    gw.wait_metric("authgate_denied_total", &[("route", "by-external-id"), ("reason", "revoked_key")], 1.0);
-    gw.wait_metric("authgate_denied_total", &[("route", "by-external-id"), ("reason", "inactive_partner")], 1.0);
+    gw.wait_metric(
+        "authgate_denied_total",
+        &[("route", "by-external-id"), ("reason", "unknown_partner")],
+        2.0,
+    );
+    gw.wait_metric(
+        "authgate_denied_total",
+        &[("route", "by-external-id"), ("reason", "revoked_key")],
+        1.0,
+    );
+    gw.wait_metric(
+        "authgate_denied_total",
+        &[("route", "by-external-id"), ("reason", "inactive_partner")],
+        1.0,
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -374,6 +478,10 @@ fn ip_allow_list_uses_the_rightmost_untrusted_forwarded_address() {
     }
     assert_eq!(up.count(), n, "a denied request reached the upstream");
     gw.wait_metric("authgate_denied_total", &[("reason", "ip_denied")], denied.len() as f64);
+    // every entry trusted: the leftmost is the client
+    let r = gw.get_auth(BY_EXT, &token("acme"), &[("X-Forwarded-For", "127.0.0.2, 127.0.0.3")]);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(up.last().all("x-real-ip"), vec!["127.0.0.2"]);
     // partners without a list are not affected by an unparseable client IP
     let r = gw.get_auth(BY_EXT, &token("acme"), &[("X-Forwarded-For", "garbage")]);
     assert_eq!(r.status, 200, "{r}");
@@ -382,7 +490,11 @@ fn ip_allow_list_uses_the_rightmost_untrusted_forwarded_address() {
 #[test]
 fn forwarded_addresses_are_ignored_from_an_untrusted_peer() {
     let up = Upstream::start();
-    let config = Cfg { trusted_proxies: "[]".into(), ..Cfg::default() }.render();
+    let config = Cfg {
+        trusted_proxies: "[]".into(),
+        ..Cfg::default()
+    }
+    .render();
     let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
     let r = initech_with(&gw, &["203.0.113.9"]);
     assert_error(&r, 403, "untrusted peer, XFF ignored");
@@ -433,7 +545,15 @@ fn pipeline_order_token_then_partner_then_ip_then_active() {
 // ------------------------------------------------------------------------------------
 
 fn pct_all(s: &str, upper: bool) -> String {
-    s.bytes().map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -444,7 +564,12 @@ fn org_ownership() {
     for org in [ORG_ACME, ORG_ACME_UUID] {
         let r = gw.get_auth(scoped(org), &acme, &[]);
         assert_eq!(r.status, 200, "{org}: {r}");
-        let r = gw.req("POST", format!("/partner/v1/orgs/{org}/login-links"), &[("Authorization", &bearer(&acme))], Some(b"{}"));
+        let r = gw.req(
+            "POST",
+            format!("/partner/v1/orgs/{org}/login-links"),
+            &[("Authorization", &bearer(&acme))],
+            Some(b"{}"),
+        );
         assert_eq!(r.status, 200, "login-links {org}: {r}");
     }
     let n = up.count();
@@ -453,11 +578,20 @@ fn org_ownership() {
         let r = gw.get_auth(scoped(org), &acme, &[]);
         let msg = assert_error(&r, 403, org);
         assert!(msg.to_lowercase().contains("org"), "{msg}");
-        let r = gw.req("POST", format!("/partner/v1/orgs/{org}/login-links"), &[("Authorization", &bearer(&acme))], Some(b"{}"));
+        let r = gw.req(
+            "POST",
+            format!("/partner/v1/orgs/{org}/login-links"),
+            &[("Authorization", &bearer(&acme))],
+            Some(b"{}"),
+        );
         assert_error(&r, 403, &format!("login-links {org}"));
     }
     assert_eq!(up.count(), n, "a foreign-org request reached the upstream");
-    gw.wait_metric("authgate_denied_total", &[("route", "org-scoped"), ("reason", "org_forbidden")], 5.0);
+    gw.wait_metric(
+        "authgate_denied_total",
+        &[("route", "org-scoped"), ("reason", "org_forbidden")],
+        5.0,
+    );
 
     // percent-encoded own org passes; the upstream sees the original, undecoded path
     for target in [
@@ -478,7 +612,11 @@ fn org_ownership() {
     // the other partner is confined the same way
     let globex = token("globex");
     assert_eq!(gw.get_auth(scoped(ORG_GLOBEX), &globex, &[]).status, 200);
-    assert_error(&gw.get_auth(scoped(ORG_ACME), &globex, &[]), 403, "globex on acme's org");
+    assert_error(
+        &gw.get_auth(scoped(ORG_ACME), &globex, &[]),
+        403,
+        "globex on acme's org",
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -495,19 +633,36 @@ fn learned_orgs_are_journaled_before_the_response_and_survive_a_restart() {
 
     // a non-2xx create response learns nothing
     up.set("POST /partner/v1/orgs", Reply::json(409, json!({"id": "org-conflict"})));
-    let r = gw.req("POST", "/partner/v1/orgs", &[("Authorization", &auth), ("Content-Type", "application/json")], Some(b"{\"name\":\"x\"}"));
+    let r = gw.req(
+        "POST",
+        "/partner/v1/orgs",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(b"{\"name\":\"x\"}"),
+    );
     assert_eq!(r.status, 409);
-    assert_error(&gw.get_auth(scoped("org-conflict"), &acme, &[]), 403, "409 learned nothing");
+    assert_error(
+        &gw.get_auth(scoped("org-conflict"), &acme, &[]),
+        403,
+        "409 learned nothing",
+    );
     // a 2xx without a string at the pointer learns nothing and still passes
     up.set("POST /partner/v1/orgs", Reply::json(201, json!({"id": 12345})));
     let r = gw.req("POST", "/partner/v1/orgs", &[("Authorization", &auth)], Some(b"{}"));
     assert_eq!(r.status, 201);
     assert_eq!(r.json(), json!({"id": 12345}));
-    assert_error(&gw.get_auth(scoped("12345"), &acme, &[]), 403, "numeric id learned nothing");
+    assert_error(
+        &gw.get_auth(scoped("12345"), &acme, &[]),
+        403,
+        "numeric id learned nothing",
+    );
     // a GET to the create route never learns
     up.set("GET /partner/v1/orgs", Reply::json(200, json!({"id": "org-from-get"})));
     assert_eq!(gw.get_auth("/partner/v1/orgs", &acme, &[]).status, 200);
-    assert_error(&gw.get_auth(scoped("org-from-get"), &acme, &[]), 403, "GET learned nothing");
+    assert_error(
+        &gw.get_auth(scoped("org-from-get"), &acme, &[]),
+        403,
+        "GET learned nothing",
+    );
     up.clear("POST /partner/v1/orgs");
 
     // a real create
@@ -528,9 +683,18 @@ fn learned_orgs_are_journaled_before_the_response_and_survive_a_restart() {
 
     // the creator owns it, another partner does not
     assert_eq!(gw.get_auth(scoped(&id), &acme, &[]).status, 200);
-    let r = gw.req("POST", format!("/partner/v1/orgs/{id}/login-links"), &[("Authorization", &auth)], Some(b"{}"));
+    let r = gw.req(
+        "POST",
+        format!("/partner/v1/orgs/{id}/login-links"),
+        &[("Authorization", &auth)],
+        Some(b"{}"),
+    );
     assert_eq!(r.status, 200);
-    assert_error(&gw.get_auth(scoped(&id), &globex, &[]), 403, "globex on acme's learned org");
+    assert_error(
+        &gw.get_auth(scoped(&id), &globex, &[]),
+        403,
+        "globex on acme's learned org",
+    );
 
     // a restart (same files, new ports) keeps it
     let old_addr = gw.addr;
@@ -541,7 +705,11 @@ fn learned_orgs_are_journaled_before_the_response_and_survive_a_restart() {
     assert_error(&gw.get_auth(scoped(&id), &globex, &[]), 403, "globex after restart");
     // and a reload keeps it too
     gw.reload();
-    assert_eq!(gw.get_auth(scoped(&id), &acme, &[]).status, 200, "learned org lost across reload");
+    assert_eq!(
+        gw.get_auth(scoped(&id), &acme, &[]).status,
+        200,
+        "learned org lost across reload"
+    );
 }
 
 #[test]
@@ -562,11 +730,180 @@ fn a_torn_journal_line_is_skipped_at_start() {
     let globex = token("globex");
     assert_eq!(gw.get_auth(scoped("org-learned-a"), &acme, &[]).status, 200);
     assert_eq!(gw.get_auth(scoped("org-learned-g"), &globex, &[]).status, 200);
-    assert_error(&gw.get_auth(scoped("org-learned-g"), &acme, &[]), 403, "foreign learned org");
+    assert_error(
+        &gw.get_auth(scoped("org-learned-g"), &acme, &[]),
+        403,
+        "foreign learned org",
+    );
     assert_error(&gw.get_auth(scoped("org-to"), &acme, &[]), 403, "torn line");
     // learning still works after the torn tail
-    let r = gw.req("POST", "/partner/v1/orgs", &[("Authorization", &bearer(&acme))], Some(b"{}"));
+    let r = gw.req(
+        "POST",
+        "/partner/v1/orgs",
+        &[("Authorization", &bearer(&acme))],
+        Some(b"{}"),
+    );
     assert_eq!(r.status, 201);
     let id = r.json()["id"].as_str().expect("id").to_string();
     assert_eq!(gw.get_auth(scoped(&id), &acme, &[]).status, 200);
+}
+
+#[test]
+fn a_failed_journal_append_still_passes_the_response() {
+    let up = Upstream::start();
+    let config = base_config().replace(
+        "file = \"partners.toml\"\n",
+        "file = \"partners.toml\"\nlearned_orgs_file = \"no-such-dir/learned.jsonl\"\n",
+    );
+    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let acme = token("acme");
+    let r = gw.req(
+        "POST",
+        "/partner/v1/orgs",
+        &[("Authorization", &bearer(&acme))],
+        Some(b"{\"name\":\"n\"}"),
+    );
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.json()["name"], "n");
+    assert!(r.json()["id"].is_string());
+    // counted somewhere in the metrics
+    gw.wait_metric_where("a journal failure counter", |m| {
+        m.samples
+            .iter()
+            .any(|s| s.name.contains("journal") && s.name.contains("fail") && s.value >= 1.0)
+    });
+    gw.wait_metric(
+        "authgate_requests_total",
+        &[("route", "orgs"), ("method", "POST"), ("status", "201")],
+        1.0,
+    );
+}
+
+#[test]
+fn learned_orgs_file_names_the_journal() {
+    let up = Upstream::start();
+    let config = base_config().replace(
+        "file = \"partners.toml\"\n",
+        "file = \"partners.toml\"\nlearned_orgs_file = \"state/learned.jsonl\"\n",
+    );
+    let mut gw = Gateway::start(&up.address(), &config, &base_policy(), &[("state/.keep", b"")]);
+    let acme = token("acme");
+    let r = gw.req(
+        "POST",
+        "/partner/v1/orgs",
+        &[("Authorization", &bearer(&acme))],
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let text = std::fs::read_to_string(gw.conf.join("state/learned.jsonl")).unwrap_or_default();
+    assert!(
+        text.contains(&id),
+        "state/learned.jsonl (relative to the config dir) lacks {id}: {text:?}"
+    );
+    assert!(
+        !gw.conf.join("partners.toml.orgs.jsonl").exists(),
+        "the default journal was used anyway"
+    );
+    gw.restart();
+    assert_eq!(gw.get_auth(scoped(&id), &acme, &[]).status, 200);
+}
+
+#[test]
+fn jku_x5u_and_jwk_headers_are_never_followed() {
+    let (up, gw) = base();
+    let attacker = Upstream::start();
+    let set = jwks(&[jwk(Key::Rs2, "attacker", true)]);
+    attacker.set("/jwks.json", Reply::raw(200, &set, "application/json"));
+    let url = format!("http://{}/jwks.json", attacker.address());
+    let rs2 = Key::Rs2.encoding_key();
+    for header in [
+        json!({"alg": "RS256", "kid": "attacker", "jku": url}),
+        json!({"alg": "RS256", "kid": "attacker", "x5u": url}),
+        json!({"alg": "RS256", "jku": url}),
+        json!({"alg": "RS256", "kid": "attacker", "jwk": jwk(Key::Rs2, "attacker", true)}),
+        json!({"alg": "RS256", "kid": "rs-1", "jku": url}),
+    ] {
+        let tok = raw_jwt(&header, &claims("acme"), Some((&rs2, Algorithm::RS256)));
+        assert_401_bearer(&gw.get_auth(BY_EXT, &tok, &[]), true, &header.to_string());
+    }
+    assert_eq!(attacker.count(), 0, "the gateway fetched a URL named by a token header");
+    assert_eq!(up.count(), 0);
+}
+
+#[test]
+fn client_ip_sources_cf_connecting_ip_and_peer() {
+    let up = Upstream::start();
+    let cf = base_config().replace("source = \"x-forwarded-for\"", "source = \"cf-connecting-ip\"");
+    let gw = Gateway::start(&up.address(), &cf, &base_policy(), &[]);
+    let tok = token("initech");
+    let auth = bearer(&tok);
+    let t = "/partner/v1/orgs/org-initech-1/users";
+    let r = gw.get(
+        t,
+        &[
+            ("Authorization", &auth),
+            ("CF-Connecting-IP", "203.0.113.7"),
+            ("X-Forwarded-For", "10.0.0.1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "CF-Connecting-IP from a trusted peer: {r}");
+    assert_eq!(up.last().all("x-real-ip"), vec!["203.0.113.7"]);
+    let r = gw.get(t, &[("Authorization", &auth), ("X-Forwarded-For", "203.0.113.7")]);
+    assert_error(&r, 403, "XFF ignored with source = cf-connecting-ip");
+    let r = gw.get(t, &[("Authorization", &auth), ("CF-Connecting-IP", "garbage")]);
+    assert_error(&r, 403, "unparseable CF-Connecting-IP");
+    drop(gw);
+
+    let peer = base_config().replace("source = \"x-forwarded-for\"", "source = \"peer\"");
+    let gw = Gateway::start(&up.address(), &peer, &base_policy(), &[]);
+    let r = gw.get(
+        t,
+        &[
+            ("Authorization", &auth),
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("CF-Connecting-IP", "203.0.113.7"),
+        ],
+    );
+    assert_error(&r, 403, "source = peer");
+    assert_eq!(
+        gw.get_auth(BY_EXT, &token("acme"), &[("X-Forwarded-For", "203.0.113.7")])
+            .status,
+        200
+    );
+    assert_eq!(up.last().all("x-real-ip"), vec!["127.0.0.1"]);
+}
+
+#[test]
+fn require_exp_and_custom_claim_names() {
+    let up = Upstream::start();
+    let config = base_config()
+        .replace("require_exp = false", "require_exp = true")
+        .replace("partner_claim = \"sub\"", "partner_claim = \"pid\"")
+        .replace("key_id_claim = \"jti\"", "key_id_claim = \"key\"");
+    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let c = json!({"pid": "acme", "key": "k-9", "sub": "globex", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600});
+    let r = gw.get_auth(BY_EXT, &sign_cfg(Key::Hs, &c), &[]);
+    assert_eq!(r.status, 200, "{r}");
+    let rec = up.last();
+    assert_eq!(rec.all("x-partner-id"), vec!["acme"]);
+    assert_eq!(rec.all("x-api-key-id"), vec!["k-9"]);
+    let no_exp = with(c.clone(), &[("exp", Value::Null)]);
+    assert_401_bearer(
+        &gw.get_auth(BY_EXT, &sign_cfg(Key::Hs, &no_exp), &[]),
+        true,
+        "no exp with require_exp",
+    );
+    let sub_only = json!({"sub": "acme", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600});
+    assert_401_bearer(
+        &gw.get_auth(BY_EXT, &sign_cfg(Key::Hs, &sub_only), &[]),
+        true,
+        "sub is not the partner claim",
+    );
+    let revoked = with(c, &[("key", json!("key-leaked"))]);
+    assert_401_bearer(
+        &gw.get_auth(BY_EXT, &sign_cfg(Key::Hs, &revoked), &[]),
+        true,
+        "revocation by key_id_claim",
+    );
 }

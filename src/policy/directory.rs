@@ -232,7 +232,8 @@ pub(crate) mod tests {
         let d = dir();
         let good = ip("203.0.113.9");
         let bad = ip("198.51.100.1");
-        let cases: Vec<(&str, Option<&str>, ClientIp, Result<(), Denial>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, ClientIp, Result<(), Denial>);
+        let cases: Vec<Case<'_>> = vec![
             ("acme", None, bad, Ok(())),
             ("acme", Some("k"), ClientIp::Unknown, Ok(())),
             ("ghost", None, bad, Err(Denial::UnknownPartner)),

@@ -6,7 +6,7 @@
 //! no sleeps as synchronisation (everything polls with a deadline), every process started
 //! is stopped in `Drop`, every temp dir is removed.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -66,7 +66,9 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("authgate-e2e-{label}-{}-{n}-{nanos}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
@@ -96,8 +98,13 @@ impl Drop for TempDir {
 
 /// `n` distinct ports that were free a moment ago (bound together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let socks: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0")).collect();
-    socks.iter().map(|s| s.local_addr().expect("local addr").port()).collect()
+    let socks: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// An address where nothing listens (for "upstream down").
@@ -130,7 +137,11 @@ impl Recorded {
     /// Every value of a header (case-insensitive name).
     pub fn all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The value of a header that must appear at most once.
@@ -142,7 +153,32 @@ impl Recorded {
 
     /// Header names starting with `prefix` (lower-case).
     pub fn names_with_prefix(&self, prefix: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+}
+
+/// Holds upstream answers until the test opens it (no timing involved).
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    /// Lets every held answer (and every later one) go.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
     }
 }
 
@@ -153,6 +189,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     pub delay: Duration,
     pub content_type: String,
+    /// When set, the answer waits until the gate is opened.
+    pub hold: Option<Gate>,
 }
 
 impl Reply {
@@ -162,15 +200,27 @@ impl Reply {
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
             content_type: "application/json".into(),
+            hold: None,
         }
     }
 
     pub fn raw(status: u16, body: &[u8], content_type: &str) -> Reply {
-        Reply { status, body: body.to_vec(), delay: Duration::ZERO, content_type: content_type.into() }
+        Reply {
+            status,
+            body: body.to_vec(),
+            delay: Duration::ZERO,
+            content_type: content_type.into(),
+            hold: None,
+        }
     }
 
     pub fn delayed(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    pub fn held(mut self, gate: &Gate) -> Reply {
+        self.hold = Some(gate.clone());
         self
     }
 }
@@ -216,7 +266,12 @@ impl Upstream {
                 rt.shutdown_background();
             })
             .expect("spawn upstream");
-        Upstream { addr, state, stop: Some(stop_tx), thread: Some(thread) }
+        Upstream {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// `127.0.0.1:port`, for the `{upstream}` placeholder.
@@ -249,7 +304,9 @@ impl Upstream {
 
     /// Waits until a request for `path` arrived; returns the latest one.
     pub fn wait_path(&self, path: &str) -> Recorded {
-        wait_for(DEADLINE, &format!("upstream request for {path}"), || self.for_path(path).pop())
+        wait_for(DEADLINE, &format!("upstream request for {path}"), || {
+            self.for_path(path).pop()
+        })
     }
 
     /// Waits until `n` requests in total arrived.
@@ -305,7 +362,14 @@ async fn serve(listener: TcpListener, st: Arc<UpState>, mut stop: tokio::sync::o
 fn fresh_uuid(n: u64) -> String {
     let r: u128 = rand::random::<u128>() ^ u128::from(n);
     let h = format!("{r:032x}");
-    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
@@ -315,7 +379,12 @@ async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let mut body_stream = req.into_body();
     let mut body = Vec::new();
@@ -334,7 +403,13 @@ async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper
         }
     }
     let request_body = body.clone();
-    st.records.lock().unwrap().push(Recorded { method: method.clone(), target, headers, body, body_complete: complete });
+    st.records.lock().unwrap().push(Recorded {
+        method: method.clone(),
+        target,
+        headers,
+        body,
+        body_complete: complete,
+    });
 
     let reply = {
         let o = st.overrides.lock().unwrap();
@@ -343,12 +418,18 @@ async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper
     let reply = match reply {
         Some(r) => r,
         None if method == "POST" && path == "/partner/v1/orgs" => {
-            let name = serde_json::from_slice::<Value>(&request_body).ok().and_then(|v| v.get("name").cloned());
+            let name = serde_json::from_slice::<Value>(&request_body)
+                .ok()
+                .and_then(|v| v.get("name").cloned());
             let id = fresh_uuid(st.ids.fetch_add(1, Ordering::SeqCst));
             Reply::json(201, json!({"id": id, "name": name.unwrap_or(Value::Null)}))
         }
         None => Reply::json(200, json!({"ok": true})),
     };
+    if let Some(gate) = &reply.hold {
+        let mut rx = gate.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
@@ -376,7 +457,11 @@ pub struct Response {
 impl Response {
     /// Every value of a header (case-insensitive).
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The first value of a header.
@@ -389,8 +474,13 @@ impl Response {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?} (status {})", self.text(), self.status))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not JSON ({e}): {:?} (status {})",
+                self.text(),
+                self.status
+            )
+        })
     }
 
     /// Whether the upstream wrote it (the recording upstream marks its answers).
@@ -400,7 +490,12 @@ impl Response {
 
     pub fn request_id(&self) -> &str {
         let ids = self.all("x-request-id");
-        assert_eq!(ids.len(), 1, "expected exactly one X-Request-Id, got {ids:?} (status {})", self.status);
+        assert_eq!(
+            ids.len(),
+            1,
+            "expected exactly one X-Request-Id, got {ids:?} (status {})",
+            self.status
+        );
         ids[0]
     }
 }
@@ -419,7 +514,11 @@ struct Reader<R: Read> {
 
 impl<R: Read> Reader<R> {
     fn new(inner: R) -> Self {
-        Reader { inner, buf: Vec::new(), pos: 0 }
+        Reader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
 
     fn fill(&mut self) -> io::Result<usize> {
@@ -445,7 +544,10 @@ impl<R: Read> Reader<R> {
                 return Ok(out);
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-response",
+                ));
             }
         }
     }
@@ -453,7 +555,10 @@ impl<R: Read> Reader<R> {
     fn read_n(&mut self, n: usize) -> io::Result<Vec<u8>> {
         while self.pending().len() < n {
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-body"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-body",
+                ));
             }
         }
         let out = self.pending()[..n].to_vec();
@@ -492,17 +597,26 @@ fn read_response<R: Read>(r: &mut Reader<R>, head_request: bool, keep_alive: boo
         if !version.starts_with("HTTP/1.") {
             return Err(bad(format!("not an HTTP/1.x status line: {status_line:?}")));
         }
-        let status: u16 =
-            parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
         let mut headers = Vec::new();
         for line in lines.filter(|l| !l.is_empty()) {
-            let (k, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            let (k, v) = line
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
         if (100..200).contains(&status) {
             continue;
         }
-        let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
         let body = if head_request || status == 204 || status == 304 {
             Vec::new()
         } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
@@ -511,7 +625,8 @@ fn read_response<R: Read>(r: &mut Reader<R>, head_request: bool, keep_alive: boo
                 let line = r.read_until(b"\r\n")?;
                 let size_text = String::from_utf8_lossy(&line);
                 let size_text = size_text.trim().split(';').next().unwrap_or("").trim().to_string();
-                let size = usize::from_str_radix(&size_text, 16).map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
+                let size =
+                    usize::from_str_radix(&size_text, 16).map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
                 if size == 0 {
                     // trailers until an empty line
                     loop {
@@ -627,7 +742,10 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> io::Result<Conn> {
-        Ok(Conn { addr, reader: Reader::new(connect(addr)?) })
+        Ok(Conn {
+            addr,
+            reader: Reader::new(connect(addr)?),
+        })
     }
 
     pub fn request(
@@ -672,17 +790,34 @@ pub fn valid_request_id(id: &str) -> bool {
 /// Returns the `message`.
 pub fn assert_error(resp: &Response, status: u16, context: &str) -> String {
     assert_eq!(resp.status, status, "{context}: wanted {status}, got {resp}");
-    assert!(!resp.proxied(), "{context}: a gateway error must not come from the upstream: {resp}");
+    assert!(
+        !resp.proxied(),
+        "{context}: a gateway error must not come from the upstream: {resp}"
+    );
     let ct = resp.header("content-type").unwrap_or_default();
-    assert!(ct.starts_with("application/json"), "{context}: content-type {ct:?}: {resp}");
+    assert!(
+        ct.starts_with("application/json"),
+        "{context}: content-type {ct:?}: {resp}"
+    );
     let v = resp.json();
-    let obj = v.as_object().unwrap_or_else(|| panic!("{context}: body is not an object: {resp}"));
-    assert_eq!(obj.len(), 3, "{context}: ErrorDto has exactly statusCode, message, error: {resp}");
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{context}: body is not an object: {resp}"));
+    assert_eq!(
+        obj.len(),
+        3,
+        "{context}: ErrorDto has exactly statusCode, message, error: {resp}"
+    );
     assert_eq!(v["statusCode"], json!(status), "{context}: statusCode: {resp}");
     assert_eq!(v["error"], json!(reason_phrase(status)), "{context}: error: {resp}");
-    let message = v["message"].as_str().unwrap_or_else(|| panic!("{context}: message is not a string: {resp}"));
+    let message = v["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{context}: message is not a string: {resp}"));
     assert!(!message.is_empty(), "{context}: empty message");
-    assert!(valid_request_id(resp.request_id()), "{context}: bad X-Request-Id: {resp}");
+    assert!(
+        valid_request_id(resp.request_id()),
+        "{context}: bad X-Request-Id: {resp}"
+    );
     message.to_string()
 }
 
@@ -745,13 +880,19 @@ impl Metrics {
                 samples.push(Sample { name, labels, value });
             }
         }
-        Metrics { samples, text: text.to_string() }
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
     }
 
     /// Samples of `name` whose labels include all of `labels`.
     pub fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> {
         self.samples.iter().filter(move |s| {
-            s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
         })
     }
 
@@ -939,7 +1080,11 @@ pub fn b64(data: &[u8]) -> String {
 /// A JWT with an arbitrary header; signed with `signer` (key, alg) or with an empty
 /// signature when `None`.
 pub fn raw_jwt(header: &Value, claims: &Value, signer: Option<(&EncodingKey, Algorithm)>) -> String {
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = match signer {
         Some((k, alg)) => jsonwebtoken::crypto::sign(input.as_bytes(), k, alg).expect("sign"),
         None => String::new(),
@@ -1101,7 +1246,9 @@ impl Cfg {
         s.push_str("\n[client_ip]\nsource = \"x-forwarded-for\"\n");
         s.push_str(&format!("trusted_proxies = {}\n", self.trusted_proxies));
         s.push_str("\n[jwt]\nalgorithms = [\"HS256\", \"RS256\", \"ES256\", \"EdDSA\"]\n");
-        s.push_str(&format!("issuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\nleeway = \"30s\"\n"));
+        s.push_str(&format!(
+            "issuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\nleeway = \"30s\"\n"
+        ));
         s.push_str("require_exp = false\npartner_claim = \"sub\"\norg_claim = \"org_id\"\nkey_id_claim = \"jti\"\n");
         s.push_str(&self.jwt_extra);
         s.push('\n');
@@ -1242,7 +1389,10 @@ pub fn run_cli(cwd: &Path, args: &[&str], stdin: Option<&[u8]>, timeout: Duratio
 
 /// Sends a signal with the `kill` command (`sig` like "HUP", "TERM").
 pub fn send_signal(pid: u32, sig: &str) {
-    let st = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("run kill");
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
     assert!(st.success(), "kill -{sig} {pid} failed");
 }
 
@@ -1322,10 +1472,17 @@ impl Gateway {
             std::fs::write(self.config_path(), config).expect("write config");
             self.starts += 1;
             {
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .expect("log");
                 let _ = writeln!(f, "----- e2e: start #{} (attempt {attempt}) -----", self.starts);
             }
-            let log = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log file");
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.log)
+                .expect("log file");
             let child = Command::new(BIN)
                 .arg("--config")
                 .arg(self.config_path())
@@ -1408,7 +1565,8 @@ impl Gateway {
     }
 
     pub fn reloads(&self, result: &str) -> f64 {
-        self.metrics().sum("authgate_config_reloads_total", &[("result", result)])
+        self.metrics()
+            .sum("authgate_config_reloads_total", &[("result", result)])
     }
 
     /// Waits until the metric sum reaches at least `at_least`.
@@ -1416,6 +1574,14 @@ impl Gateway {
         wait_for(DEADLINE, &format!("{name}{labels:?} >= {at_least}"), || {
             let v = self.metrics().sum(name, labels);
             (v >= at_least).then_some(v)
+        })
+    }
+
+    /// Waits until the parsed metrics satisfy `pred`; returns them.
+    pub fn wait_metric_where(&self, what: &str, mut pred: impl FnMut(&Metrics) -> bool) -> Metrics {
+        wait_for(DEADLINE, what, || {
+            let m = self.metrics();
+            pred(&m).then_some(m)
         })
     }
 
@@ -1431,7 +1597,13 @@ impl Gateway {
         self.reload_expect("success");
     }
 
-    pub fn req(&self, method: &str, target: impl AsRef<[u8]>, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn req(
+        &self,
+        method: &str,
+        target: impl AsRef<[u8]>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         request(self.addr, method, target, headers, body)
     }
 

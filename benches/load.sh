@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# benches/load.sh: the load comparison. authgate with every layer on vs a bare pingora
+# pass-through (examples/passthrough.rs, the physical limit) vs HAProxy 2.6 doing the same
+# job with jwt_verify, and the upstream alone. Run from the repo root:
+#
+#   bash benches/load.sh
+#
+# Environment (defaults): ROUNDS=3 DURATION=10s CONNS=32 THREADS=1 (wrk), PROXY_THREADS=1
+# (worker threads of every proxy), WARMUP=2s (per config, before the rounds; 0 = none),
+# SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
+# OUT_MD=benches/load-results.md. Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
+# python3, curl. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10s} CONNS=${CONNS:-32} THREADS=${THREADS:-1}
+PROXY_THREADS=${PROXY_THREADS:-1} WARMUP=${WARMUP:-2s}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TPL=$ROOT/benches/load
+OUT_MD=${OUT_MD:-$ROOT/benches/load-results.md}
+AUTHGATE=$ROOT/target/release/authgate
+PASSTHROUGH=$ROOT/target/release/examples/passthrough
+ORG=a1b2c3d4-e5f6-7890-abcd-ef1234567890 OTHER_ORG=0f0f0f0f-0000-4000-8000-000000000002
+CLIENT_IP=203.0.113.9 DENIED_IP=198.51.100.200
+REQ_PATH=/partner/v1/orgs/$ORG/members
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/authgate-load.XXXXXX")
+declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=()
+ROWS=() ALL_PIDS=()
+
+say() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'load.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$? p deadline=$((SECONDS + 5))
+  trap - EXIT INT TERM
+  for p in ${ALL_PIDS[@]+"${ALL_PIDS[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in ${ALL_PIDS[@]+"${ALL_PIDS[@]}"}; do
+    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  if [[ ${KEEP:-0} == 1 ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+check_tools() {
+  local missing=() t v
+  for t in cargo wrk haproxy nginx openssl python3 curl; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  ((${#missing[@]} == 0)) || die "missing: ${missing[*]}.
+  Install with: sudo apt-get install wrk haproxy nginx-light openssl python3 curl
+  (cargo: https://rustup.rs; HAProxy must be 2.6 or newer, for jwt_verify)"
+  v=$(haproxy -v 2>&1 | sed -n 's/^HA-\{0,1\}Proxy version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1)
+  read -r t v <<<"${v:-0 0}"
+  ((t > 2 || (t == 2 && v >= 6))) || die "haproxy $t.$v is too old: jwt_verify needs 2.6+ (apt-get install haproxy)"
+  haproxy -vv 2>&1 | grep -q '+OPENSSL' || die "this haproxy is built without OpenSSL: no jwt_verify"
+}
+
+build() {
+  if [[ ${SKIP_BUILD:-0} == 1 ]]; then say "SKIP_BUILD=1: using existing binaries"
+  else say "cargo build --release --bin authgate --example passthrough"
+    (cd "$ROOT" && cargo build --release --bin authgate --example passthrough)
+  fi
+  [[ -x $AUTHGATE && -x $PASSTHROUGH ]] || die "release binaries missing: $AUTHGATE $PASSTHROUGH"
+}
+
+free_ports() { # N -> N distinct free loopback ports
+  python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+render() { # template output VAR...: @VAR@ -> $VAR
+  local tpl=$1 out=$2 v val args=(); shift 2
+  for v in "$@"; do
+    val=${!v}; val=${val//\\/\\\\}; val=${val//&/\\&}; val=${val//|/\\|}
+    args+=(-e "s|@$v@|$val|g")
+  done
+  sed "${args[@]}" "$TPL/$tpl" >"$out"
+  ! grep -n '@[A-Z_]*@' "$out" | grep -v '^[0-9]*:[[:space:]]*#' >&2 || die "unfilled placeholder in $out"
+}
+
+start() { # name cmd...: background, stdout+stderr to $WORK/name.log
+  local name=$1; shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PID[$name]=$!; ALL_PIDS+=("$!")
+}
+
+wait_ready() { # name url wanted-status-regex [curl args...]
+  local name=$1 url=$2 want=$3 code deadline=$((SECONDS + ${READY_TIMEOUT:-30})); shift 3
+  while :; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" 2>/dev/null) || true
+    [[ $code =~ ^($want)$ ]] && return 0
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+      tail -n 20 "$WORK/$name.log" >&2; die "$name exited during startup (log above)"
+    fi
+    ((SECONDS < deadline)) || die "$name not ready at $url after ${READY_TIMEOUT:-30}s (last status $code, log $WORK/$name.log)"
+    sleep 0.05
+  done
+}
+
+gen_keys() {
+  say "generating keys in $WORK"
+  (cd "$WORK"
+   openssl rand -hex 32 | tr -d '\n' >hs.secret
+   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rs.key.pem 2>/dev/null
+   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out es.key.pem 2>/dev/null
+   # HAProxy 2.6 jwt_verify takes a public key PEM (2.6.12 fails to load a certificate: -5).
+   for k in rs es; do openssl pkey -in $k.key.pem -pubout -out $k.pub.pem; done)
+  HS_SECRET=$(cat "$WORK/hs.secret") RS_PEM=$WORK/rs.pub.pem ES_PEM=$WORK/es.pub.pem
+}
+
+mint() { # kid [jti]
+  "$AUTHGATE" token --config "$WORK/authgate.toml" --partner bench --key-id "${2:-key-bench-1}" --kid "$1" --ttl 1h
+}
+
+tamper() { # token -> same token with one signature character changed
+  local head=${1%.*} sig=${1##*.} i r=A
+  i=$((${#sig} / 2)); [[ ${sig:i:1} == A ]] && r=B
+  printf '%s.%s%s%s' "$head" "${sig:0:i}" "$r" "${sig:i+1}"
+}
+
+start_all() {
+  local ports
+  ports=$(free_ports 6)
+  read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT <<<"$ports"
+  local nofile extra="" m
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  nofile=$(ulimit -n); [[ $nofile == unlimited ]] && nofile=65536
+  HA_MAXCONN=$(( (nofile - 100) / 2 > 20000 ? 20000 : (nofile - 100) / 2 ))
+  for m in fastcgi uwsgi scgi; do
+    nginx -V 2>&1 | grep -q -- "--without-http_${m}_module" || extra+="${m}_temp_path $WORK/nginx-tmp/$m; "
+  done
+  NGINX_EXTRA_TEMP=$extra; mkdir -p "$WORK/nginx-tmp"
+  render nginx.conf.in "$WORK/nginx.conf" WORK UPSTREAM_PORT NGINX_EXTRA_TEMP
+  render authgate.toml.in "$WORK/authgate.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT
+  render partners.toml.in "$WORK/partners.toml" CLIENT_IP ORG OTHER_ORG
+  render haproxy-jwt.cfg.in "$WORK/haproxy-jwt.cfg" PROXY_THREADS HA_MAXCONN HA_JWT_PORT HS_SECRET RS_PEM ES_PEM WORK UPSTREAM_PORT
+  render haproxy-pure.cfg.in "$WORK/haproxy-pure.cfg" PROXY_THREADS HA_MAXCONN HA_PURE_PORT UPSTREAM_PORT
+  printf '%s bench\n%s other\n' "$ORG" "$OTHER_ORG" >"$WORK/orgs.map"
+  "$AUTHGATE" check --config "$WORK/authgate.toml" >/dev/null || die "authgate check failed on $WORK/authgate.toml"
+  haproxy -c -q -f "$WORK/haproxy-jwt.cfg" || die "haproxy -c failed on $WORK/haproxy-jwt.cfg"
+
+  say "starting nginx :$UPSTREAM_PORT, passthrough :$PASS_PORT, authgate :$AG_PORT (admin :$AG_ADMIN_PORT), haproxy :$HA_JWT_PORT (jwt) :$HA_PURE_PORT (pure)"
+  start nginx nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf"
+  wait_ready nginx "http://127.0.0.1:$UPSTREAM_PORT/" 200
+  start passthrough "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" --threads "$PROXY_THREADS"
+  start authgate "$AUTHGATE" --config "$WORK/authgate.toml"
+  start haproxy-jwt haproxy -db -f "$WORK/haproxy-jwt.cfg"
+  start haproxy-pure haproxy -db -f "$WORK/haproxy-pure.cfg"
+  wait_ready passthrough "http://127.0.0.1:$PASS_PORT/" 200
+  wait_ready authgate "http://127.0.0.1:$AG_ADMIN_PORT/readyz" 200
+  wait_ready haproxy-jwt "http://127.0.0.1:$HA_JWT_PORT/" '[1-5][0-9][0-9]'
+  wait_ready haproxy-pure "http://127.0.0.1:$HA_PURE_PORT/" 200
+}
+
+add_row() { # id label process port token auth(yes|no)
+  ROWS+=("$1"); ROW_LABEL[$1]=$2 ROW_PROC[$1]=$3 ROW_PORT[$1]=$4 ROW_TOKEN[$1]=$5 ROW_AUTH[$1]=$6
+}
+
+status_of() { # port token xff [path] -> HTTP status ("" token = no Authorization header)
+  local h=()
+  [[ -n $2 ]] && h=(-H "Authorization: Bearer $2")
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 ${h[@]+"${h[@]}"} -H "X-Forwarded-For: $3" \
+    "http://127.0.0.1:$1${4:-$REQ_PATH}" || true
+}
+
+probe() { # row -> empty when the row answers as it must, else what went wrong
+  local r=$1 p=${ROW_PORT[$1]} t=${ROW_TOKEN[$1]} c
+  c=$(status_of "$p" "$t" "$CLIENT_IP"); [[ $c == 200 ]] || { echo "valid token -> $c, want 200"; return; }
+  [[ ${ROW_AUTH[$r]} == yes ]] || return 0
+  c=$(status_of "$p" "" "$CLIENT_IP"); [[ $c == 401 ]] || echo "no token -> $c, want 401"
+}
+
+enforcement() { # row -> empty when bad token / foreign IP / foreign org / revoked key are refused
+  local p=${ROW_PORT[$1]} t=${ROW_TOKEN[$1]} c
+  c=$(status_of "$p" "$(tamper "$t")" "$CLIENT_IP"); [[ $c =~ ^40[13]$ ]] || echo "bad signature -> $c, want 401/403;"
+  c=$(status_of "$p" "$REVOKED" "$CLIENT_IP"); [[ $c == 401 ]] || echo "revoked key -> $c, want 401;"
+  c=$(status_of "$p" "$t" "$DENIED_IP"); [[ $c == 403 ]] || echo "IP outside the allow list -> $c, want 403;"
+  c=$(status_of "$p" "$t" "$CLIENT_IP" "/partner/v1/orgs/$OTHER_ORG/members")
+  [[ $c == 403 ]] || echo "another partner's org -> $c, want 403;"
+}
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+run_wrk() { # row duration [round]: timed run, appends to results.tsv when a round is given
+  local r=$1 pid=${PID[${ROW_PROC[$1]}]} out before after rps reqs p50 p99 bad
+  before=$(cpu_ticks "$pid")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer ${ROW_TOKEN[$r]}" \
+    -H "X-Forwarded-For: $CLIENT_IP" "http://127.0.0.1:${ROW_PORT[$r]}$REQ_PATH") || die "wrk failed on $r"
+  after=$(cpu_ticks "$pid")
+  [[ -z ${3:-} ]] && return 0
+  printf '%s\n' "$out" >"$WORK/wrk-$r-$3.txt"
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  [[ -n $rps && -n $reqs && -n $p50 && -n $p99 ]] || die "cannot parse wrk output for $r: $out"
+  bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+  [[ -z $bad ]] || die "$r: $bad of $reqs responses were not 2xx during the timed run (see $WORK/wrk-$r-$3.txt)"
+  grep -q 'Socket errors' <<<"$out" && warn "$r round $3: $(grep 'Socket errors' <<<"$out")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$3" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" >>"$WORK/results.tsv"
+  printf '    %-20s %10s req/s  p50 %-9s p99 %-9s\n' "$r" "$rps" "$p50" "$p99" >&2
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+busy() { awk -v l="$1" 'BEGIN {exit !(l > 1.5)}'; }
+
+main() {
+  cd "$ROOT"
+  check_tools
+  build
+  gen_keys
+  start_all
+  local hs rs es why r i n round
+  hs=$(mint bench-hs) rs=$(mint bench-rs) es=$(mint bench-es)
+  REVOKED=$(mint bench-hs key-bench-leaked)
+  add_row direct "(a) upstream direct (nginx)" nginx "$UPSTREAM_PORT" "$hs" no
+  add_row passthrough "(b) bare pingora pass-through" passthrough "$PASS_PORT" "$hs" no
+  add_row authgate-hs256 "(c) authgate, all layers, HS256" authgate "$AG_PORT" "$hs" yes
+  add_row authgate-rs256 "(d) authgate, all layers, RS256" authgate "$AG_PORT" "$rs" yes
+  add_row authgate-es256 "(d) authgate, all layers, ES256" authgate "$AG_PORT" "$es" yes
+  add_row haproxy-hs256 "(e) HAProxy jwt_verify, HS256" haproxy-jwt "$HA_JWT_PORT" "$hs" yes
+  add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
+  add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
+  add_row haproxy-pure "(f) HAProxy pure proxy" haproxy-pure "$HA_PURE_PORT" "$hs" no
+
+  say "checking that every config answers and enforces"
+  local kept=()
+  for r in "${ROWS[@]}"; do
+    why=$(probe "$r")
+    [[ ${ROW_AUTH[$r]} == yes && -z $why ]] && why=$(enforcement "$r")
+    if [[ -z $why ]]; then kept+=("$r")
+    elif [[ $r == authgate-* ]]; then die "$r does not behave: $why (log: $WORK/authgate.log)"
+    else warn "skipping $r: it does not behave as the comparison needs: $why"; fi
+  done
+  ROWS=("${kept[@]}")
+
+  local load_start; load_start=$(loadavg)
+  busy "$load_start" && warn "load average is $load_start (> 1.5): another job is running, the numbers are unreliable"
+  if [[ $WARMUP != 0 ]]; then
+    say "warm-up: $WARMUP per config"
+    for r in "${ROWS[@]}"; do run_wrk "$r" "$WARMUP"; done
+  fi
+  n=${#ROWS[@]}
+  for ((round = 1; round <= ROUNDS; round++)); do
+    say "round $round/$ROUNDS (wrk -t$THREADS -c$CONNS -d$DURATION, proxies at $PROXY_THREADS thread(s))"
+    for ((i = 0; i < n; i++)); do
+      r=${ROWS[(i + round - 1) % n]}
+      why=$(probe "$r"); [[ -z $why ]] || die "$r failed its probe before the timed run: $why"
+      run_wrk "$r" "$DURATION" "$round"
+    done
+  done
+  local load_end; load_end=$(loadavg)
+
+  : >"$WORK/rows.tsv"
+  for r in "${ROWS[@]}"; do
+    printf '%s\t%s\t%s\t%s\n' "$r" "${ROW_LABEL[$r]}" "${ROW_PROC[$r]}" "$(rss_kb "${PID[${ROW_PROC[$r]}]}")" >>"$WORK/rows.tsv"
+  done
+  local model git_rev lines errs
+  lines=$(wc -l <"$WORK/authgate.log")
+  errs=$(grep -c -E '"level":"(ERROR|WARN)"' "$WORK/authgate.log" || true)
+  model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+  git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+  [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null) ]] && git_rev+=" (dirty tree)"
+  {
+    printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf 'machine\t%s CPUs (nproc), %s, Linux %s\n' "$(nproc)" "${model:-unknown CPU}" "$(uname -r)"
+    printf 'commit\t%s\n' "$git_rev"
+    printf 'proxy worker threads\t%s (authgate, pass-through, HAProxy nbthread); nginx upstream: 1 worker\n' "$PROXY_THREADS"
+    printf 'wrk\t-t%s -c%s -d%s --latency, %s interleaved rounds (order rotated), %s warm-up\n' "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" "$WARMUP"
+    printf 'request\tGET %s with a Bearer token and X-Forwarded-For: %s\n' "/partner/v1/orgs/{org_id}/members" "$CLIENT_IP"
+    printf 'versions\t%s; %s; %s\n' "$(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+    printf 'load average\t%s at start, %s at end%s\n' "$load_start" "$load_end" \
+      "$(busy "$load_start" || busy "$load_end" && echo ' (above 1.5: unreliable numbers)')"
+    printf 'authgate\tVmRSS %s kB after its runs; log (access_log on, to a file): %s lines, %s WARN/ERROR\n' \
+      "$(rss_kb "${PID[authgate]}")" "$lines" "$errs"
+  } >"$WORK/meta.tsv"
+  echo >&2
+  python3 "$TPL/report.py" "$WORK/results.tsv" "$WORK/rows.tsv" "$WORK/meta.tsv" "$OUT_MD"
+  echo
+  printf 'authgate VmRSS after its runs: %s kB\n' "$(rss_kb "${PID[authgate]}")"
+  printf 'authgate log: %s lines (%s), %s WARN/ERROR lines\n' "$lines" "$(du -h "$WORK/authgate.log" | cut -f1)" "$errs"
+  if ((errs > 0)); then # the distinct messages, most frequent first
+    { grep -E '"level":"(ERROR|WARN)"' "$WORK/authgate.log" | sed 's/.*"message":"\([^"]*\)".*/\1/' \
+        | cut -c1-150 | sort | uniq -c | sort -rn | head -5; } || true
+  fi
+  busy "$load_end" && warn "load average $load_end at the end (> 1.5): the numbers are unreliable"
+  say "written $OUT_MD"
+}
+
+main "$@"
