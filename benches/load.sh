@@ -10,6 +10,7 @@
 # SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
 # OUT_MD=benches/load-results.md. Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
 # python3, curl. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
+# authgate's access log goes to a file in the temp dir ($TMPDIR): ~0.7 GB with the defaults.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10s} CONNS=${CONNS:-32} THREADS=${THREADS:-1}
@@ -47,17 +48,19 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 check_tools() {
-  local missing=() t v
-  for t in cargo wrk haproxy nginx openssl python3 curl; do
+  local missing=() t v tools=(wrk haproxy nginx openssl python3 curl)
+  [[ ${SKIP_BUILD:-0} == 1 ]] || tools+=(cargo)
+  for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   ((${#missing[@]} == 0)) || die "missing: ${missing[*]}.
   Install with: sudo apt-get install wrk haproxy nginx-light openssl python3 curl
   (cargo: https://rustup.rs; HAProxy must be 2.6 or newer, for jwt_verify)"
-  v=$(haproxy -v 2>&1 | sed -n 's/^HA-\{0,1\}Proxy version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1)
+  v=$(haproxy -v 2>&1 | sed -n '1s/^HA-\{0,1\}Proxy version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || true
   read -r t v <<<"${v:-0 0}"
   ((t > 2 || (t == 2 && v >= 6))) || die "haproxy $t.$v is too old: jwt_verify needs 2.6+ (apt-get install haproxy)"
-  haproxy -vv 2>&1 | grep -q '+OPENSSL' || die "this haproxy is built without OpenSSL: no jwt_verify"
+  v=$(haproxy -vv 2>&1) || true
+  [[ $v == *+OPENSSL* ]] || die "this haproxy is built without OpenSSL: no jwt_verify"
 }
 
 build() {
@@ -129,12 +132,13 @@ start_all() {
   local ports
   ports=$(free_ports 6)
   read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT <<<"$ports"
-  local nofile extra="" m
+  local nofile extra="" m nginx_v
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nofile=$(ulimit -n); [[ $nofile == unlimited ]] && nofile=65536
   HA_MAXCONN=$(( (nofile - 100) / 2 > 20000 ? 20000 : (nofile - 100) / 2 ))
+  nginx_v=$(nginx -V 2>&1) || true
   for m in fastcgi uwsgi scgi; do
-    nginx -V 2>&1 | grep -q -- "--without-http_${m}_module" || extra+="${m}_temp_path $WORK/nginx-tmp/$m; "
+    [[ $nginx_v == *"--without-http_${m}_module"* ]] || extra+="${m}_temp_path $WORK/nginx-tmp/$m; "
   done
   NGINX_EXTRA_TEMP=$extra; mkdir -p "$WORK/nginx-tmp"
   render nginx.conf.in "$WORK/nginx.conf" WORK UPSTREAM_PORT NGINX_EXTRA_TEMP
@@ -276,8 +280,8 @@ main() {
     printf 'wrk\t-t%s -c%s -d%s --latency, %s interleaved rounds (order rotated), %s warm-up\n' "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" "$WARMUP"
     printf 'request\tGET %s with a Bearer token and X-Forwarded-For: %s\n' "/partner/v1/orgs/{org_id}/members" "$CLIENT_IP"
     printf 'versions\t%s; %s; %s\n' "$(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-    printf 'load average\t%s at start, %s at end%s\n' "$load_start" "$load_end" \
-      "$(busy "$load_start" || busy "$load_end" && echo ' (above 1.5: unreliable numbers)')"
+    printf 'load average (1 min)\t%s before the runs%s; %s at the end (includes the benchmark itself)\n' \
+      "$load_start" "$(busy "$load_start" && echo ' (above 1.5: another job was running, unreliable numbers)')" "$load_end"
     printf 'authgate\tVmRSS %s kB after its runs; log (access_log on, to a file): %s lines, %s WARN/ERROR\n' \
       "$(rss_kb "${PID[authgate]}")" "$lines" "$errs"
   } >"$WORK/meta.tsv"
@@ -290,7 +294,7 @@ main() {
     { grep -E '"level":"(ERROR|WARN)"' "$WORK/authgate.log" | sed 's/.*"message":"\([^"]*\)".*/\1/' \
         | cut -c1-150 | sort | uniq -c | sort -rn | head -5; } || true
   fi
-  busy "$load_end" && warn "load average $load_end at the end (> 1.5): the numbers are unreliable"
+  busy "$load_start" && warn "load average was $load_start before the runs (> 1.5): the numbers are unreliable"
   say "written $OUT_MD"
 }
 

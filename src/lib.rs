@@ -5,6 +5,7 @@
 //! layers in contract order and writes responses.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;

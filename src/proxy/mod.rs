@@ -91,6 +91,29 @@ impl AuthProxy {
     }
 }
 
+/// CONTRACT §6: strip client-sent identity headers, then set the gateway's own.
+fn rewrite_for_upstream(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    use upstream_headers::*;
+    for name in to_strip(&req.headers) {
+        req.remove_header(&name);
+    }
+    let xff = forwarded_for(
+        req.headers.get_all(X_FORWARDED_FOR).iter().map(|v| v.as_bytes()),
+        ctx.peer,
+    );
+    req.insert_header(X_FORWARDED_FOR, xff)?;
+    if let Some(ip) = real_ip(ctx.client_ip) {
+        req.insert_header(X_REAL_IP, ip)?;
+    }
+    for (name, value) in identity_headers(&ctx.identity) {
+        if let Some(v) = value {
+            req.insert_header(name, v)?;
+        }
+    }
+    req.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    Ok(())
+}
+
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -171,6 +194,9 @@ impl ProxyHttp for AuthProxy {
                     }
                 }
                 ctx.identity = identity;
+                // Rewritten on the downstream header, which pingora clones for the upstream:
+                // it has spare capacity, so the inserts do not regrow the maps.
+                rewrite_for_upstream(session.req_header_mut(), ctx)?;
                 Ok(false)
             }
             Err((route, denial, identity, client_ip)) => {
@@ -231,35 +257,6 @@ impl ProxyHttp for AuthProxy {
         e
     }
 
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        up: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        for name in upstream_headers::STRIPPED {
-            up.remove_header(name);
-        }
-        for name in upstream_headers::authgate_headers(&up.headers) {
-            up.remove_header(&name);
-        }
-        let xff = upstream_headers::forwarded_for(
-            up.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
-            ctx.peer,
-        );
-        up.insert_header("X-Forwarded-For", xff)?;
-        if let Some(ip) = upstream_headers::real_ip(ctx.client_ip) {
-            up.insert_header("X-Real-IP", ip)?;
-        }
-        for (name, value) in upstream_headers::identity_headers(&ctx.identity) {
-            if let Some(v) = value {
-                up.insert_header(name, v)?;
-            }
-        }
-        up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        Ok(())
-    }
-
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -285,10 +282,11 @@ impl ProxyHttp for AuthProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        use upstream_headers::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_REQUEST_ID};
+        resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(h) = ctx.headroom {
-            resp.insert_header("X-RateLimit-Limit", h.per_minute.to_string())?;
-            resp.insert_header("X-RateLimit-Remaining", h.remaining.to_string())?;
+            resp.insert_header(X_RATELIMIT_LIMIT, http::HeaderValue::from(h.per_minute))?;
+            resp.insert_header(X_RATELIMIT_REMAINING, http::HeaderValue::from(h.remaining))?;
         }
         Ok(())
     }
@@ -393,19 +391,20 @@ impl ProxyHttp for AuthProxy {
                 Identity::Anonymous => (None, None),
             };
             let path = crate::policy::path::path_of(session.req_header().raw_path());
+            let path = String::from_utf8_lossy(path);
             tracing::info!(
                 target: "access",
-                request_id = %ctx.request_id,
+                request_id = ctx.request_id.as_str(),
                 method,
-                path = %String::from_utf8_lossy(path),
+                path = &*path,
                 route,
                 status = status.unwrap_or(0),
                 reason = ctx.denial.as_ref().map(|d| d.reason()),
                 partner,
                 org,
-                client_ip = ctx.client_ip.addr().map(|a| a.to_string()),
+                client_ip = ctx.client_ip.addr().map(upstream_headers::ip_text),
                 upstream_status = ctx.upstream_status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 error = e.map(|e| e.etype().as_str()),
             );
         }

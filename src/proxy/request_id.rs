@@ -1,5 +1,7 @@
 //! X-Request-Id (CONTRACT §5): keep a well-formed client id, otherwise mint a UUID v4.
 
+use std::cell::Cell;
+
 use rand::Rng;
 
 /// Whether a client-sent id may be reused: 1-128 chars of `[A-Za-z0-9._-]`.
@@ -18,20 +20,42 @@ pub fn for_request<'a>(mut sent: impl Iterator<Item = &'a [u8]>) -> String {
     }
 }
 
-/// A random UUID v4, formatted 8-4-4-4-12.
+thread_local! {
+    /// Per-thread state: two random seeds (from the OS) and a counter. Ids are built from
+    /// SplitMix64 of seed + counter: distinct within the thread by construction, across
+    /// threads and processes by the random seeds. Ids are not secrets: no CSPRNG per id.
+    static STATE: Cell<(u64, u64, u64)> = Cell::new((rand::thread_rng().gen(), rand::thread_rng().gen(), 0));
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A new id in UUID v4 form (8-4-4-4-12 lowercase hex), unique per request.
 pub fn new_id() -> String {
-    let mut b: [u8; 16] = rand::thread_rng().gen();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (seed_a, seed_b, n) = STATE.with(|c| {
+        let v = c.get();
+        c.set((v.0, v.1, v.2.wrapping_add(1)));
+        v
+    });
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&splitmix(seed_a ^ n).to_be_bytes());
+    b[8..].copy_from_slice(&seed_b.wrapping_add(n).to_be_bytes());
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -55,6 +79,12 @@ mod tests {
         assert_eq!(&a[14..15], "4");
         assert!(acceptable(a.as_bytes()));
         assert_ne!(a, new_id());
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.as_bytes()[19] == b'8'
+            || id.as_bytes()[19] == b'9'
+            || id.as_bytes()[19] == b'a'
+            || id.as_bytes()[19] == b'b'));
     }
 
     #[test]
