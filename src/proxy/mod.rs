@@ -327,6 +327,12 @@ impl ProxyHttp for AuthProxy {
         Ok(None)
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A client hanging up is not a gateway error (it is still in the access log).
+        e.esource() == &ErrorSource::Downstream
+            && matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let denial = match (ctx.denial.take(), e.etype()) {
             (Some(d), _) => Some(d),
