@@ -1,0 +1,240 @@
+//! What ships beside the binary: the annotated `config/` files load, the Dockerfile names
+//! things that exist, and `authgate demo` does what its curl lines promise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use common::{free_ports, request, wait_for, TempDir, BIN, DEADLINE};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+#[test]
+fn shipped_config_passes_check() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", &format!("{ROOT}/config/authgate.toml")])
+        .env("AUTHGATE_DEV_SECRET", "a-dev-secret-for-the-check")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn shipped_config_names_the_missing_secret() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", &format!("{ROOT}/config/authgate.toml")])
+        .env_remove("AUTHGATE_DEV_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("authgate.toml:") && text.contains("AUTHGATE_DEV_SECRET"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dockerfile_names_what_exists() {
+    let docker = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    assert!(docker.contains("cargo build --release --locked"));
+    // the binary it copies out of the build stage is the one cargo builds
+    assert!(docker.contains("/src/target/release/authgate /usr/local/bin/authgate"));
+    assert!(
+        BIN.ends_with("target/release/authgate") || BIN.ends_with("target/debug/authgate"),
+        "{BIN}"
+    );
+    // every COPY source exists in the repository
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(
+                Path::new(ROOT).join(src).exists(),
+                "Dockerfile copies {src}, which does not exist"
+            );
+        }
+    }
+    // the config it runs is the one it installs, and the lines its sed edits exist
+    assert!(docker.contains(r#"CMD ["--config", "/etc/authgate/authgate.toml"]"#));
+    let config = std::fs::read_to_string(format!("{ROOT}/config/authgate.toml")).unwrap();
+    assert!(config.lines().any(|l| l.starts_with("# learned_orgs_file = ")));
+    assert!(config
+        .lines()
+        .any(|l| l.starts_with(r#"admin_listen = "127.0.0.1:9090""#)));
+    for needle in [
+        "USER authgate",
+        "EXPOSE 8080",
+        "HEALTHCHECK",
+        "VOLUME [\"/var/lib/authgate\"]",
+        "authgate\", \"health\"",
+    ] {
+        assert!(docker.contains(needle), "Dockerfile lacks {needle}");
+    }
+}
+
+/// Copies `config/` into a temp dir with free ports, runs `authgate demo` on it, and
+/// replays its walkthrough: 201, 401 revoked, 401 inactive, 403 IP, 429 login links.
+#[test]
+fn demo_walkthrough() {
+    let dir = TempDir::new("demo");
+    let ports = free_ports(3);
+    let text = std::fs::read_to_string(format!("{ROOT}/config/authgate.toml"))
+        .unwrap()
+        .replace("0.0.0.0:8080", &format!("127.0.0.1:{}", ports[0]))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", ports[1]))
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", ports[2]));
+    dir.write("authgate.toml", text.as_bytes());
+    dir.write(
+        "partners.toml",
+        &std::fs::read(format!("{ROOT}/config/partners.toml")).unwrap(),
+    );
+    for k in ["demo-ed.pub.pem", "demo-ed.key.pem"] {
+        dir.write(
+            &format!("keys/{k}"),
+            &std::fs::read(format!("{ROOT}/config/keys/{k}")).unwrap(),
+        );
+    }
+    let mut child = Command::new(BIN)
+        .args(["demo", "--config"])
+        .arg(dir.path.join("authgate.toml"))
+        .env_remove("AUTHGATE_DEV_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let child = Kill(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut tokens = std::collections::HashMap::new();
+    while tokens.len() < 6 {
+        let line = rx.recv_timeout(DEADLINE).expect("demo printed its tokens");
+        if let Some((name, value)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+            tokens.insert(name.to_string(), value.to_string());
+        }
+    }
+    let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    wait_for(DEADLINE, "the demo gateway", || {
+        common::try_request(addr, "GET", b"/health", &[], None)
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let bearer = |name: &str| format!("Bearer {}", tokens[name]);
+    let json = [("Content-Type", "application/json")];
+    let created = request(
+        addr,
+        "POST",
+        b"/partner/v1/orgs",
+        &[("Authorization", &bearer("ACME")), json[0]],
+        Some(br#"{"name":"Acme Tours","external_id":"customer-12345"}"#),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let org = created.json()["id"].as_str().unwrap().to_string();
+    let listed = request(
+        addr,
+        "GET",
+        b"/partner/v1/orgs",
+        &[("Authorization", &bearer("ACME_ED"))],
+        None,
+    );
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json()["total"], 1);
+    let own = request(
+        addr,
+        "POST",
+        format!("/partner/v1/orgs/{org}/api-keys").as_bytes(),
+        &[("Authorization", &bearer("ACME"))],
+        Some(b"{}"),
+    );
+    assert_eq!(own.status, 201, "{}", own.text());
+    let org_key = own.json()["api_key"].as_str().unwrap().to_string();
+    let info = request(
+        addr,
+        "GET",
+        b"/org",
+        &[("Authorization", &format!("Bearer {org_key}"))],
+        None,
+    );
+    assert_eq!(
+        info.status,
+        200,
+        "the org key the demo API minted works on /org: {}",
+        info.text()
+    );
+    for (name, status) in [("LEAKED", 401), ("GLOBEX", 401)] {
+        assert_eq!(
+            request(
+                addr,
+                "GET",
+                b"/partner/v1/orgs",
+                &[("Authorization", &bearer(name))],
+                None
+            )
+            .status,
+            status,
+            "{name}"
+        );
+    }
+    let denied_ip = request(
+        addr,
+        "GET",
+        b"/partner/v1/orgs",
+        &[("Authorization", &bearer("INITECH")), ("X-Forwarded-For", "192.0.2.10")],
+        None,
+    );
+    assert_eq!(denied_ip.status, 403);
+    let foreign = request(
+        addr,
+        "POST",
+        b"/partner/v1/orgs/00000000-0000-0000-0000-000000000000/api-keys",
+        &[("Authorization", &bearer("ACME"))],
+        Some(b"{}"),
+    );
+    assert_eq!(foreign.status, 403);
+    let path = "/partner/v1/orgs/a1b2c3d4-e5f6-7890-abcd-ef1234567890/login-links";
+    let statuses: Vec<u16> = (0..31)
+        .map(|_| {
+            request(
+                addr,
+                "POST",
+                path.as_bytes(),
+                &[("Authorization", &bearer("ACME")), json[0]],
+                Some(br#"{"email":"owner@acmetours.com"}"#),
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 30, "{statuses:?}");
+    assert_eq!(statuses[30], 429, "{statuses:?}");
+    let key = request(
+        addr,
+        "GET",
+        b"/v1/org/info",
+        &[("X-API-Key", "org_demo_0123456789abcdef0123")],
+        None,
+    );
+    assert_eq!(key.status, 200, "{}", key.text());
+    assert_eq!(key.json()["success"], true);
+    drop(child);
+}
