@@ -116,6 +116,26 @@ fn ip_allowed(list: &Option<IpSet>, ip: ClientIp) -> bool {
     }
 }
 
+/// Steps 3 (revoked), 4 (IP) and 5 (active) for any principal, in that order.
+fn admit_principal(
+    revoked_keys: &HashSet<Box<str>>,
+    ip_allow_list: &Option<IpSet>,
+    active: bool,
+    key_id: Option<&str>,
+    ip: ClientIp,
+) -> Result<(), Denial> {
+    if key_id.is_some_and(|k| revoked_keys.contains(k)) {
+        return Err(Denial::RevokedKey);
+    }
+    if !ip_allowed(ip_allow_list, ip) {
+        return Err(Denial::IpDenied);
+    }
+    if !active {
+        return Err(Denial::InactivePartner);
+    }
+    Ok(())
+}
+
 /// Steps 3-5 for a partner token: known, key not revoked, IP allowed, active.
 pub fn admit_partner<'d>(
     dir: &'d Directory,
@@ -124,15 +144,7 @@ pub fn admit_partner<'d>(
     ip: ClientIp,
 ) -> Result<&'d PartnerPolicy, Denial> {
     let p = dir.partner(partner).ok_or(Denial::UnknownPartner)?;
-    if key_id.is_some_and(|k| p.revoked_keys.contains(k)) {
-        return Err(Denial::RevokedKey);
-    }
-    if !ip_allowed(&p.ip_allow_list, ip) {
-        return Err(Denial::IpDenied);
-    }
-    if !p.active {
-        return Err(Denial::InactivePartner);
-    }
+    admit_principal(&p.revoked_keys, &p.ip_allow_list, p.active, key_id, ip)?;
     Ok(p)
 }
 
@@ -152,15 +164,7 @@ pub fn admit_org<'d>(
             Ok(None)
         };
     };
-    if key_id.is_some_and(|k| o.revoked_keys.contains(k)) {
-        return Err(Denial::RevokedKey);
-    }
-    if !ip_allowed(&o.ip_allow_list, ip) {
-        return Err(Denial::IpDenied);
-    }
-    if !o.active {
-        return Err(Denial::InactivePartner);
-    }
+    admit_principal(&o.revoked_keys, &o.ip_allow_list, o.active, key_id, ip)?;
     Ok(Some(o))
 }
 
