@@ -189,6 +189,11 @@ impl RouteTable {
         })
     }
 
+    /// The route with this index (as recorded in a request's context).
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
     /// Routes in order.
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()

@@ -71,7 +71,7 @@ impl AuthProxy {
     }
 
     async fn write_denial(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
-        let route = ctx.route.and_then(|i| self.gw.settings.fixed.routes.iter().nth(i));
+        let route = ctx.route.and_then(|i| self.gw.settings.fixed.routes.get(i));
         let resp = render(&denial, style_of(route));
         ctx.denial = Some(denial);
         let mut h = ResponseHeader::build(resp.status, Some(4 + resp.headers.len()))?;
@@ -392,7 +392,7 @@ impl ProxyHttp for AuthProxy {
         if gw.settings.access_log {
             let route = ctx
                 .route
-                .and_then(|i| gw.settings.fixed.routes.iter().nth(i))
+                .and_then(|i| gw.settings.fixed.routes.get(i))
                 .map_or("none", |r| &*r.name);
             let (partner, org) = match &ctx.identity {
                 Identity::Partner { id, .. } => (Some(&**id), None),
