@@ -13,6 +13,9 @@ pub enum PathProblem {
     EncodedNul,
     Backslash,
     BadPercentEscape,
+    /// The percent-decoded path is not valid UTF-8 (overlong `%c0%ae`, stray bytes):
+    /// servers disagree on what such bytes mean, so none of them gets to guess.
+    InvalidUtf8,
 }
 
 impl PathProblem {
@@ -26,6 +29,7 @@ impl PathProblem {
             PathProblem::EncodedNul => "the path has an encoded NUL (%00)",
             PathProblem::Backslash => "the path has a backslash",
             PathProblem::BadPercentEscape => "the path has a malformed percent-escape",
+            PathProblem::InvalidUtf8 => "the path does not decode to valid UTF-8",
         }
     }
 }
@@ -57,9 +61,15 @@ pub fn check(path: &[u8]) -> Result<(), PathProblem> {
     Ok(())
 }
 
+/// One segment: no backslash, no encoded separator or NUL, well-formed escapes, not a dot
+/// segment (also not before a `;` path parameter, which Tomcat and Spring strip before
+/// resolving dots: `..;x` is `..` to them), and valid UTF-8 once decoded.
 fn check_segment(seg: &[u8]) -> Result<(), PathProblem> {
     let mut decoded_len = 0usize;
     let mut dots = 0usize;
+    // (decoded length, dots) of the part before the first raw ';'
+    let mut before_param: Option<(usize, usize)> = None;
+    let mut plain = true;
     let mut i = 0;
     while i < seg.len() {
         let b = match seg[i] {
@@ -71,22 +81,34 @@ fn check_segment(seg: &[u8]) -> Result<(), PathProblem> {
                     return Err(PathProblem::BadPercentEscape);
                 };
                 i += 2;
+                plain = false;
                 match hi << 4 | lo {
                     b'/' | b'\\' => return Err(PathProblem::EncodedSeparator),
                     0 => return Err(PathProblem::EncodedNul),
                     other => other,
                 }
             }
+            b';' if before_param.is_none() => {
+                before_param = Some((decoded_len, dots));
+                b';'
+            }
             other => other,
         };
         if b == b'.' {
             dots += 1;
         }
+        if !b.is_ascii() {
+            plain = false;
+        }
         decoded_len += 1;
         i += 1;
     }
-    if dots == decoded_len && (decoded_len == 1 || decoded_len == 2) {
+    let is_dots = |len: usize, dots: usize| dots == len && (len == 1 || len == 2);
+    if is_dots(decoded_len, dots) || before_param.is_some_and(|(len, dots)| is_dots(len, dots)) {
         return Err(PathProblem::DotSegment);
+    }
+    if !plain && std::str::from_utf8(&decode_segment(seg)).is_err() {
+        return Err(PathProblem::InvalidUtf8);
     }
     Ok(())
 }
@@ -143,6 +165,14 @@ mod tests {
             "/a/b.c",
             "/a/%41",
             "/a/%252e%252e",
+            "/a;b",
+            "/a/b;c/d",
+            "/a/;x",
+            "/a/...;x",
+            "/a/x..;y",
+            "/a/caf%C3%A9",
+            "/a/%E2%82%AC",
+            "/a/%3B..",
         ] {
             assert_eq!(check(ok.as_bytes()), Ok(()), "{ok}");
         }
@@ -180,6 +210,16 @@ mod tests {
             ("/a%", BadPercentEscape),
             ("/a%2", BadPercentEscape),
             ("/a%zz", BadPercentEscape),
+            ("/a/..;/b", DotSegment),
+            ("/a/..;", DotSegment),
+            ("/a/.;x/b", DotSegment),
+            ("/a/%2e%2e;p/b", DotSegment),
+            ("/a/%2E.;jsessionid=1", DotSegment),
+            ("/a/..;x;y", DotSegment),
+            ("/a/%c0%ae%c0%ae/b", InvalidUtf8),
+            ("/a/%ff", InvalidUtf8),
+            ("/a/%C3", InvalidUtf8),
+            ("/a/%80x", InvalidUtf8),
         ];
         for (path, want) in cases {
             assert_eq!(check(path.as_bytes()), Err(want), "{path}");
@@ -217,6 +257,9 @@ mod props {
             Just(b"%5C".to_vec()),
             Just(b"%00".to_vec()),
             Just(b"\\".to_vec()),
+            Just(b";".to_vec()),
+            Just(b"%c0%ae".to_vec()),
+            Just(b"%C3%A9".to_vec()),
             "[a-z0-9]{1,4}".prop_map(|s| s.into_bytes()),
             any::<u8>().prop_map(|b| vec![b]),
         ];
@@ -246,6 +289,10 @@ mod props {
                     }
                     let d = decode_segment(seg);
                     prop_assert!(&*d != b"." && &*d != b"..");
+                    prop_assert!(std::str::from_utf8(&d).is_ok());
+                    let before = seg.split(|&b| b == b';').next().unwrap_or_default();
+                    let d = decode_segment(before);
+                    prop_assert!(&*d != b"." && &*d != b"..", "dot segment before ';'");
                 }
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! `{name}` matches one non-empty segment, a trailing `/**` zero or more further segments,
 //! and one trailing `/` in the request is ignored. Literal segments are compared with the
-//! percent-decoded request segment, so `/%61dmin` cannot slip past a route for `/admin`.
+//! percent-decoded request segment, ASCII case-insensitively, because that is how the
+//! upstream's router (Express/NestJS) reads them: `/%61dmin` and `/ADMIN` cannot slip past
+//! a route for `/admin`. Captures keep their bytes and case.
 
 use std::sync::Arc;
 
@@ -112,7 +114,9 @@ impl Pattern {
             let part = parts.next()?;
             match seg {
                 Segment::Literal(lit) => {
-                    if part != lit.as_slice() && (!part.contains(&b'%') || *decode_segment(part) != **lit) {
+                    let same = part.eq_ignore_ascii_case(lit)
+                        || (part.contains(&b'%') && decode_segment(part).eq_ignore_ascii_case(lit));
+                    if !same {
                         return None;
                     }
                 }
@@ -305,6 +309,24 @@ mod tests {
             ("GET", "/partner/v1/orgs", hit("orgs", None)),
             ("GET", "/partner/v1/orgs/", hit("orgs", None)),
             ("GET", "/partner/v1/%6Frgs", hit("orgs", None)),
+            ("GET", "/PARTNER/V1/ORGS", hit("orgs", None)),
+            ("GET", "/partner/v1/%4Frgs", hit("orgs", None)),
+            (
+                "POST",
+                "/partner/v1/orgs/O1/LOGIN-LINKS",
+                hit("login-links", Some("O1")),
+            ),
+            (
+                "POST",
+                "/Partner/V1/Orgs/Ab/Login-Links/",
+                hit("login-links", Some("Ab")),
+            ),
+            (
+                "GET",
+                "/partner/v1/orgs/BY-EXTERNAL-ID/Cust-1",
+                hit("by-external-id", None),
+            ),
+            ("GET", "/HEALTH", hit("health", None)),
             ("GET", "/partner/v1/orgsX", None),
             ("GET", "/partner/v2/orgs", None),
             ("GET", "/partner/v1", None),
