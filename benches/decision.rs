@@ -21,6 +21,7 @@ use authgate::policy::jwt::{self, JwtPolicy, KeySet, VerifyKey};
 use authgate::policy::ownership::{check_partner_org, LearnedOrgs};
 use authgate::policy::path;
 use authgate::policy::pipeline::{decide, Gate, RequestFacts, Snapshot, StaticPolicy};
+use authgate::policy::principal::Principal;
 use authgate::policy::rate_limit::{LimitDef, RateLimits};
 use authgate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
 use authgate::policy::token_cache::TokenCache;
@@ -203,7 +204,9 @@ fn bench_limits(c: &mut Criterion) {
     );
     let dir = Directory::new((0..10_000).map(partner).collect(), vec![], vec![]);
     let overrides = limits.build_overrides(&dir, None);
-    let ids: Vec<Arc<str>> = (0..10_000).map(|i| Arc::from(format!("partner-{i}"))).collect();
+    let ids: Vec<Principal> = (0..10_000)
+        .map(|i| Principal::partner(format!("partner-{i}")))
+        .collect();
     for id in &ids {
         limits.check(&overrides, &[0], id).unwrap();
     }
@@ -296,8 +299,27 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// The stall a create response sees on its worker thread: one journal line appended and
+/// fdatasync'd under the writer lock (on the disk `TMPDIR` is on).
+fn bench_journal_append(c: &mut Criterion) {
+    let path = std::env::temp_dir().join(format!("authgate-bench-journal-{}", std::process::id()));
+    let learned = LearnedOrgs::new();
+    let journal = authgate::journal::Journal::open(&path, &learned).unwrap();
+    let mut i = 0u64;
+    c.bench_function("journal append + fdatasync", |b| {
+        b.iter(|| {
+            i += 1;
+            journal.append("bench", &format!("org-{i}")).unwrap();
+        })
+    });
+    drop(journal);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path.with_extension("lock"));
+}
+
 criterion_group!(
     benches,
+    bench_journal_append,
     bench_path_and_routes,
     bench_jwt,
     bench_client_ip,

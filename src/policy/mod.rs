@@ -9,6 +9,8 @@ pub mod jwt;
 pub mod ownership;
 pub mod path;
 pub mod pipeline;
+pub mod principal;
 pub mod rate_limit;
 pub mod routes;
 pub mod token_cache;
+pub mod upstream_headers;

@@ -15,6 +15,7 @@ use super::directory::{self, Directory};
 use super::jwt::{IdClaim, JwtPolicy, KeySet, TokenError};
 use super::ownership::{self, LearnedOrgs};
 use super::path;
+use super::principal::Principal;
 use super::rate_limit::{Headroom, OverrideBuckets, RateLimits};
 use super::routes::{AuthKind, ErrorFormat, Route, RouteTable};
 use super::token_cache::TokenCache;
@@ -208,7 +209,7 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
                 };
                 let partner = directory::admit_partner(dir, id, verified.key_id.as_deref(), client_ip)
                     .map_err(|d| on_route(d, identity.clone()))?;
-                (identity, partner.id.clone())
+                (identity, Principal::partner(partner.id.clone()))
             } else {
                 let Some(id) = verified.org.as_str() else {
                     return Err(on_route(
@@ -228,7 +229,7 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
                     gate.fixed.jwt.org_must_be_listed,
                 )
                 .map_err(|d| on_route(d, identity.clone()))?;
-                (identity, id.clone())
+                (identity, Principal::org(id.clone()))
             }
         }
         AuthKind::ApiKey => {
@@ -256,7 +257,7 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
             }
             directory::admit_org(dir, &entry.org, None, client_ip, gate.fixed.jwt.org_must_be_listed)
                 .map_err(|d| on_route(d, identity.clone()))?;
-            (identity, entry.org.clone())
+            (identity, Principal::org(entry.org.clone()))
         }
     };
 

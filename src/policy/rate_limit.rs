@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 
 use super::denial::Denial;
 use super::directory::Directory;
+use super::principal::Principal;
 
 /// One `[[limits]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct LimitDef {
     pub per_minute: NonZeroU32,
 }
 
-type Keyed<C> = RateLimiter<Arc<str>, DefaultKeyedStateStore<Arc<str>>, C, StateInformationMiddleware>;
+type Keyed<C> = RateLimiter<Principal, DefaultKeyedStateStore<Principal>, C, StateInformationMiddleware>;
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
 /// A partner's own bucket for an overridden limit.
@@ -51,9 +52,9 @@ impl<C: Clock> Default for OverrideBuckets<C> {
 }
 
 impl<C: Clock> OverrideBuckets<C> {
-    fn get(&self, principal: &str, limit: usize) -> Option<&OverrideBucket<C>> {
+    fn get(&self, principal: &Principal, limit: usize) -> Option<&OverrideBucket<C>> {
         self.by_partner
-            .get(principal)?
+            .get(principal.as_partner()?)?
             .iter()
             .find(|b| b.limit == limit)
             .map(|b| &**b)
@@ -138,7 +139,7 @@ impl<C: Clock + Clone> RateLimits<C> {
         &self,
         overrides: &OverrideBuckets<C>,
         limits: &[usize],
-        principal: &Arc<str>,
+        principal: &Principal,
     ) -> Result<Option<Headroom>, Denial> {
         let mut tightest: Option<Headroom> = None;
         for &i in limits {
@@ -212,8 +213,8 @@ mod tests {
         )
     }
 
-    fn who(s: &str) -> Arc<str> {
-        Arc::from(s)
+    fn who(s: &str) -> Principal {
+        Principal::partner(s)
     }
 
     #[test]
@@ -370,6 +371,32 @@ mod tests {
             .collect();
         let passed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn a_partner_and_an_org_with_one_id_never_share_a_bucket() {
+        let clock = FakeRelativeClock::default();
+        let rl = limits(&clock);
+        let mut small = partner("same");
+        small.limit_overrides = vec![LimitOverride {
+            limit: 1,
+            per_minute: 2,
+        }];
+        let dir = Directory::new(vec![small], vec![], vec![]);
+        let overrides = rl.build_overrides(&dir, None);
+        let p = Principal::partner("same");
+        let o = Principal::org("same");
+        for _ in 0..30 {
+            rl.check(&overrides, &[0], &p).unwrap();
+        }
+        // the partner's spending leaves the org's bucket full
+        assert_eq!(rl.check(&overrides, &[0], &o).unwrap().unwrap().remaining, 99);
+        // and the partner's override does not apply to the org
+        for _ in 0..2 {
+            rl.check(&overrides, &[1], &p).unwrap();
+        }
+        assert!(rl.check(&overrides, &[1], &p).is_err());
+        assert_eq!(rl.check(&overrides, &[1], &o).unwrap().unwrap().per_minute, 30);
     }
 
     #[test]
