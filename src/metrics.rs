@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+use crate::policy::denial::Reason;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -20,36 +22,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// The method label set of §7.
 pub const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
 
-/// The reason label set (the §4 failure names plus gateway-internal ones).
-pub const REASONS: [&str; 17] = [
-    "bad_path",
-    "no_route",
-    "missing_token",
-    "invalid_token",
-    "unknown_partner",
-    "revoked_key",
-    "ip_denied",
-    "inactive_partner",
-    "rate_limited",
-    "org_forbidden",
-    "upstream_unavailable",
-    "upstream_timeout",
-    "body_too_large",
-    "key_disabled",
-    "internal_error",
-    "bad_request",
-    "other",
-];
-
 const STATUSES: usize = 600;
 
 /// Index of a method in [`METHODS`].
 pub fn method_index(method: &str) -> usize {
     METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
-}
-
-fn reason_index(reason: &str) -> usize {
-    REASONS.iter().position(|r| *r == reason).unwrap_or(REASONS.len() - 1)
 }
 
 struct RouteMetrics {
@@ -68,6 +45,7 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     reloads: IntCounterVec,
     jwks_fetches: IntCounterVec,
+    jwks_keys_ignored: IntCounter,
     partners: IntGauge,
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
@@ -126,6 +104,10 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let jwks_keys_ignored = IntCounter::new(
+            "authgate_jwks_keys_ignored_total",
+            "Keys fetched from the JWKS URL and ignored because their kid is pinned by the config.",
+        )?;
         let partners = IntGauge::new("authgate_partners", "Partners in the policy in force.")?;
         let learned_orgs = IntGauge::new("authgate_learned_orgs", "Orgs learned from create responses.")?;
         let journal_failures = IntCounter::new(
@@ -139,6 +121,7 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
+        registry.register(Box::new(jwks_keys_ignored.clone()))?;
         registry.register(Box::new(partners.clone()))?;
         registry.register(Box::new(learned_orgs.clone()))?;
         registry.register(Box::new(journal_failures.clone()))?;
@@ -152,7 +135,7 @@ impl Metrics {
                 request_duration: request_duration.with_label_values(&[name]),
                 upstream_duration: upstream_duration.with_label_values(&[name]),
                 requests: (0..METHODS.len() * STATUSES).map(|_| OnceLock::new()).collect(),
-                denied: (0..REASONS.len()).map(|_| OnceLock::new()).collect(),
+                denied: (0..Reason::ALL.len()).map(|_| OnceLock::new()).collect(),
             });
         }
         Ok(Metrics {
@@ -162,6 +145,7 @@ impl Metrics {
             rate_limited,
             reloads,
             jwks_fetches,
+            jwks_keys_ignored,
             partners,
             learned_orgs,
             journal_failures,
@@ -189,11 +173,10 @@ impl Metrics {
     }
 
     /// Counts a refusal by reason.
-    pub fn denied(&self, route: Option<usize>, reason: &str) {
+    pub fn denied(&self, route: Option<usize>, reason: Reason) {
         let r = self.route(route);
-        let i = reason_index(reason);
-        r.denied[i]
-            .get_or_init(|| self.denied.with_label_values(&[&r.name, REASONS[i]]))
+        r.denied[reason.index()]
+            .get_or_init(|| self.denied.with_label_values(&[&r.name, reason.as_str()]))
             .inc();
     }
 
@@ -219,6 +202,11 @@ impl Metrics {
         self.jwks_fetches
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
+    }
+
+    /// Counts a fetched JWKS key ignored because a pinned key has its kid.
+    pub fn jwks_key_ignored(&self) {
+        self.jwks_keys_ignored.inc();
     }
 
     /// Sets the partner gauge.
@@ -256,8 +244,8 @@ mod tests {
         let m = Metrics::new(["orgs", "health"]).unwrap();
         m.request(Some(0), "GET", 200, 0.001);
         m.request(None, "BREW", 404, 0.0001);
-        m.denied(None, "no_route");
-        m.denied(Some(0), "rate_limited");
+        m.denied(None, Reason::NoRoute);
+        m.denied(Some(0), Reason::RateLimited);
         m.rate_limited("partner", "acme");
         m.upstream(Some(0), 0.0005);
         m.reload(true);

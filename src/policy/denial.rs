@@ -44,26 +44,98 @@ pub enum Denial {
     BadRequest,
 }
 
+/// The contract's failure names (CONTRACT §4, §7 `reason` label), one closed set: the
+/// metrics pre-build one child per variant, so a new reason is counted under its own name
+/// from the start and can never fall into a catch-all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    BadPath,
+    BodyTooLarge,
+    NoRoute,
+    MissingToken,
+    InvalidToken,
+    KeyDisabled,
+    UnknownPartner,
+    RevokedKey,
+    IpDenied,
+    InactivePartner,
+    RateLimited,
+    OrgForbidden,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    InternalError,
+    BadRequest,
+}
+
+impl Reason {
+    /// Every reason, in a fixed order (index = position).
+    pub const ALL: [Reason; 16] = [
+        Reason::BadPath,
+        Reason::BodyTooLarge,
+        Reason::NoRoute,
+        Reason::MissingToken,
+        Reason::InvalidToken,
+        Reason::KeyDisabled,
+        Reason::UnknownPartner,
+        Reason::RevokedKey,
+        Reason::IpDenied,
+        Reason::InactivePartner,
+        Reason::RateLimited,
+        Reason::OrgForbidden,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamTimeout,
+        Reason::InternalError,
+        Reason::BadRequest,
+    ];
+
+    /// The label value and access-log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BadPath => "bad_path",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::NoRoute => "no_route",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::KeyDisabled => "key_disabled",
+            Reason::UnknownPartner => "unknown_partner",
+            Reason::RevokedKey => "revoked_key",
+            Reason::IpDenied => "ip_denied",
+            Reason::InactivePartner => "inactive_partner",
+            Reason::RateLimited => "rate_limited",
+            Reason::OrgForbidden => "org_forbidden",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::InternalError => "internal_error",
+            Reason::BadRequest => "bad_request",
+        }
+    }
+
+    /// Position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Denial {
     /// The contract's failure name (metric label `reason`, access-log field).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Denial::BadPath(_) => "bad_path",
-            Denial::BodyTooLarge { .. } => "body_too_large",
-            Denial::NoRoute => "no_route",
-            Denial::MissingToken | Denial::MissingApiKey => "missing_token",
-            Denial::InvalidToken(_) | Denial::BadApiKeyFormat | Denial::UnknownApiKey => "invalid_token",
-            Denial::KeyDisabled => "key_disabled",
-            Denial::UnknownPartner => "unknown_partner",
-            Denial::RevokedKey => "revoked_key",
-            Denial::IpDenied => "ip_denied",
-            Denial::InactivePartner => "inactive_partner",
-            Denial::RateLimited { .. } => "rate_limited",
-            Denial::OrgForbidden => "org_forbidden",
-            Denial::UpstreamUnavailable => "upstream_unavailable",
-            Denial::UpstreamTimeout => "upstream_timeout",
-            Denial::Internal => "internal_error",
-            Denial::BadRequest => "bad_request",
+            Denial::BadPath(_) => Reason::BadPath,
+            Denial::BodyTooLarge { .. } => Reason::BodyTooLarge,
+            Denial::NoRoute => Reason::NoRoute,
+            Denial::MissingToken | Denial::MissingApiKey => Reason::MissingToken,
+            Denial::InvalidToken(_) | Denial::BadApiKeyFormat | Denial::UnknownApiKey => Reason::InvalidToken,
+            Denial::KeyDisabled => Reason::KeyDisabled,
+            Denial::UnknownPartner => Reason::UnknownPartner,
+            Denial::RevokedKey => Reason::RevokedKey,
+            Denial::IpDenied => Reason::IpDenied,
+            Denial::InactivePartner => Reason::InactivePartner,
+            Denial::RateLimited { .. } => Reason::RateLimited,
+            Denial::OrgForbidden => Reason::OrgForbidden,
+            Denial::UpstreamUnavailable => Reason::UpstreamUnavailable,
+            Denial::UpstreamTimeout => Reason::UpstreamTimeout,
+            Denial::Internal => Reason::InternalError,
+            Denial::BadRequest => Reason::BadRequest,
         }
     }
 
@@ -287,8 +359,19 @@ mod tests {
             (400, "bad_request"),
         ];
         for (d, (status, reason)) in all().iter().zip(expected) {
-            assert_eq!((d.status(), d.reason()), (status, reason), "{d:?}");
+            assert_eq!((d.status(), d.reason().as_str()), (status, reason), "{d:?}");
         }
+    }
+
+    #[test]
+    fn reason_indexes_follow_all() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
     }
 
     #[test]
