@@ -38,6 +38,8 @@ pub struct ServerFile {
     pub log_format: Option<Spanned<String>>,
     /// One access-log line per request (default true).
     pub access_log: Option<bool>,
+    /// `drop` (default) or `allow`: other request headers with `_` in their name.
+    pub underscore_headers: Option<Spanned<String>>,
 }
 
 /// `[upstream]`.

@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 
 use crate::policy::pipeline::StaticPolicy;
 use crate::policy::rate_limit::LimitDef;
+use crate::policy::upstream_headers::UnderscoreHeaders;
 
 /// Where a configured key's material comes from (re-read on every reload, except env).
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub access_log: bool,
+    /// `[server] underscore_headers` (CONTRACT §6).
+    pub underscore_headers: UnderscoreHeaders,
     pub upstream: UpstreamSettings,
     /// Routes, client-IP rules, `[jwt]` checks, body limit.
     pub fixed: StaticPolicy,

@@ -19,6 +19,7 @@ use crate::policy::jwt::JwtPolicy;
 use crate::policy::pipeline::StaticPolicy;
 use crate::policy::rate_limit::LimitDef;
 use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Route, RouteTable};
+use crate::policy::upstream_headers::UnderscoreHeaders;
 
 /// Default values of CONTRACT §2.
 pub mod defaults {
@@ -136,6 +137,18 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
                 format!("server.log_format: {other:?} is not \"json\" or \"text\""),
             );
             LogFormat::Json
+        }
+    };
+
+    let underscore_headers = match s.underscore_headers.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        None | Some(("drop", _)) => UnderscoreHeaders::Drop,
+        Some(("allow", _)) => UnderscoreHeaders::Allow,
+        Some((other, span)) => {
+            c.r.at(
+                span,
+                format!("server.underscore_headers: {other:?} is not \"drop\" or \"allow\""),
+            );
+            UnderscoreHeaders::Drop
         }
     };
 
@@ -294,12 +307,8 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
             c.r.at(span.clone(), "jwt.jwks needs file or url");
         }
         if let Some(u) = &w.url {
-            let ok = u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://");
-            if !ok {
-                c.r.at(
-                    u.span(),
-                    format!("jwt.jwks.url: {:?} is not an http(s) URL", u.get_ref()),
-                );
+            if let Err(e) = jwks_url(u.get_ref()) {
+                c.r.at(u.span(), format!("jwt.jwks.url: {e}"));
             }
         }
         let refresh = c.duration(&w.refresh, defaults::JWKS_REFRESH, "jwt.jwks.refresh");
@@ -375,6 +384,7 @@ pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) ->
         log_level,
         log_format,
         access_log: s.access_log.unwrap_or(true),
+        underscore_headers,
         upstream,
         fixed: StaticPolicy {
             routes: RouteTable::new(routes),
@@ -560,6 +570,31 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
     })
 }
 
+/// A JWKS URL must be https, or http to a loopback host (`127.0.0.0/8`, `::1`,
+/// `localhost`): keys fetched in clear text over a network could be anyone's.
+pub fn jwks_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.to_canonical().is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url:?}: plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https"
+                ))
+            }
+        }
+        _ => Err(format!("{url:?} is not an https URL")),
+    }
+}
+
 /// Parses a list of CIDRs / bare IPs, reporting each bad entry.
 pub fn ip_list(r: &mut Reporter<'_>, list: &[Spanned<String>], field: &str) -> IpSet {
     let mut nets = Vec::new();
@@ -600,6 +635,32 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         for bad in ["10", "", "s", "ten seconds", "-1s", "1d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:8000/jwks",
+            "http://127.9.9.9/jwks",
+            "http://[::1]:9/jwks",
+            "http://localhost/jwks",
+            "http://LOCALHOST:1/jwks",
+        ] {
+            assert!(jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://issuer.example/jwks",
+            "http://10.0.0.1/jwks",
+            "http://[::ffff:10.0.0.1]/jwks",
+            "http://localhost.evil.example/jwks",
+            "ftp://127.0.0.1/jwks",
+            "file:///etc/jwks",
+            "jwks.json",
+            "",
+        ] {
+            assert!(jwks_url(bad).is_err(), "{bad}");
         }
     }
 

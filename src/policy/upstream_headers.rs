@@ -1,5 +1,7 @@
-//! What the upstream receives (CONTRACT §6): client-sent identity headers removed on every
-//! route, then the gateway's own values set.
+//! What the upstream receives (CONTRACT §6): client-sent identity headers, their underscore
+//! spellings, method overrides and (from untrusted peers) other client-IP claims removed on
+//! every route, then the gateway's own values set. Runs after pingora's hop-by-hop removal,
+//! so naming a header in `Connection` cannot make the gateway's own values disappear.
 
 use std::net::IpAddr;
 
@@ -25,16 +27,67 @@ pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-l
 /// `X-RateLimit-Remaining` (responses).
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
-/// Headers a client must never be able to set for the upstream (plus any `x-authgate-*`).
-pub const STRIPPED: [HeaderName; 5] = [X_PARTNER_ID, X_ORG_ID, X_API_KEY_ID, X_REAL_IP, X_REQUEST_ID];
+/// `[server] underscore_headers`: what happens to a header with `_` in its name that does
+/// not spell one of the gateway's own names (those are always removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Remove it (nginx's `underscores_in_headers off`, the default): CGI, WSGI, Rack and PHP
+    /// upstreams read `_` as `-`, so the header could shadow a dashed one.
+    Drop,
+    /// Pass it on.
+    Allow,
+}
+
+/// How CONTRACT §6 treats one client-sent header name on its way upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Managed {
+    /// The gateway sets (or deliberately omits) this header itself: the client's copy goes.
+    Owned,
+    /// A method override a framework would obey over the real method: always removed.
+    MethodOverride,
+    /// Another claim about the client's address: kept only from a trusted proxy.
+    ClientIpClaim,
+    /// `X-Forwarded-For`: rewritten (incoming list + peer), never copied as is.
+    ForwardedFor,
+}
+
+/// Classifies a lowercase header name with `_` already read as `-`.
+fn managed(dashed: &str) -> Option<Managed> {
+    match dashed {
+        "x-partner-id" | "x-org-id" | "x-api-key-id" | "x-real-ip" | "x-request-id" => Some(Managed::Owned),
+        "x-http-method-override" | "x-http-method" | "x-method-override" => Some(Managed::MethodOverride),
+        "cf-connecting-ip" | "true-client-ip" | "x-client-ip" | "x-cluster-client-ip" | "forwarded" => {
+            Some(Managed::ClientIpClaim)
+        }
+        "x-forwarded-for" => Some(Managed::ForwardedFor),
+        _ if dashed.starts_with("x-authgate-") => Some(Managed::Owned),
+        _ => None,
+    }
+}
+
+/// Whether a client-sent header must be removed before the upstream sees it (CONTRACT §6).
+/// `name` is lowercase, as `http::HeaderName` keeps it.
+pub fn must_strip(name: &str, peer_trusted: bool, underscores: UnderscoreHeaders) -> bool {
+    if name.contains('_') {
+        // An underscore spelling of one of our names is always removed; any other name
+        // with `_` follows the operator's choice.
+        let dashed = name.replace('_', "-");
+        return managed(&dashed).is_some() || underscores == UnderscoreHeaders::Drop;
+    }
+    match managed(name) {
+        Some(Managed::Owned | Managed::MethodOverride) => true,
+        Some(Managed::ClientIpClaim) => !peer_trusted,
+        // Rewritten by the caller from the incoming lines; not removed here.
+        Some(Managed::ForwardedFor) | None => false,
+    }
+}
 
 /// The client-sent headers to remove before forwarding: one pass over the names, so the
-/// common case (none present) costs no lookups and no allocation.
-pub fn to_strip(headers: &HeaderMap) -> Vec<HeaderName> {
+/// common case (none present) costs no allocation.
+pub fn to_strip(headers: &HeaderMap, peer_trusted: bool, underscores: UnderscoreHeaders) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for name in headers.keys() {
-        let n = name.as_str();
-        if n.starts_with("x-authgate-") || STRIPPED.iter().any(|s| s.as_str() == n) {
+        if must_strip(name.as_str(), peer_trusted, underscores) {
             out.push(name.clone());
         }
     }
@@ -152,7 +205,59 @@ mod tests {
         h.append("x-partner-id", "evil2".parse().unwrap());
         h.insert("x-request-id", "r".parse().unwrap());
         h.insert("x-other", "1".parse().unwrap());
-        assert_eq!(to_strip(&h).len(), 4);
-        assert!(to_strip(&HeaderMap::new()).is_empty());
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        assert_eq!(to_strip(&h, true, UnderscoreHeaders::Drop).len(), 4);
+        assert!(to_strip(&HeaderMap::new(), false, UnderscoreHeaders::Drop).is_empty());
+    }
+
+    #[test]
+    fn underscore_spellings_of_our_names_always_go() {
+        use UnderscoreHeaders::*;
+        for name in [
+            "x_partner_id",
+            "x-partner_id",
+            "x_org-id",
+            "x_api_key_id",
+            "x_real_ip",
+            "x_request_id",
+            "x_forwarded_for",
+            "x-forwarded_for",
+            "x_authgate_admin",
+            "x_http_method_override",
+            "x_method_override",
+            "x_http_method",
+            "cf_connecting_ip",
+            "true_client_ip",
+            "x_client_ip",
+            "x_cluster_client_ip",
+        ] {
+            for trusted in [true, false] {
+                assert!(must_strip(name, trusted, Allow), "{name} trusted={trusted}");
+                assert!(must_strip(name, trusted, Drop), "{name} trusted={trusted}");
+            }
+        }
+        // other underscore names follow the setting
+        assert!(must_strip("x_custom", true, Drop));
+        assert!(!must_strip("x_custom", true, Allow));
+        assert!(!must_strip("x-custom", false, Drop));
+    }
+
+    #[test]
+    fn method_overrides_always_go_and_ip_claims_only_from_untrusted_peers() {
+        for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+            assert!(must_strip(name, true, UnderscoreHeaders::Allow), "{name}");
+        }
+        for name in [
+            "cf-connecting-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "forwarded",
+        ] {
+            assert!(must_strip(name, false, UnderscoreHeaders::Allow), "{name}");
+            assert!(!must_strip(name, true, UnderscoreHeaders::Allow), "{name}");
+        }
+        assert!(!must_strip("x-forwarded-for", false, UnderscoreHeaders::Drop));
+        assert!(!must_strip("authorization", false, UnderscoreHeaders::Drop));
     }
 }

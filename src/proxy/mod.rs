@@ -2,7 +2,6 @@
 //! write denials through the one renderer, and shape what the upstream receives.
 
 pub mod request_id;
-pub mod upstream_headers;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use crate::policy::denial::{render, Denial};
 use crate::policy::ownership::org_from_response;
 use crate::policy::pipeline::{style_of, Identity, RequestFacts};
 use crate::policy::rate_limit::Headroom;
+use crate::policy::upstream_headers::{self, UnderscoreHeaders};
 
 /// Largest create response buffered to learn an org from.
 const LEARN_BUFFER_LIMIT: usize = 1 << 20;
@@ -34,6 +34,8 @@ pub struct RequestCtx {
     identity: Identity,
     client_ip: ClientIp,
     peer: Option<IpAddr>,
+    /// Whether the TCP peer is in `trusted_proxies` (its client-IP headers may pass, §6).
+    peer_trusted: bool,
     headroom: Option<Headroom>,
     body_bytes: u64,
     upstream_started: Option<Instant>,
@@ -91,10 +93,15 @@ impl AuthProxy {
     }
 }
 
-/// CONTRACT §6: strip client-sent identity headers, then set the gateway's own.
-fn rewrite_for_upstream(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+/// CONTRACT §6: strip what the client must not decide, then set the gateway's own headers.
+/// Runs on the upstream request, after pingora removed the hop-by-hop headers.
+fn rewrite_for_upstream(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    underscores: UnderscoreHeaders,
+) -> pingora::Result<()> {
     use upstream_headers::*;
-    for name in to_strip(&req.headers) {
+    for name in to_strip(&req.headers, ctx.peer_trusted, underscores) {
         req.remove_header(&name);
     }
     let xff = forwarded_for(
@@ -140,6 +147,7 @@ impl ProxyHttp for AuthProxy {
             identity: Identity::Anonymous,
             client_ip: ClientIp::Unknown,
             peer: None,
+            peer_trusted: false,
             headroom: None,
             body_bytes: 0,
             upstream_started: None,
@@ -153,6 +161,9 @@ impl ProxyHttp for AuthProxy {
         let req = session.req_header();
         ctx.request_id = request_id::for_request(req.headers.get_all("x-request-id").iter().map(|v| v.as_bytes()));
         ctx.peer = peer_ip(session);
+        ctx.peer_trusted = ctx
+            .peer
+            .is_some_and(|p| self.gw.settings.fixed.client_ip.trusted_proxies.contains(p));
         let content_length = req
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -194,9 +205,6 @@ impl ProxyHttp for AuthProxy {
                     }
                 }
                 ctx.identity = identity;
-                // Rewritten on the downstream header, which pingora clones for the upstream:
-                // it has spare capacity, so the inserts do not regrow the maps.
-                rewrite_for_upstream(session.req_header_mut(), ctx)?;
                 Ok(false)
             }
             Err((route, denial, identity, client_ip)) => {
@@ -239,6 +247,15 @@ impl ProxyHttp for AuthProxy {
             }
         }
         Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        rewrite_for_upstream(upstream_request, ctx, self.gw.settings.underscore_headers)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
@@ -408,7 +425,7 @@ impl ProxyHttp for AuthProxy {
                 path = &*path,
                 route,
                 status = status.unwrap_or(0),
-                reason = ctx.denial.as_ref().map(|d| d.reason()),
+                reason = ctx.denial.as_ref().map(|d| d.reason().as_str()),
                 partner,
                 org,
                 client_ip = ctx.client_ip.addr().map(upstream_headers::ip_text),
