@@ -41,6 +41,12 @@ pub struct Gateway {
     started: Instant,
 }
 
+/// The key set in force: fetched keys first, then the pinned ones, so a pinned kid always
+/// wins (later keys replace earlier ones in a [`KeySet`]).
+fn merge_keys(pinned: &[Arc<VerifyKey>], fetched: &[Arc<VerifyKey>]) -> KeySet {
+    KeySet::from_shared(fetched.iter().chain(pinned.iter()).cloned())
+}
+
 /// Least time between two refetches caused by tokens with an unknown kid.
 pub const JWKS_KICK_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -120,7 +126,7 @@ impl Gateway {
                 let old = self.snapshot.load_full();
                 let overrides = self.limits.build_overrides(&files.directory, Some(&old.overrides));
                 let url_keys = self.url_keys.load();
-                let keys = KeySet::from_shared(files.keys.iter().chain(url_keys.iter()).cloned());
+                let keys = merge_keys(&files.keys, &url_keys);
                 self.metrics.set_partners(files.directory.partner_count());
                 self.file_keys.store(Arc::new(files.keys));
                 self.snapshot.store(Arc::new(Snapshot {
@@ -129,6 +135,13 @@ impl Gateway {
                     overrides: Arc::new(overrides),
                 }));
                 self.metrics.reload(true);
+                // orgs another writer (`authgate orgs import`) appended since start
+                match self.journal.refresh(&self.learned) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(orgs = n, "learned orgs picked up from the journal"),
+                    Err(e) => tracing::warn!("cannot re-read the learned-orgs journal: {e}"),
+                }
+                self.metrics.set_learned_orgs(self.learned.len());
                 tracing::info!("policy reloaded");
                 Ok(())
             }
@@ -142,12 +155,23 @@ impl Gateway {
         }
     }
 
-    /// Installs a freshly fetched JWKS URL key set.
-    pub fn set_url_keys(&self, keys: Vec<Arc<VerifyKey>>) {
+    /// Installs a freshly fetched JWKS URL key set. A fetched key whose kid is pinned by the
+    /// config (`[[jwt.keys]]` or the JWKS file) is ignored, logged and counted: whoever
+    /// controls the URL must not be able to replace a pinned key.
+    pub fn set_url_keys(&self, fetched: Vec<Arc<VerifyKey>>) {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.snapshot.load_full();
         let file_keys = self.file_keys.load();
-        let set = KeySet::from_shared(file_keys.iter().chain(keys.iter()).cloned());
+        let mut keys = Vec::with_capacity(fetched.len());
+        for k in fetched {
+            if file_keys.iter().any(|f| f.kid == k.kid) {
+                tracing::warn!(kid = %k.kid, "JWKS URL key ignored: its kid is pinned by the config");
+                self.metrics.jwks_key_ignored();
+            } else {
+                keys.push(k);
+            }
+        }
+        let set = merge_keys(&file_keys, &keys);
         self.url_keys.store(Arc::new(keys));
         self.snapshot.store(Arc::new(Snapshot {
             keys: Arc::new(set),

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
@@ -85,6 +87,14 @@ fn key(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<VerifyKey, Strin
                 return Err(format!("kid {kid}: unsupported curve {:?}", jwk.crv));
             }
             let x = jwk.x.as_deref().ok_or_else(|| missing("x"))?;
+            if URL_SAFE_NO_PAD
+                .decode(x)
+                .is_ok_and(|raw| raw == super::load::BURNED_DEMO_ED25519)
+            {
+                return Err(format!(
+                    "kid {kid}: the old demo key (its private half is public) is refused"
+                ));
+            }
             let key = DecodingKey::from_ed_components(x).map_err(|e| format!("kid {kid}: {e}"))?;
             (vec![Algorithm::EdDSA], key)
         }

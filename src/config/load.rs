@@ -50,19 +50,11 @@ fn read_text(path: &Path, what: &str) -> Result<String, Problems> {
 
 /// Loads and validates the gateway config and everything it names. Reports every problem.
 pub fn load(config_path: &Path) -> Result<Loaded, Problems> {
-    let display_path = config_path.to_path_buf();
-    let config_path = absolute(config_path);
-    let text = read_text(&display_path, "config file")?;
-    let mut r = Reporter::new(&display_path, &text);
-    let file: GatewayFile = match toml::from_str(&text) {
-        Ok(f) => f,
-        Err(e) => {
-            r.parse_error(&e);
-            return Err(r.finish());
-        }
+    let text = read_text(config_path, "config file")?;
+    let (settings, mut problems) = settings_from_text(config_path, &text);
+    let Some(settings) = settings else {
+        return Err(problems);
     };
-    let settings = validate::settings(&file, &config_path, &mut r);
-    let mut problems = r.finish();
     match load_policy_files(&settings) {
         Ok(policy) if problems.is_empty() => Ok(Loaded { settings, policy }),
         Ok(_) => Err(problems),
@@ -71,6 +63,23 @@ pub fn load(config_path: &Path) -> Result<Loaded, Problems> {
             Err(problems)
         }
     }
+}
+
+/// Parses and validates gateway-config text without reading any other file. Returns the
+/// settings (unless the TOML itself does not parse) and every problem found; `check` and
+/// the fuzz targets use it as the pure first stage of [`load`].
+pub fn settings_from_text(config_path: &Path, text: &str) -> (Option<Settings>, Problems) {
+    let absolute_path = absolute(config_path);
+    let mut r = Reporter::new(config_path, text);
+    let file: GatewayFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            r.parse_error(&e);
+            return (None, r.finish());
+        }
+    };
+    let settings = validate::settings(&file, &absolute_path, &mut r);
+    (Some(settings), r.finish())
 }
 
 /// Reads the key files and the policy file the settings name (start and reload).
@@ -128,6 +137,12 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
                 ))),
             },
             KeyMaterial::PublicKeyFile(path) => match std::fs::read(path) {
+                Ok(pem) if is_burned(&pem) => Err(at(format!(
+                    "key {:?}: {} is the old demo key whose private half is public (git history); \
+                     it is refused: generate your own key pair",
+                    k.kid,
+                    path.display()
+                ))),
                 Ok(pem) => public_key(k.algorithm, &pem).map_err(|e| {
                     at(format!(
                         "key {:?}: {} is not a usable {:?} public key: {e}",
@@ -190,6 +205,27 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
     } else {
         Err(Problems(problems))
     }
+}
+
+/// The raw Ed25519 public key of the demo pair round 1 committed (`config/keys/demo-ed.*`).
+/// Its private half stays in git history, so anyone can sign with it: refused everywhere.
+pub const BURNED_DEMO_ED25519: [u8; 32] = [
+    0x4b, 0x06, 0xd3, 0xc7, 0x7f, 0xbc, 0x1d, 0x9c, 0x69, 0xdb, 0xce, 0x37, 0xdd, 0xf5, 0x0a, 0x56, 0x93, 0xb1, 0x60,
+    0xd0, 0x6c, 0x73, 0x1c, 0x8f, 0x75, 0x2d, 0x63, 0xdc, 0x67, 0x28, 0xd1, 0x4d,
+];
+
+/// Whether a PEM file holds the burned demo public key.
+fn is_burned(pem: &[u8]) -> bool {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.trim().chars())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .is_ok_and(|der| der.ends_with(&BURNED_DEMO_ED25519))
 }
 
 fn public_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
@@ -339,6 +375,14 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_burned_demo_key_is_recognised() {
+        let burned = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEASwbTx3+8HZxp28433fUKVpOxYNBscxyPdS1j3Gco0U0=\n-----END PUBLIC KEY-----\n";
+        assert!(is_burned(burned));
+        let (_, fresh) = crate::mint::generate_ed25519_pem().unwrap();
+        assert!(!is_burned(fresh.as_bytes()));
+    }
 
     #[test]
     fn secret_newline() {
