@@ -1,8 +1,14 @@
 //! The learned-orgs journal (CONTRACT §3): one JSON line per learned org, appended and
-//! fsynced before the create response completes, replayed at start.
+//! fsynced before the create response completes, replayed and compacted at start.
+//!
+//! Every writer (the gateway's appends, its start-up compaction, `authgate orgs import`)
+//! holds an exclusive `flock` on a sidecar `<journal>.lock` file while it writes. The lock
+//! lives on a file that is never renamed, so compaction (write a temp file, fsync, rename
+//! over the journal) cannot pull the lock out from under another writer.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -16,6 +22,112 @@ struct Entry<'a> {
     org: std::borrow::Cow<'a, str>,
 }
 
+/// What a journal's bytes say: the entries in order, and what was wrong with the rest.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// (partner, org) pairs in file order, duplicates included.
+    pub entries: Vec<(String, String)>,
+    /// Complete lines that are not a journal entry (skipped, logged).
+    pub unreadable: usize,
+    /// Whether the last line has no newline (a write torn by a crash; never counted).
+    pub torn_tail: bool,
+}
+
+/// Reads journal bytes. Never fails: a complete line that does not parse is skipped, and
+/// an unterminated last line is a torn write and is dropped.
+pub fn parse(data: &[u8]) -> Replay {
+    let mut replay = Replay::default();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            replay.torn_tail = true;
+            break;
+        };
+        match serde_json::from_slice::<Entry<'_>>(body) {
+            Ok(e) if !e.partner.is_empty() && !e.org.is_empty() => {
+                replay.entries.push((e.partner.into_owned(), e.org.into_owned()))
+            }
+            _ => replay.unreadable += 1,
+        }
+    }
+    replay
+}
+
+/// One journal line for an entry (newline included).
+fn line(partner: &str, org: &str) -> io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&Entry {
+        partner: partner.into(),
+        org: org.into(),
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The sidecar lock file of a journal.
+fn lock_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_os_string();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Holds the journal's writer lock until dropped.
+struct WriterLock(File);
+
+impl WriterLock {
+    fn take(journal: &Path) -> io::Result<WriterLock> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path(journal))?;
+        f.lock()?;
+        Ok(WriterLock(f))
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Reads the whole journal; a missing file is an empty journal.
+fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Rewrites the journal with each (partner, org) once, through a temp file that is fsynced
+/// and renamed over it, so a crash leaves either the old or the new file. Caller holds the lock.
+fn compact(path: &Path, entries: &[(String, String)]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+        let mut buf = Vec::with_capacity(entries.len() * 64);
+        for (p, o) in entries {
+            buf.extend_from_slice(&line(p, o)?);
+        }
+        f.write_all(&buf)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // the rename itself must survive a crash
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Distinct entries, first occurrence order.
+fn dedupe(entries: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut seen = HashSet::with_capacity(entries.len());
+    entries.into_iter().filter(|e| seen.insert(e.clone())).collect()
+}
+
 /// Append-only journal of learned orgs.
 pub struct Journal {
     path: PathBuf,
@@ -23,46 +135,39 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Replays the journal into `learned` (a torn last line is dropped and truncated away)
-    /// and opens it for appending. A missing file is an empty journal; a file that exists
-    /// but cannot be read is an error, because forgetting learned orgs would deny partners.
+    /// Replays the journal into `learned`, compacts it (one line per distinct entry; a torn
+    /// or unreadable line is dropped) and opens it for appending. A missing file is an empty
+    /// journal; a file that exists but cannot be read is an error, because forgetting
+    /// learned orgs would deny partners.
     pub fn open(path: &Path, learned: &LearnedOrgs) -> io::Result<Journal> {
-        let mut replayed = 0usize;
-        match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(mut f) => {
-                let mut data = Vec::new();
-                f.read_to_end(&mut data)?;
-                let mut good_len = 0usize;
-                for line in data.split_inclusive(|&b| b == b'\n') {
-                    let complete = line.ends_with(b"\n");
-                    match serde_json::from_slice::<Entry<'_>>(line.strip_suffix(b"\n").unwrap_or(line)) {
-                        Ok(e) if complete => {
-                            learned.learn(&e.partner, &e.org);
-                            replayed += 1;
-                            good_len += line.len();
-                        }
-                        _ if !complete => break, // torn tail: cut it off below
-                        _ => {
-                            tracing::warn!(file = %path.display(), "skipping an unreadable journal line");
-                            good_len += line.len();
-                        }
-                    }
-                }
-                if good_len < data.len() {
-                    tracing::warn!(file = %path.display(), "dropping a torn last journal line");
-                    f.set_len(good_len as u64)?;
-                    f.seek(SeekFrom::End(0))?;
-                    f.sync_data()?;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        tracing::info!(file = %path.display(), orgs = replayed, "learned orgs replayed");
         let journal = Journal {
             path: path.to_path_buf(),
             file: Mutex::new(None),
         };
+        let lock = WriterLock::take(path);
+        let data = read_all(path)?;
+        let replay = parse(&data);
+        if replay.torn_tail {
+            tracing::warn!(file = %path.display(), "dropping a torn last journal line");
+        }
+        if replay.unreadable > 0 {
+            tracing::warn!(file = %path.display(), lines = replay.unreadable, "skipping unreadable journal lines");
+        }
+        let read = replay.entries.len();
+        let entries = dedupe(replay.entries);
+        for (p, o) in &entries {
+            learned.learn(p, o);
+        }
+        let needs_compaction = entries.len() < read || replay.torn_tail || replay.unreadable > 0;
+        match lock {
+            Ok(_held) if needs_compaction => {
+                compact(path, &entries)?;
+                tracing::info!(file = %path.display(), before = read, after = entries.len(), "journal compacted");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(file = %path.display(), "cannot lock the learned-orgs journal: {e}"),
+        }
+        tracing::info!(file = %path.display(), orgs = entries.len(), "learned orgs replayed");
         if let Err(e) = journal.handle() {
             tracing::error!(file = %path.display(), "learned-orgs journal is not writable: {e}");
         }
@@ -77,28 +182,57 @@ impl Journal {
         Ok(guard)
     }
 
-    /// Appends one entry and waits until it is on disk.
+    /// Appends one entry under the writer lock and waits until it is on disk.
     pub fn append(&self, partner: &str, org: &str) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&Entry {
-            partner: partner.into(),
-            org: org.into(),
-        })?;
-        line.push(b'\n');
+        let line = line(partner, org)?;
         let mut guard = self.handle()?;
-        let result = match guard.as_mut() {
+        let result = WriterLock::take(&self.path).and_then(|_lock| match guard.as_mut() {
             Some(f) => f.write_all(&line).and_then(|_| f.sync_data()),
             None => Err(io::Error::other("journal not open")),
-        };
+        });
         if result.is_err() {
             *guard = None; // reopen on the next append
         }
         result
     }
 
-    /// Where the journal lives.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Re-reads the journal and learns what other writers (`authgate orgs import`) appended
+    /// since start. Returns how many orgs were new to this process.
+    pub fn refresh(&self, learned: &LearnedOrgs) -> io::Result<usize> {
+        let replay = parse(&read_all(&self.path)?);
+        Ok(replay.entries.iter().filter(|(p, o)| learned.learn(p, o)).count())
     }
+}
+
+/// Appends the orgs of `partner` that the journal does not hold yet, under the writer lock
+/// (`authgate orgs import` without Redis). Returns how many were new.
+pub fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<usize> {
+    let _lock = WriterLock::take(path)?;
+    let existing: HashSet<(String, String)> = parse(&read_all(path)?).entries.into_iter().collect();
+    let mut buf = Vec::new();
+    let mut added = HashSet::new();
+    for org in orgs {
+        let key = (partner.to_string(), org.clone());
+        if !existing.contains(&key) && added.insert(key) {
+            buf.extend_from_slice(&line(partner, org)?);
+        }
+    }
+    if !buf.is_empty() {
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        f.write_all(&buf)?;
+        f.sync_data()?;
+    }
+    Ok(added.len())
+}
+
+/// The orgs the journal records for `partner`, in first-seen order (`authgate orgs list`).
+pub fn orgs_of(path: &Path, partner: &str) -> io::Result<Vec<String>> {
+    let entries = dedupe(parse(&read_all(path)?).entries);
+    Ok(entries
+        .into_iter()
+        .filter(|(p, _)| p == partner)
+        .map(|(_, o)| o)
+        .collect())
 }
 
 #[cfg(test)]
@@ -106,9 +240,15 @@ mod tests {
     use super::*;
 
     fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("authgate-journal-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        dir
+        let path = std::env::temp_dir().join(format!("authgate-journal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(lock_path(&path));
+        path
+    }
+
+    fn cleanup(path: &Path) {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(lock_path(path));
     }
 
     #[test]
@@ -122,7 +262,7 @@ mod tests {
         let again = LearnedOrgs::new();
         Journal::open(&path, &again).unwrap();
         assert!(again.owns("acme", "o-1") && again.owns("acme", "o-2"));
-        let _ = std::fs::remove_file(&path);
+        cleanup(&path);
     }
 
     #[test]
@@ -139,6 +279,68 @@ mod tests {
         Journal::open(&path, &again).unwrap();
         assert!(again.owns("a", "o-2"));
         assert_eq!(again.len(), 2);
-        let _ = std::fs::remove_file(&path);
+        cleanup(&path);
+    }
+
+    #[test]
+    fn start_compacts_duplicates_and_junk_but_keeps_every_partner() {
+        let path = tmp("compact");
+        let mut data = Vec::new();
+        for _ in 0..50 {
+            data.extend_from_slice(b"{\"partner\":\"a\",\"org\":\"o-1\"}\n");
+        }
+        data.extend_from_slice(b"garbage\n");
+        // a partner that may no longer be in the policy: kept, never deleted
+        data.extend_from_slice(b"{\"partner\":\"gone\",\"org\":\"o-9\"}\n");
+        data.extend_from_slice(b"{\"partner\":\"a\",\"org\":\"o-2\"}\n{\"partner\"");
+        std::fs::write(&path, &data).unwrap();
+        let learned = LearnedOrgs::new();
+        drop(Journal::open(&path, &learned).unwrap());
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            after,
+            "{\"partner\":\"a\",\"org\":\"o-1\"}\n{\"partner\":\"gone\",\"org\":\"o-9\"}\n{\"partner\":\"a\",\"org\":\"o-2\"}\n"
+        );
+        assert!(learned.owns("gone", "o-9"));
+        assert!(!Path::new(&format!("{}.tmp", path.display())).exists());
+        cleanup(&path);
+    }
+
+    #[test]
+    fn import_is_idempotent_and_refresh_picks_it_up() {
+        let path = tmp("import");
+        let learned = LearnedOrgs::new();
+        let j = Journal::open(&path, &learned).unwrap();
+        learned.learn("acme", "o-1"); // as the proxy does before appending
+        j.append("acme", "o-1").unwrap();
+        let orgs: Vec<String> = ["o-1", "o-2", "o-3", "o-2"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(import(&path, "acme", &orgs).unwrap(), 2);
+        assert_eq!(import(&path, "acme", &orgs).unwrap(), 0);
+        assert!(!learned.owns("acme", "o-2"));
+        assert_eq!(j.refresh(&learned).unwrap(), 2);
+        assert!(learned.owns("acme", "o-3"));
+        assert_eq!(orgs_of(&path, "acme").unwrap(), vec!["o-1", "o-2", "o-3"]);
+        assert!(orgs_of(&path, "other").unwrap().is_empty());
+        cleanup(&path);
+    }
+
+    #[test]
+    fn the_writer_lock_excludes_other_writers() {
+        let path = tmp("lock");
+        let held = WriterLock::take(&path).unwrap();
+        let other = OpenOptions::new().write(true).open(lock_path(&path)).unwrap();
+        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        drop(held);
+        assert!(other.try_lock().is_ok());
+        cleanup(&path);
+    }
+
+    #[test]
+    fn parse_never_fails() {
+        assert_eq!(parse(b""), Replay::default());
+        let r = parse(b"{\"partner\":\"\",\"org\":\"o\"}\n[]\n\xff\n{\"partner\":\"p\",\"org\":\"o\"}\n{");
+        assert_eq!(r.entries, vec![("p".to_string(), "o".to_string())]);
+        assert_eq!(r.unreadable, 3);
+        assert!(r.torn_tail);
     }
 }
