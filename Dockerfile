@@ -1,8 +1,11 @@
 # authgate container: multi-stage build, slim non-root runtime.
 #   docker build -t authgate .
-#   docker run -p 8080:8080 -e AUTHGATE_DEV_SECRET=... -v authgate-state:/var/lib/authgate authgate
-# Config is read-only under /etc/authgate (mount your own over it); learned orgs are
-# journalled to the writable volume /var/lib/authgate.
+#   docker run -p 8080:8080 -v /path/to/your/config:/etc/authgate:ro \
+#              -v authgate-state:/var/lib/authgate authgate
+# The image ships no key material. Its default config (the repo's config/authgate.toml)
+# trusts only the dev HMAC key, whose secret it reads from AUTHGATE_DEV_SECRET; started
+# with neither that variable nor your own config mounted, it exits 1 naming what to set.
+# Learned orgs are journalled to the writable volume /var/lib/authgate.
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
@@ -22,12 +25,10 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin auth
  && chown authgate:authgate /var/lib/authgate
 COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
 COPY config/authgate.toml config/partners.toml /etc/authgate/
-COPY config/keys/demo-ed.pub.pem /etc/authgate/keys/
 # In the container: journal to the volume, and let the orchestrator reach the admin port.
 RUN sed -i \
       -e 's|^# learned_orgs_file = .*|learned_orgs_file = "/var/lib/authgate/learned-orgs.jsonl"|' \
       -e 's|^admin_listen = "127.0.0.1:9090"|admin_listen = "0.0.0.0:9090"|' \
-      -e 's|^private_key_file = .*||' \
       /etc/authgate/authgate.toml \
  && grep -q '^learned_orgs_file = "/var/lib/authgate/learned-orgs.jsonl"' /etc/authgate/authgate.toml \
  && chmod -R a-w /etc/authgate

@@ -110,6 +110,13 @@ fn run(config: &std::path::Path) -> ExitCode {
         Ok(l) => l,
         Err(problems) => {
             eprintln!("{problems}");
+            if problems.0.iter().any(|p| p.message.starts_with("key ")) {
+                eprintln!(
+                    "authgate: every [[jwt.keys]] entry needs its key: set the environment variable its \
+                     secret_env names, or mount the secret_file / public_key_file it names (in the \
+                     container: your config and keys over /etc/authgate). No key ships with authgate."
+                );
+            }
             eprintln!("authgate: refusing to start with an invalid config");
             return ExitCode::from(1);
         }

@@ -56,6 +56,43 @@ fn signing_key(k: &KeySource) -> Result<EncodingKey, String> {
     }
 }
 
+/// DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410), followed by the 32-byte seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
+pub(crate) const ED25519_SPKI_PREFIX: [u8; 12] =
+    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// A fresh Ed25519 pair as (PKCS#8 private PEM, SPKI public PEM), for `authgate demo`.
+pub fn generate_ed25519_pem() -> anyhow::Result<(String, String)> {
+    use ring::signature::KeyPair as _;
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+        .map_err(|_| anyhow::anyhow!("cannot derive an Ed25519 key"))?;
+    let private: Vec<u8> = ED25519_PKCS8_PREFIX.iter().chain(seed.iter()).copied().collect();
+    let public: Vec<u8> = ED25519_SPKI_PREFIX
+        .iter()
+        .chain(pair.public_key().as_ref())
+        .copied()
+        .collect();
+    Ok((pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public)))
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 fn can_sign(k: &KeySource) -> bool {
     !matches!(k.material, KeyMaterial::PublicKeyFile(_)) || k.private_key_file.is_some()
 }

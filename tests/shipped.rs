@@ -40,6 +40,68 @@ fn shipped_config_names_the_missing_secret() {
 }
 
 #[test]
+fn the_image_config_started_without_a_key_exits_1_naming_what_to_set() {
+    // what `docker run authgate` does without -e AUTHGATE_DEV_SECRET or a mounted config
+    let mut child = Command::new(BIN)
+        .args(["--config", &format!("{ROOT}/config/authgate.toml")])
+        .env_remove("AUTHGATE_DEV_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("AUTHGATE_DEV_SECRET"), "{err}");
+    assert!(err.contains("/etc/authgate"), "{err}");
+}
+
+/// No private key material is tracked outside the test and bench fixtures: a committed
+/// private key is a key anyone can sign with.
+#[test]
+fn no_private_key_material_ships() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                let skip = ["target", ".git", ".venv", "tests", "benches", "fuzz"];
+                if !(dir == Path::new(ROOT) && skip.contains(&name.as_str())) {
+                    walk(&path, out);
+                }
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(Path::new(ROOT), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("config/authgate.toml")));
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else { continue };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(concat!("PRIVATE", " KEY-----")),
+            "{} holds a PEM private key",
+            f.display()
+        );
+        // a JWK with a private part: "d" next to "kty"
+        assert!(
+            !(text.contains("\"kty\"") && text.contains("\"d\"")),
+            "{} holds a private JWK",
+            f.display()
+        );
+        // DER PKCS#8 private keys start with SEQUENCE, INTEGER 0, SEQUENCE
+        assert!(
+            !(f.extension().is_some_and(|e| e == "der" || e == "key")),
+            "{} looks like a key file",
+            f.display()
+        );
+    }
+}
+
+#[test]
 fn dockerfile_names_what_exists() {
     let docker = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
     assert!(docker.contains("cargo build --release --locked"));
@@ -96,12 +158,6 @@ fn demo_walkthrough() {
         "partners.toml",
         &std::fs::read(format!("{ROOT}/config/partners.toml")).unwrap(),
     );
-    for k in ["demo-ed.pub.pem", "demo-ed.key.pem"] {
-        dir.write(
-            &format!("keys/{k}"),
-            &std::fs::read(format!("{ROOT}/config/keys/{k}")).unwrap(),
-        );
-    }
     let mut child = Command::new(BIN)
         .args(["demo", "--config"])
         .arg(dir.path.join("authgate.toml"))

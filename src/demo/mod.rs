@@ -45,13 +45,17 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
         // Set before any thread starts: the gateway and `mint` read it from the environment.
         std::env::set_var(DEV_SECRET_ENV, hex::encode(secret));
     }
-    let loaded = match crate::config::load(&config) {
+    let mut loaded = match crate::config::load(&config) {
         Ok(l) => l,
         Err(problems) => {
             eprintln!("{problems}");
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = add_demo_ed_key(&mut loaded) {
+        eprintln!("authgate demo: cannot create the demo Ed25519 key: {e}");
+        return ExitCode::from(1);
+    }
     crate::logging::init("warn", crate::config::LogFormat::Text);
     if let Err(e) = start_upstream(&loaded) {
         eprintln!(
@@ -68,6 +72,52 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Kid of the Ed25519 pair the demo generates at start.
+pub const DEMO_ED_KID: &str = "demo-ed";
+
+/// Generates a fresh Ed25519 pair for this demo run (never a committed one: a private key
+/// in the repository would let anyone mint tokens), writes it to a private temp directory
+/// so `authgate token`-style minting and SIGHUP reloads can read it, and trusts it.
+fn add_demo_ed_key(loaded: &mut Loaded) -> anyhow::Result<()> {
+    use crate::config::{KeyMaterial, KeySource};
+    if !loaded
+        .settings
+        .fixed
+        .jwt
+        .algorithms
+        .contains(&jsonwebtoken::Algorithm::EdDSA)
+        || loaded.settings.keys.iter().any(|k| k.kid == DEMO_ED_KID)
+    {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (private_pem, public_pem) = crate::mint::generate_ed25519_pem()?;
+    let private = dir.join("demo-ed.key.pem");
+    let public = dir.join("demo-ed.pub.pem");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&private)?;
+        f.write_all(private_pem.as_bytes())?;
+    }
+    std::fs::write(&public, public_pem.as_bytes())?;
+    loaded.settings.keys.push(KeySource {
+        kid: DEMO_ED_KID.into(),
+        algorithm: jsonwebtoken::Algorithm::EdDSA,
+        material: KeyMaterial::PublicKeyFile(public),
+        private_key_file: Some(private),
+        line: 0,
+    });
+    loaded.policy = crate::config::load_policy_files(&loaded.settings).map_err(|p| anyhow::anyhow!("{p}"))?;
+    Ok(())
 }
 
 fn start_upstream(loaded: &Loaded) -> anyhow::Result<()> {
@@ -121,7 +171,7 @@ fn print_walkthrough(config: &Path, s: &Settings) {
     let base = format!("http://127.0.0.1:{port}");
     let admin = format!("http://{}", s.admin_listen);
     let acme = token(s, Subject::Partner("acme".into()), "key-acme-1", "dev-hs");
-    let acme_ed = token(s, Subject::Partner("acme".into()), "key-acme-ed", "demo-ed");
+    let acme_ed = token(s, Subject::Partner("acme".into()), "key-acme-ed", DEMO_ED_KID);
     let leaked = token(s, Subject::Partner("acme".into()), "key-2025-leaked", "dev-hs");
     let globex = token(s, Subject::Partner("globex".into()), "key-globex-1", "dev-hs");
     let initech = token(s, Subject::Partner("initech".into()), "key-initech-1", "dev-hs");
