@@ -6,15 +6,21 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+#[cfg(feature = "gateway")]
 pub mod admin;
 pub mod config;
+#[cfg(feature = "gateway")]
 pub mod demo;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod journal;
+#[cfg(feature = "gateway")]
 pub mod jwks_fetch;
 pub mod logging;
 pub mod metrics;
 pub mod mint;
 pub mod policy;
+#[cfg(feature = "gateway")]
 pub mod proxy;
+#[cfg(feature = "gateway")]
 pub mod server;

@@ -280,7 +280,7 @@ fn reloads_under_load_fail_no_request() {
             tick.tick().await;
             let (addr, tok, failures, total) = (gw.addr, tok.clone(), failures.clone(), total.clone());
             n += 1;
-            let target = if n % 4 == 0 {
+            let target = if n.is_multiple_of(4) {
                 "/public/load".to_string()
             } else {
                 format!("/partner/v1/orgs/{ORG_LOAD}/items?n={n}")
