@@ -14,10 +14,10 @@ use tracing_subscriber::layer::{Context, Layer};
 use crate::logging::queue_line;
 
 /// Target name of access-log events.
-pub const TARGET: &str = "access";
+pub(crate) const TARGET: &str = "access";
 
 /// Formats `target: "access"` events as JSON lines and queues them for the log writer.
-pub struct AccessLayer;
+pub(crate) struct AccessLayer;
 
 impl<S: Subscriber> Layer<S> for AccessLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
@@ -96,7 +96,7 @@ impl fmt::Write for Escaper<'_> {
 }
 
 /// Appends `s` JSON-escaped (without quotes).
-pub fn escape_into(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
         out.extend_from_slice(bytes);
@@ -131,7 +131,7 @@ thread_local! {
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-23T08:45:07.239296Z`.
-pub fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     SECOND.with(|cell| {

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::gateway::Gateway;
 
 /// Serves the admin endpoints until the process ends.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
+pub(crate) async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

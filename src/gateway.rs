@@ -17,14 +17,14 @@ use crate::policy::rate_limit::RateLimits;
 use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
 
 /// State shared by the proxy workers, the admin listener and the reload task.
-pub struct Gateway {
-    pub settings: Arc<Settings>,
+pub(crate) struct Gateway {
+    pub(crate) settings: Arc<Settings>,
     snapshot: ArcSwap<Snapshot>,
-    pub limits: RateLimits,
-    pub tokens: TokenCache,
-    pub learned: LearnedOrgs,
-    pub journal: Journal,
-    pub metrics: Metrics,
+    pub(crate) limits: RateLimits,
+    pub(crate) tokens: TokenCache,
+    pub(crate) learned: LearnedOrgs,
+    pub(crate) journal: Journal,
+    pub(crate) metrics: Metrics,
     /// Keys from `[[jwt.keys]]` and the JWKS file (replaced on reload).
     file_keys: ArcSwap<Vec<Arc<VerifyKey>>>,
     /// Keys from the JWKS URL (replaced on each good fetch).
@@ -48,10 +48,10 @@ fn merge_keys(pinned: &[Arc<VerifyKey>], fetched: &[Arc<VerifyKey>]) -> KeySet {
 }
 
 /// Least time between two refetches caused by tokens with an unknown kid.
-pub const JWKS_KICK_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const JWKS_KICK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Counts a request as in flight until dropped.
-pub struct InFlight(Arc<Gateway>);
+pub(crate) struct InFlight(Arc<Gateway>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -61,7 +61,7 @@ impl Drop for InFlight {
 
 impl Gateway {
     /// Builds the state from a loaded config; replays the learned-orgs journal.
-    pub fn new(settings: Settings, policy: PolicyFiles) -> anyhow::Result<Arc<Gateway>> {
+    pub(crate) fn new(settings: Settings, policy: PolicyFiles) -> anyhow::Result<Arc<Gateway>> {
         let metrics = Metrics::new(settings.fixed.routes.iter().map(|r| &*r.name))?;
         let limits = RateLimits::new(settings.limits.clone(), Default::default());
         let learned = LearnedOrgs::new();
@@ -99,13 +99,8 @@ impl Gateway {
         }))
     }
 
-    /// The policy in force (load once per request).
-    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.snapshot.load()
-    }
-
     /// Runs `f` with the decision inputs of one consistent snapshot.
-    pub fn with_gate<T>(&self, f: impl FnOnce(&Gate<'_>) -> T) -> T {
+    pub(crate) fn with_gate<T>(&self, f: impl FnOnce(&Gate<'_>) -> T) -> T {
         let snapshot = self.snapshot.load();
         let gate = Gate {
             fixed: &self.settings.fixed,
@@ -119,7 +114,7 @@ impl Gateway {
 
     /// Re-reads the policy file and key files (SIGHUP). On any problem the old policy
     /// stays in force; the outcome is counted either way.
-    pub fn reload(&self) -> Result<(), Problems> {
+    pub(crate) fn reload(&self) -> Result<(), Problems> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match crate::config::load_policy_files(&self.settings) {
             Ok(files) => {
@@ -158,7 +153,7 @@ impl Gateway {
     /// Installs a freshly fetched JWKS URL key set. A fetched key whose kid is pinned by the
     /// config (`[[jwt.keys]]` or the JWKS file) is ignored, logged and counted: whoever
     /// controls the URL must not be able to replace a pinned key.
-    pub fn set_url_keys(&self, fetched: Vec<Arc<VerifyKey>>) {
+    pub(crate) fn set_url_keys(&self, fetched: Vec<Arc<VerifyKey>>) {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.snapshot.load_full();
         let file_keys = self.file_keys.load();
@@ -181,7 +176,7 @@ impl Gateway {
 
     /// A token named a kid we do not have: ask the JWKS URL refresher for an early fetch,
     /// at most once per [`JWKS_KICK_INTERVAL`] (an attacker cannot make us hammer the issuer).
-    pub fn jwks_kick(&self) {
+    pub(crate) fn jwks_kick(&self) {
         if self.settings.jwks.as_ref().is_none_or(|j| j.url.is_none()) {
             return;
         }
@@ -203,38 +198,38 @@ impl Gateway {
     }
 
     /// Resolves when [`Self::jwks_kick`] asked for a refetch.
-    pub async fn jwks_kicked(&self) {
+    pub(crate) async fn jwks_kicked(&self) {
         self.jwks_kick.notified().await;
     }
 
     /// Marks a request in flight until the guard drops.
-    pub fn enter(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
     /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Records that the proxy listener accepts connections.
-    pub fn set_listener_up(&self) {
+    pub(crate) fn set_listener_up(&self) {
         self.listener_up.store(true, Ordering::Release);
     }
 
     /// Starts refusing readiness (shutdown begun).
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
     /// Whether shutdown has begun.
-    pub fn draining(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
     /// `/readyz`: listener up, not draining, and able to verify tokens if any route needs them.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         if !self.listener_up.load(Ordering::Acquire) || self.draining() {
             return false;
         }

@@ -198,7 +198,7 @@ impl Journal {
 
     /// Re-reads the journal and learns what other writers (`authgate orgs import`) appended
     /// since start. Returns how many orgs were new to this process.
-    pub fn refresh(&self, learned: &LearnedOrgs) -> io::Result<usize> {
+    pub(crate) fn refresh(&self, learned: &LearnedOrgs) -> io::Result<usize> {
         let replay = parse(&read_all(&self.path)?);
         Ok(replay.entries.iter().filter(|(p, o)| learned.learn(p, o)).count())
     }
@@ -206,7 +206,7 @@ impl Journal {
 
 /// Appends the orgs of `partner` that the journal does not hold yet, under the writer lock
 /// (`authgate orgs import` without Redis). Returns how many were new.
-pub fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<usize> {
+pub(crate) fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<usize> {
     let _lock = WriterLock::take(path)?;
     let existing: HashSet<(String, String)> = parse(&read_all(path)?).entries.into_iter().collect();
     let mut buf = Vec::new();
@@ -226,7 +226,7 @@ pub fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<usize> 
 }
 
 /// The orgs the journal records for `partner`, in first-seen order (`authgate orgs list`).
-pub fn orgs_of(path: &Path, partner: &str) -> io::Result<Vec<String>> {
+pub(crate) fn orgs_of(path: &Path, partner: &str) -> io::Result<Vec<String>> {
     let entries = dedupe(parse(&read_all(path)?).entries);
     Ok(entries
         .into_iter()

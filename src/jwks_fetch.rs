@@ -15,7 +15,7 @@ use crate::gateway::Gateway;
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// Fetches one JWKS document over HTTP or HTTPS (Mozilla roots, rustls).
-pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
+pub(crate) async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
     let uri: http::Uri = url.parse()?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -36,7 +36,7 @@ pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
 }
 
 /// One fetch-and-install; returns whether it succeeded.
-pub async fn refresh_once(gw: &Gateway, url: &str) -> bool {
+pub(crate) async fn refresh_once(gw: &Gateway, url: &str) -> bool {
     let result = match fetch(url, Duration::from_secs(10)).await {
         Ok(body) => crate::config::jwks::parse(&body, &gw.settings.fixed.jwt.algorithms).map_err(anyhow::Error::msg),
         Err(e) => Err(e),
@@ -61,7 +61,7 @@ pub async fn refresh_once(gw: &Gateway, url: &str) -> bool {
 
 /// Fetches at start, then every `refresh` (retrying sooner while it has never succeeded),
 /// and early when a token names an unknown kid (see [`Gateway::jwks_kick`]).
-pub async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
+pub(crate) async fn refresh_loop(gw: Arc<Gateway>, url: String, refresh: Duration) {
     let mut ever = false;
     loop {
         ever |= refresh_once(&gw, &url).await;

@@ -40,7 +40,7 @@ thread_local! {
 
 /// Queues one formatted line for the writer thread (dropped when logging is not set up
 /// or the queue is full).
-pub fn queue_line(line: Vec<u8>) {
+pub(crate) fn queue_line(line: Vec<u8>) {
     if QUEUED.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
         QUEUED.fetch_sub(1, Ordering::Relaxed);
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +60,7 @@ pub fn queue_line(line: Vec<u8>) {
 
 /// Runs `f` with this thread queueing into `tx` (unit tests of the formatters).
 #[cfg(test)]
-pub fn with_test_queue(tx: Sender<Vec<u8>>, f: impl FnOnce()) {
+pub(crate) fn with_test_queue(tx: Sender<Vec<u8>>, f: impl FnOnce()) {
     SENDER.with(|s| *s.borrow_mut() = Some(tx));
     f();
     SENDER.with(|s| *s.borrow_mut() = None);
@@ -68,10 +68,10 @@ pub fn with_test_queue(tx: Sender<Vec<u8>>, f: impl FnOnce()) {
 
 /// Hands tracing-subscriber's formatter a buffer per event.
 #[derive(Clone, Copy)]
-pub struct BatchedStdout;
+pub(crate) struct BatchedStdout;
 
 /// One event's bytes; queued when the formatter is done with it.
-pub struct EventBuffer {
+pub(crate) struct EventBuffer {
     buf: Vec<u8>,
 }
 
@@ -188,7 +188,7 @@ pub fn flush() {
 }
 
 /// Flushes logs and exits.
-pub fn exit(code: i32) -> ! {
+pub(crate) fn exit(code: i32) -> ! {
     flush();
     std::process::exit(code)
 }

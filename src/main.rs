@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
 use authgate::mint::{MintOptions, Subject};
+use authgate::policy::principal::Principal;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -58,11 +59,65 @@ enum Command {
     },
     /// Read an API key on stdin and print its SHA-256 digest for the policy file.
     HashKey,
+    /// Revoke an API key on every replica through Redis ([redis] required).
+    Revoke(RevokeArgs),
+    /// Take back a revocation made with `authgate revoke`.
+    Unrevoke(RevokeArgs),
+    /// Orgs created before the gateway stood in front of the API.
+    Orgs {
+        #[command(subcommand)]
+        action: OrgsAction,
+    },
     /// Exit 0 when the admin listener answers GET /healthz with 200 (container HEALTHCHECK).
     Health {
         /// Admin listener address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: std::net::SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct RevokeArgs {
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// The key id (the key_id_claim, `jti` by default).
+    #[arg(long = "key-id", value_name = "JTI")]
+    key_id: String,
+    /// The partner whose key it is.
+    #[arg(long, conflicts_with = "org", required_unless_present = "org")]
+    partner: Option<String>,
+    /// The org whose key it is.
+    #[arg(long)]
+    org: Option<String>,
+}
+
+impl RevokeArgs {
+    fn principal(&self) -> Principal {
+        match (&self.partner, &self.org) {
+            (Some(p), _) => Principal::partner(p.as_str()),
+            (None, Some(o)) => Principal::org(o.as_str()),
+            (None, None) => Principal::partner(""),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum OrgsAction {
+    /// Record orgs (one id per line, from FILE or stdin) as learned orgs of a partner; prints how many were new.
+    Import {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        #[arg(long)]
+        partner: String,
+        /// One org id per line; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
+    /// Print a partner's learned orgs, one per line.
+    List {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        #[arg(long)]
+        partner: String,
     },
 }
 
@@ -84,6 +139,20 @@ fn main() -> ExitCode {
         ) => token(&config, partner, org, key_id, kid, ttl),
         (Some(Command::HashKey), _) => hash_key(),
         (Some(Command::Health { admin }), _) => health(admin),
+        (Some(Command::Revoke(a)), _) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, true),
+        (Some(Command::Unrevoke(a)), _) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, false),
+        (
+            Some(Command::Orgs {
+                action: OrgsAction::Import { config, partner, file },
+            }),
+            _,
+        ) => authgate::ops::orgs_import(&config, &partner, file.as_deref()),
+        (
+            Some(Command::Orgs {
+                action: OrgsAction::List { config, partner },
+            }),
+            _,
+        ) => authgate::ops::orgs_list(&config, &partner),
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("authgate: --config PATH is required (or a subcommand; see --help)");

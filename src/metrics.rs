@@ -12,20 +12,20 @@ use prometheus::{
 };
 
 /// Route label for requests that matched no route (404, and 400/413 before routing).
-pub const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 /// Latency buckets for a gateway: 50 µs .. 10 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// The method label set of §7.
-pub const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
+pub(crate) const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
 
 const STATUSES: usize = 600;
 
 /// Index of a method in [`METHODS`].
-pub fn method_index(method: &str) -> usize {
+pub(crate) fn method_index(method: &str) -> usize {
     METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
 }
 
@@ -38,7 +38,7 @@ struct RouteMetrics {
 }
 
 /// The gateway's metrics and the registry `/metrics` serves.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     denied: IntCounterVec,
@@ -54,7 +54,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric; `routes` are the configured route names in order.
-    pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Result<Metrics, prometheus::Error> {
+    pub(crate) fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -159,7 +159,7 @@ impl Metrics {
     }
 
     /// Counts one answered request (`route` = route index, `None` = no route).
-    pub fn request(&self, route: Option<usize>, method: &str, status: u16, seconds: f64) {
+    pub(crate) fn request(&self, route: Option<usize>, method: &str, status: u16, seconds: f64) {
         let r = self.route(route);
         r.request_duration.observe(seconds);
         let status = usize::from(status).min(STATUSES - 1);
@@ -173,7 +173,7 @@ impl Metrics {
     }
 
     /// Counts a refusal by reason.
-    pub fn denied(&self, route: Option<usize>, reason: Reason) {
+    pub(crate) fn denied(&self, route: Option<usize>, reason: Reason) {
         let r = self.route(route);
         r.denied[reason.index()]
             .get_or_init(|| self.denied.with_label_values(&[&r.name, reason.as_str()]))
@@ -181,51 +181,51 @@ impl Metrics {
     }
 
     /// Counts a rate-limit refusal (`partner` empty for non-partner principals).
-    pub fn rate_limited(&self, limit: &str, partner: &str) {
+    pub(crate) fn rate_limited(&self, limit: &str, partner: &str) {
         self.rate_limited.with_label_values(&[limit, partner]).inc();
     }
 
     /// Observes upstream time to response head.
-    pub fn upstream(&self, route: Option<usize>, seconds: f64) {
+    pub(crate) fn upstream(&self, route: Option<usize>, seconds: f64) {
         self.route(route).upstream_duration.observe(seconds);
     }
 
     /// Counts a reload.
-    pub fn reload(&self, success: bool) {
+    pub(crate) fn reload(&self, success: bool) {
         self.reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
     }
 
     /// Counts a JWKS URL fetch.
-    pub fn jwks_fetch(&self, success: bool) {
+    pub(crate) fn jwks_fetch(&self, success: bool) {
         self.jwks_fetches
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
     }
 
     /// Counts a fetched JWKS key ignored because a pinned key has its kid.
-    pub fn jwks_key_ignored(&self) {
+    pub(crate) fn jwks_key_ignored(&self) {
         self.jwks_keys_ignored.inc();
     }
 
     /// Sets the partner gauge.
-    pub fn set_partners(&self, n: usize) {
+    pub(crate) fn set_partners(&self, n: usize) {
         self.partners.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the learned-org gauge.
-    pub fn set_learned_orgs(&self, n: usize) {
+    pub(crate) fn set_learned_orgs(&self, n: usize) {
         self.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed journal append.
-    pub fn journal_failure(&self) {
+    pub(crate) fn journal_failure(&self) {
         self.journal_failures.inc();
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {

@@ -65,7 +65,7 @@ pub(crate) const ED25519_SPKI_PREFIX: [u8; 12] =
     [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// A fresh Ed25519 pair as (PKCS#8 private PEM, SPKI public PEM), for `authgate demo`.
-pub fn generate_ed25519_pem() -> anyhow::Result<(String, String)> {
+pub(crate) fn generate_ed25519_pem() -> anyhow::Result<(String, String)> {
     use ring::signature::KeyPair as _;
     let mut seed = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)

@@ -9,64 +9,64 @@ use toml::Spanned;
 /// `authgate.toml` as parsed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayFile {
-    pub server: ServerFile,
-    pub upstream: UpstreamFile,
+pub(crate) struct GatewayFile {
+    pub(crate) server: ServerFile,
+    pub(crate) upstream: UpstreamFile,
     #[serde(default)]
-    pub client_ip: ClientIpFile,
+    pub(crate) client_ip: ClientIpFile,
     #[serde(default)]
-    pub jwt: JwtFile,
-    pub policies: PoliciesFile,
+    pub(crate) jwt: JwtFile,
+    pub(crate) policies: PoliciesFile,
     #[serde(default)]
-    pub limits: Vec<LimitFile>,
+    pub(crate) limits: Vec<LimitFile>,
     #[serde(default)]
-    pub routes: Vec<Spanned<RouteFile>>,
+    pub(crate) routes: Vec<Spanned<RouteFile>>,
 }
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {
-    pub listen: Spanned<String>,
-    pub admin_listen: Option<Spanned<String>>,
-    pub threads: Option<usize>,
-    pub max_body_bytes: Option<u64>,
-    pub shutdown_grace: Option<Spanned<String>>,
+pub(crate) struct ServerFile {
+    pub(crate) listen: Spanned<String>,
+    pub(crate) admin_listen: Option<Spanned<String>>,
+    pub(crate) threads: Option<usize>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) shutdown_grace: Option<Spanned<String>>,
     /// `error`, `warn`, `info` (default), `debug`, `trace`.
-    pub log_level: Option<Spanned<String>>,
+    pub(crate) log_level: Option<Spanned<String>>,
     /// `json` (default) or `text`.
-    pub log_format: Option<Spanned<String>>,
+    pub(crate) log_format: Option<Spanned<String>>,
     /// One access-log line per request (default true).
-    pub access_log: Option<bool>,
+    pub(crate) access_log: Option<bool>,
     /// `drop` (default) or `allow`: other request headers with `_` in their name.
-    pub underscore_headers: Option<Spanned<String>>,
+    pub(crate) underscore_headers: Option<Spanned<String>>,
 }
 
 /// `[upstream]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
-    pub address: Spanned<String>,
+pub(crate) struct UpstreamFile {
+    pub(crate) address: Spanned<String>,
     #[serde(default)]
-    pub tls: bool,
-    pub sni: Option<String>,
-    pub connect_timeout: Option<Spanned<String>>,
-    pub read_timeout: Option<Spanned<String>>,
+    pub(crate) tls: bool,
+    pub(crate) sni: Option<String>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) read_timeout: Option<Spanned<String>>,
 }
 
 /// `[client_ip]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClientIpFile {
-    pub source: Option<Spanned<String>>,
+pub(crate) struct ClientIpFile {
+    pub(crate) source: Option<Spanned<String>>,
     #[serde(default)]
-    pub trusted_proxies: Vec<Spanned<String>>,
+    pub(crate) trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// `aud` may be written as one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
@@ -74,123 +74,123 @@ pub enum OneOrMany {
 /// `[jwt]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwtFile {
-    pub algorithms: Option<Vec<Spanned<String>>>,
-    pub issuer: Option<String>,
-    pub audience: Option<OneOrMany>,
-    pub leeway: Option<Spanned<String>>,
-    pub require_exp: Option<bool>,
-    pub partner_claim: Option<String>,
-    pub org_claim: Option<String>,
-    pub key_id_claim: Option<String>,
-    pub org_must_be_listed: Option<bool>,
+pub(crate) struct JwtFile {
+    pub(crate) algorithms: Option<Vec<Spanned<String>>>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<OneOrMany>,
+    pub(crate) leeway: Option<Spanned<String>>,
+    pub(crate) require_exp: Option<bool>,
+    pub(crate) partner_claim: Option<String>,
+    pub(crate) org_claim: Option<String>,
+    pub(crate) key_id_claim: Option<String>,
+    pub(crate) org_must_be_listed: Option<bool>,
     #[serde(default)]
-    pub keys: Vec<Spanned<KeyFile>>,
-    pub jwks: Option<Spanned<JwksFile>>,
+    pub(crate) keys: Vec<Spanned<KeyFile>>,
+    pub(crate) jwks: Option<Spanned<JwksFile>>,
 }
 
 /// `[[jwt.keys]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyFile {
-    pub kid: Spanned<String>,
-    pub algorithm: Spanned<String>,
-    pub secret_env: Option<String>,
-    pub secret_file: Option<String>,
-    pub public_key_file: Option<String>,
-    pub private_key_file: Option<String>,
+pub(crate) struct KeyFile {
+    pub(crate) kid: Spanned<String>,
+    pub(crate) algorithm: Spanned<String>,
+    pub(crate) secret_env: Option<String>,
+    pub(crate) secret_file: Option<String>,
+    pub(crate) public_key_file: Option<String>,
+    pub(crate) private_key_file: Option<String>,
 }
 
 /// `[jwt.jwks]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JwksFile {
-    pub file: Option<String>,
-    pub url: Option<Spanned<String>>,
-    pub refresh: Option<Spanned<String>>,
+pub(crate) struct JwksFile {
+    pub(crate) file: Option<String>,
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) refresh: Option<Spanned<String>>,
 }
 
 /// `[policies]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PoliciesFile {
-    pub file: Spanned<String>,
-    pub learned_orgs_file: Option<String>,
+pub(crate) struct PoliciesFile {
+    pub(crate) file: Spanned<String>,
+    pub(crate) learned_orgs_file: Option<String>,
 }
 
 /// `[[limits]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitFile {
-    pub name: Spanned<String>,
-    pub per_minute: Spanned<i64>,
+pub(crate) struct LimitFile {
+    pub(crate) name: Spanned<String>,
+    pub(crate) per_minute: Spanned<i64>,
 }
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteFile {
-    pub name: Spanned<String>,
-    pub path: Spanned<String>,
-    pub method: Option<Spanned<String>>,
-    pub auth: Spanned<String>,
-    pub org_param: Option<Spanned<String>>,
+pub(crate) struct RouteFile {
+    pub(crate) name: Spanned<String>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) method: Option<Spanned<String>>,
+    pub(crate) auth: Spanned<String>,
+    pub(crate) org_param: Option<Spanned<String>>,
     #[serde(default)]
-    pub limits: Vec<Spanned<String>>,
-    pub learn_org_from_response: Option<Spanned<String>>,
-    pub api_key_header: Option<Spanned<String>>,
-    pub api_key_prefix: Option<String>,
-    pub error_format: Option<Spanned<String>>,
+    pub(crate) limits: Vec<Spanned<String>>,
+    pub(crate) learn_org_from_response: Option<Spanned<String>>,
+    pub(crate) api_key_header: Option<Spanned<String>>,
+    pub(crate) api_key_prefix: Option<String>,
+    pub(crate) error_format: Option<Spanned<String>>,
 }
 
 /// The policy file (`partners.toml`) as parsed.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyFile {
+pub(crate) struct PolicyFile {
     #[serde(default)]
-    pub partner: Vec<Spanned<PartnerFile>>,
+    pub(crate) partner: Vec<Spanned<PartnerFile>>,
     #[serde(default)]
-    pub org: Vec<Spanned<OrgFile>>,
+    pub(crate) org: Vec<Spanned<OrgFile>>,
     #[serde(default)]
-    pub api_key: Vec<Spanned<ApiKeyFile>>,
+    pub(crate) api_key: Vec<Spanned<ApiKeyFile>>,
 }
 
 /// `[[partner]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PartnerFile {
-    pub id: Spanned<String>,
+pub(crate) struct PartnerFile {
+    pub(crate) id: Spanned<String>,
     #[serde(default = "yes")]
-    pub active: bool,
-    pub ip_allow_list: Option<Vec<Spanned<String>>>,
+    pub(crate) active: bool,
+    pub(crate) ip_allow_list: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    pub revoked_keys: Vec<String>,
+    pub(crate) revoked_keys: Vec<String>,
     #[serde(default)]
-    pub orgs: Vec<String>,
-    pub limits: Option<Spanned<std::collections::BTreeMap<String, Spanned<i64>>>>,
+    pub(crate) orgs: Vec<String>,
+    pub(crate) limits: Option<Spanned<std::collections::BTreeMap<String, Spanned<i64>>>>,
 }
 
 /// `[[org]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrgFile {
-    pub id: Spanned<String>,
+pub(crate) struct OrgFile {
+    pub(crate) id: Spanned<String>,
     #[serde(default)]
-    pub revoked_keys: Vec<String>,
-    pub ip_allow_list: Option<Vec<Spanned<String>>>,
+    pub(crate) revoked_keys: Vec<String>,
+    pub(crate) ip_allow_list: Option<Vec<Spanned<String>>>,
     #[serde(default = "yes")]
-    pub active: bool,
+    pub(crate) active: bool,
 }
 
 /// `[[api_key]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKeyFile {
-    pub id: Spanned<String>,
-    pub org: Spanned<String>,
-    pub sha256: Spanned<String>,
+pub(crate) struct ApiKeyFile {
+    pub(crate) id: Spanned<String>,
+    pub(crate) org: Spanned<String>,
+    pub(crate) sha256: Spanned<String>,
     #[serde(default)]
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 fn yes() -> bool {

@@ -34,7 +34,7 @@ struct Jwk {
 
 /// The keys of a JWKS document usable with `allowed` algorithms, plus a note for each key
 /// that was skipped. Fails only when the document itself is not a JWKS.
-pub fn parse(text: &[u8], allowed: &[Algorithm]) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), String> {
+pub(crate) fn parse(text: &[u8], allowed: &[Algorithm]) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), String> {
     let doc: Document = serde_json::from_slice(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = Vec::new();
     let mut skipped = Vec::new();

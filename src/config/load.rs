@@ -17,15 +17,15 @@ use crate::policy::jwt::VerifyKey;
 
 /// What a reload re-reads: the policy file and the key files.
 pub struct PolicyFiles {
-    pub directory: Directory,
+    pub(crate) directory: Directory,
     /// `[[jwt.keys]]` plus the JWKS `file`, in that order.
-    pub keys: Vec<Arc<VerifyKey>>,
+    pub(crate) keys: Vec<Arc<VerifyKey>>,
 }
 
 /// Everything needed to start: settings plus the first policy.
 pub struct Loaded {
     pub settings: Settings,
-    pub policy: PolicyFiles,
+    pub(crate) policy: PolicyFiles,
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -106,7 +106,7 @@ pub fn load_policy_files(settings: &Settings) -> Result<PolicyFiles, Problems> {
 }
 
 /// Loads the configured keys and the JWKS file.
-pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
+pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
     let mut problems = Vec::new();
     let mut keys = Vec::new();
     let cfg = &settings.config_path;
@@ -209,7 +209,7 @@ pub fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
 
 /// The raw Ed25519 public key of the demo pair round 1 committed (`config/keys/demo-ed.*`).
 /// Its private half stays in git history, so anyone can sign with it: refused everywhere.
-pub const BURNED_DEMO_ED25519: [u8; 32] = [
+pub(crate) const BURNED_DEMO_ED25519: [u8; 32] = [
     0x4b, 0x06, 0xd3, 0xc7, 0x7f, 0xbc, 0x1d, 0x9c, 0x69, 0xdb, 0xce, 0x37, 0xdd, 0xf5, 0x0a, 0x56, 0x93, 0xb1, 0x60,
     0xd0, 0x6c, 0x73, 0x1c, 0x8f, 0x75, 0x2d, 0x63, 0xdc, 0x67, 0x28, 0xd1, 0x4d,
 ];
@@ -249,7 +249,7 @@ pub fn strip_one_newline(bytes: &[u8]) -> &[u8] {
 }
 
 /// Reads and validates the policy file.
-pub fn load_directory(settings: &Settings) -> Result<Directory, Problems> {
+pub(crate) fn load_directory(settings: &Settings) -> Result<Directory, Problems> {
     let path = &settings.policy_file;
     let text = read_text(path, "policy file")?;
     parse_directory(path, &text, settings)

@@ -38,7 +38,7 @@ impl Problems {
     }
 
     /// Adds the problems of another file or stage.
-    pub fn extend(&mut self, other: Problems) {
+    pub(crate) fn extend(&mut self, other: Problems) {
         self.0.extend(other.0);
     }
 }
@@ -58,7 +58,7 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 /// Collects problems for one file, turning byte spans into line numbers.
-pub struct Reporter<'a> {
+pub(crate) struct Reporter<'a> {
     file: PathBuf,
     text: &'a str,
     problems: Vec<Problem>,
@@ -66,7 +66,7 @@ pub struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     /// A reporter for `file`, whose contents are `text` (used to find line numbers).
-    pub fn new(file: &Path, text: &'a str) -> Self {
+    pub(crate) fn new(file: &Path, text: &'a str) -> Self {
         Self {
             file: file.to_path_buf(),
             text,
@@ -75,13 +75,13 @@ impl<'a> Reporter<'a> {
     }
 
     /// The 1-based line of a byte offset in the file.
-    pub fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
     /// Records a problem at a span of the file.
-    pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let line = Some(self.line_of(span.start));
         self.problems.push(Problem {
             file: self.file.clone(),
@@ -91,7 +91,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Records a problem that has no position (a missing section, a file that cannot be read).
-    pub fn whole(&mut self, message: impl Into<String>) {
+    pub(crate) fn whole(&mut self, message: impl Into<String>) {
         self.problems.push(Problem {
             file: self.file.clone(),
             line: None,
@@ -100,7 +100,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Records a TOML/serde parse error, with its line when toml knows it.
-    pub fn parse_error(&mut self, err: &toml::de::Error) {
+    pub(crate) fn parse_error(&mut self, err: &toml::de::Error) {
         let message = err.message().trim().to_string();
         match err.span() {
             Some(span) => self.at(span, message),
@@ -109,12 +109,12 @@ impl<'a> Reporter<'a> {
     }
 
     /// Whether any problem was recorded.
-    pub fn has_problems(&self) -> bool {
+    pub(crate) fn has_problems(&self) -> bool {
         !self.problems.is_empty()
     }
 
     /// The problems recorded so far.
-    pub fn finish(self) -> Problems {
+    pub(crate) fn finish(self) -> Problems {
         Problems(self.problems)
     }
 }

@@ -12,7 +12,7 @@ use crate::policy::upstream_headers::UnderscoreHeaders;
 
 /// Where a configured key's material comes from (re-read on every reload, except env).
 #[derive(Debug, Clone)]
-pub enum KeyMaterial {
+pub(crate) enum KeyMaterial {
     SecretEnv(String),
     SecretFile(PathBuf),
     PublicKeyFile(PathBuf),
@@ -20,33 +20,33 @@ pub enum KeyMaterial {
 
 /// One `[[jwt.keys]]` entry, validated.
 #[derive(Debug, Clone)]
-pub struct KeySource {
-    pub kid: String,
-    pub algorithm: Algorithm,
-    pub material: KeyMaterial,
+pub(crate) struct KeySource {
+    pub(crate) kid: String,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) material: KeyMaterial,
     /// Only `authgate token` reads it.
-    pub private_key_file: Option<PathBuf>,
+    pub(crate) private_key_file: Option<PathBuf>,
     /// Line of the entry in the config file (for problems found when loading the key).
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// `[jwt.jwks]`, validated.
 #[derive(Debug, Clone)]
-pub struct JwksSettings {
-    pub file: Option<PathBuf>,
-    pub url: Option<String>,
-    pub refresh: Duration,
+pub(crate) struct JwksSettings {
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) url: Option<String>,
+    pub(crate) refresh: Duration,
 }
 
 /// `[upstream]`, validated.
 #[derive(Debug, Clone)]
-pub struct UpstreamSettings {
+pub(crate) struct UpstreamSettings {
     /// `host:port` as configured (pingora resolves it when connecting).
-    pub address: String,
-    pub tls: bool,
-    pub sni: String,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
+    pub(crate) address: String,
+    pub(crate) tls: bool,
+    pub(crate) sni: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
 }
 
 /// Log output format.
@@ -60,23 +60,23 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The config file (absolute).
-    pub config_path: PathBuf,
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    pub(crate) config_path: PathBuf,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// Worker threads (0 in the file = number of cores, resolved here).
-    pub threads: usize,
-    pub shutdown_grace: Duration,
+    pub(crate) threads: usize,
+    pub(crate) shutdown_grace: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// `[server] underscore_headers` (CONTRACT §6).
-    pub underscore_headers: UnderscoreHeaders,
-    pub upstream: UpstreamSettings,
+    pub(crate) underscore_headers: UnderscoreHeaders,
+    pub(crate) upstream: UpstreamSettings,
     /// Routes, client-IP rules, `[jwt]` checks, body limit.
     pub fixed: StaticPolicy,
     pub limits: Vec<LimitDef>,
-    pub keys: Vec<KeySource>,
-    pub jwks: Option<JwksSettings>,
-    pub policy_file: PathBuf,
-    pub learned_orgs_file: PathBuf,
+    pub(crate) keys: Vec<KeySource>,
+    pub(crate) jwks: Option<JwksSettings>,
+    pub(crate) policy_file: PathBuf,
+    pub(crate) learned_orgs_file: PathBuf,
 }

@@ -22,16 +22,16 @@ use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Rout
 use crate::policy::upstream_headers::UnderscoreHeaders;
 
 /// Default values of CONTRACT §2.
-pub mod defaults {
-    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
-    pub const MAX_BODY_BYTES: u64 = 1_048_576;
-    pub const SHUTDOWN_GRACE: &str = "10s";
-    pub const CONNECT_TIMEOUT: &str = "2s";
-    pub const READ_TIMEOUT: &str = "30s";
-    pub const LEEWAY: &str = "30s";
-    pub const JWKS_REFRESH: &str = "5m";
-    pub const ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
-    pub const API_KEY_HEADER: &str = "X-API-Key";
+pub(crate) mod defaults {
+    pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+    pub(crate) const MAX_BODY_BYTES: u64 = 1_048_576;
+    pub(crate) const SHUTDOWN_GRACE: &str = "10s";
+    pub(crate) const CONNECT_TIMEOUT: &str = "2s";
+    pub(crate) const READ_TIMEOUT: &str = "30s";
+    pub(crate) const LEEWAY: &str = "30s";
+    pub(crate) const JWKS_REFRESH: &str = "5m";
+    pub(crate) const ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
+    pub(crate) const API_KEY_HEADER: &str = "X-API-Key";
 }
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
@@ -71,7 +71,7 @@ impl Ctx<'_, '_> {
 }
 
 /// A path from a config file, relative to that file's directory.
-pub fn resolve(dir: &Path, rel: &str) -> PathBuf {
+pub(crate) fn resolve(dir: &Path, rel: &str) -> PathBuf {
     let p = Path::new(rel);
     if p.is_absolute() {
         p.to_path_buf()
@@ -94,7 +94,7 @@ fn socket_addr(r: &mut Reporter<'_>, v: &Spanned<String>, field: &str) -> Socket
 }
 
 /// Validates the parsed gateway file. `config_path` must be absolute.
-pub fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) -> Settings {
+pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<'_>) -> Settings {
     let dir = config_path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut c = Ctx { r, dir };
 
@@ -572,7 +572,7 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
 
 /// A JWKS URL must be https, or http to a loopback host (`127.0.0.0/8`, `::1`,
 /// `localhost`): keys fetched in clear text over a network could be anyone's.
-pub fn jwks_url(url: &str) -> Result<(), String> {
+pub(crate) fn jwks_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     match uri.scheme_str() {
@@ -596,7 +596,7 @@ pub fn jwks_url(url: &str) -> Result<(), String> {
 }
 
 /// Parses a list of CIDRs / bare IPs, reporting each bad entry.
-pub fn ip_list(r: &mut Reporter<'_>, list: &[Spanned<String>], field: &str) -> IpSet {
+pub(crate) fn ip_list(r: &mut Reporter<'_>, list: &[Spanned<String>], field: &str) -> IpSet {
     let mut nets = Vec::new();
     for e in list {
         match parse_net(e.get_ref()) {

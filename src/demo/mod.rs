@@ -2,7 +2,7 @@
 //! API of [`upstream`], with ready-to-paste curl lines, so a newcomer sees 200, 401, 403
 //! and 429 in a minute.
 
-pub mod upstream;
+pub(crate) mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,9 +15,9 @@ use crate::config::{Loaded, Settings};
 use crate::mint::{mint, MintOptions, Subject};
 
 /// The env var the shipped config reads the dev HMAC secret from.
-pub const DEV_SECRET_ENV: &str = "AUTHGATE_DEV_SECRET";
+pub(crate) const DEV_SECRET_ENV: &str = "AUTHGATE_DEV_SECRET";
 /// The demo's static org key (its digest is in `config/partners.toml`).
-pub const DEMO_API_KEY: &str = "org_demo_0123456789abcdef0123";
+pub(crate) const DEMO_API_KEY: &str = "org_demo_0123456789abcdef0123";
 
 fn find_config(explicit: Option<PathBuf>) -> Option<PathBuf> {
     if explicit.is_some() {
@@ -75,7 +75,7 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
 }
 
 /// Kid of the Ed25519 pair the demo generates at start.
-pub const DEMO_ED_KID: &str = "demo-ed";
+pub(crate) const DEMO_ED_KID: &str = "demo-ed";
 
 /// Generates a fresh Ed25519 pair for this demo run (never a committed one: a private key
 /// in the repository would let anyone mint tokens), writes it to a private temp directory

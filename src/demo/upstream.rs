@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Mints an org API key (a JWT) for (org_id, api_key_id); the demo passes one that signs with the demo key.
-pub type OrgKeyMinter = std::sync::Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+pub(crate) type OrgKeyMinter = std::sync::Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 /// Header through which the gateway names the authenticated partner.
 const PARTNER_HEADER: &str = "x-partner-id";
@@ -90,7 +90,7 @@ struct State {
 }
 
 /// In-memory Partner API state (orgs per partner).
-pub struct DemoApi {
+pub(crate) struct DemoApi {
     state: Mutex<State>,
     minter: Option<OrgKeyMinter>,
     /// Timestamp reported for orgs this demo did not create (stable across calls).
@@ -110,11 +110,11 @@ impl std::fmt::Debug for DemoApi {
 
 /// A response from [`DemoApi::handle`]: an HTTP status and a JSON body.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DemoResponse {
+pub(crate) struct DemoResponse {
     /// HTTP status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body (always sent as `application/json`).
-    pub body: serde_json::Value,
+    pub(crate) body: serde_json::Value,
 }
 
 impl DemoResponse {
@@ -367,7 +367,7 @@ struct CreateLoginLinkBody {
 
 impl DemoApi {
     /// Creates an empty store; `minter` mints org API keys (without one, keys are `demo-<hex>`).
-    pub fn new(minter: Option<OrgKeyMinter>) -> std::sync::Arc<Self> {
+    pub(crate) fn new(minter: Option<OrgKeyMinter>) -> std::sync::Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             minter,
@@ -381,7 +381,7 @@ impl DemoApi {
 
     /// Pure request handling (no sockets), used by unit tests and by `serve`.
     /// `target` is the raw request target (path + optional query, possibly percent-encoded).
-    pub fn handle(&self, method: &str, target: &str, headers: &http::HeaderMap, body: &[u8]) -> DemoResponse {
+    pub(crate) fn handle(&self, method: &str, target: &str, headers: &http::HeaderMap, body: &[u8]) -> DemoResponse {
         let (path, query) = split_target(target);
         let Some(route) = route(path) else {
             return not_found();
@@ -606,7 +606,7 @@ async fn respond(api: &DemoApi, req: Request<Incoming>) -> Response<Full<Bytes>>
 }
 
 /// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive, one task per connection).
-pub async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc<DemoApi>) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc<DemoApi>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

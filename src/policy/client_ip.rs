@@ -18,7 +18,7 @@ pub enum ClientIp {
 
 impl ClientIp {
     /// The address, when known.
-    pub fn addr(self) -> Option<IpAddr> {
+    pub(crate) fn addr(self) -> Option<IpAddr> {
         match self {
             ClientIp::Known(ip) => Some(ip),
             ClientIp::Unknown => None,

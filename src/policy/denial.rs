@@ -48,7 +48,7 @@ pub enum Denial {
 /// metrics pre-build one child per variant, so a new reason is counted under its own name
 /// from the start and can never fall into a catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     BadPath,
     BodyTooLarge,
     NoRoute,
@@ -69,7 +69,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub const ALL: [Reason; 16] = [
+    pub(crate) const ALL: [Reason; 16] = [
         Reason::BadPath,
         Reason::BodyTooLarge,
         Reason::NoRoute,
@@ -89,7 +89,7 @@ impl Reason {
     ];
 
     /// The label value and access-log field.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::BadPath => "bad_path",
             Reason::BodyTooLarge => "body_too_large",
@@ -111,14 +111,14 @@ impl Reason {
     }
 
     /// Position in [`Reason::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 impl Denial {
     /// The contract's failure name (metric label `reason`, access-log field).
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         match self {
             Denial::BadPath(_) => Reason::BadPath,
             Denial::BodyTooLarge { .. } => Reason::BodyTooLarge,
@@ -140,7 +140,7 @@ impl Denial {
     }
 
     /// HTTP status.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Denial::BadPath(_) | Denial::BadRequest => 400,
             Denial::BodyTooLarge { .. } => 413,
@@ -162,7 +162,7 @@ impl Denial {
     }
 
     /// Message for the partner. Never contains the token or key.
-    pub fn message(&self, api_key_header: &str) -> String {
+    pub(crate) fn message(&self, api_key_header: &str) -> String {
         match self {
             Denial::BadPath(p) => format!("Bad request path: {}", p.describe()),
             Denial::BodyTooLarge { limit } => format!("Request body is larger than the {limit}-byte limit"),
@@ -193,11 +193,11 @@ impl Denial {
 
 /// What the route says about how to answer (auth scheme and error shape).
 #[derive(Debug, Clone, Copy)]
-pub struct AnswerStyle<'a> {
-    pub auth: AuthKind,
-    pub error_format: ErrorFormat,
+pub(crate) struct AnswerStyle<'a> {
+    pub(crate) auth: AuthKind,
+    pub(crate) error_format: ErrorFormat,
     /// The api-key header name, on `auth = "api_key"` routes.
-    pub api_key_header: &'a str,
+    pub(crate) api_key_header: &'a str,
 }
 
 impl Default for AnswerStyle<'_> {
@@ -212,14 +212,14 @@ impl Default for AnswerStyle<'_> {
 
 /// A gateway-written response: status, extra headers, JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorResponse {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: String,
+pub(crate) struct ErrorResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: String,
 }
 
 /// Maps a denial to the response, in exactly one place.
-pub fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
+pub(crate) fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
     let status = denial.status();
     let message = denial.message(style.api_key_header);
     let mut headers = Vec::new();
@@ -262,7 +262,7 @@ pub fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
 }
 
 /// The standard reason phrase (the ErrorDto `error` field).
-pub fn reason_phrase(status: u16) -> &'static str {
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
         401 => "Unauthorized",

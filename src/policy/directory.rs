@@ -35,19 +35,19 @@ pub struct PartnerPolicy {
 /// One `[[org]]`.
 #[derive(Debug, Clone)]
 pub struct OrgPolicy {
-    pub id: Arc<str>,
-    pub active: bool,
-    pub ip_allow_list: Option<IpSet>,
-    pub revoked_keys: HashSet<Box<str>>,
+    pub(crate) id: Arc<str>,
+    pub(crate) active: bool,
+    pub(crate) ip_allow_list: Option<IpSet>,
+    pub(crate) revoked_keys: HashSet<Box<str>>,
 }
 
 /// One `[[api_key]]` (the key itself is never stored, only its digest).
 #[derive(Debug, Clone)]
 pub struct ApiKeyEntry {
-    pub id: Arc<str>,
-    pub org: Arc<str>,
-    pub disabled: bool,
-    pub digest: [u8; 32],
+    pub(crate) id: Arc<str>,
+    pub(crate) org: Arc<str>,
+    pub(crate) disabled: bool,
+    pub(crate) digest: [u8; 32],
 }
 
 /// The policy file, validated and indexed for O(1) lookups.
@@ -89,12 +89,12 @@ impl Directory {
     }
 
     /// All partners.
-    pub fn partners(&self) -> impl Iterator<Item = &PartnerPolicy> {
+    pub(crate) fn partners(&self) -> impl Iterator<Item = &PartnerPolicy> {
         self.partners.values()
     }
 
     /// The entry whose digest equals SHA-256(`key`), compared in constant time.
-    pub fn api_key(&self, key: &[u8]) -> Option<&ApiKeyEntry> {
+    pub(crate) fn api_key(&self, key: &[u8]) -> Option<&ApiKeyEntry> {
         let digest: [u8; 32] = Sha256::digest(key).into();
         self.api_keys
             .get(&prefix(&digest))?
@@ -137,7 +137,7 @@ fn admit_principal(
 }
 
 /// Steps 3-5 for a partner token: known, key not revoked, IP allowed, active.
-pub fn admit_partner<'d>(
+pub(crate) fn admit_partner<'d>(
     dir: &'d Directory,
     partner: &str,
     key_id: Option<&str>,
@@ -150,7 +150,7 @@ pub fn admit_partner<'d>(
 
 /// Steps 3-5 for an org principal (org JWT or static key). An org the file does not list
 /// passes unless `must_be_listed`.
-pub fn admit_org<'d>(
+pub(crate) fn admit_org<'d>(
     dir: &'d Directory,
     org: &str,
     key_id: Option<&str>,
@@ -169,7 +169,7 @@ pub fn admit_org<'d>(
 }
 
 /// The static-key format: `prefix` + 16-128 of `[A-Za-z0-9_-]`.
-pub fn api_key_well_formed(key: &[u8], prefix: &str) -> bool {
+pub(crate) fn api_key_well_formed(key: &[u8], prefix: &str) -> bool {
     match key.strip_prefix(prefix.as_bytes()) {
         Some(rest) => {
             (16..=128).contains(&rest.len())
@@ -186,7 +186,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::policy::ip_set::parse_net;
 
-    pub fn partner(id: &str) -> PartnerPolicy {
+    pub(crate) fn partner(id: &str) -> PartnerPolicy {
         PartnerPolicy {
             id: id.into(),
             active: true,

@@ -46,7 +46,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// What failed, in words a partner can act on.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             TokenError::TooLarge => "Invalid API key: token is larger than 8 KiB",
             TokenError::Malformed => "Invalid API key: not a well-formed JWT",
@@ -112,7 +112,7 @@ impl KeySet {
     }
 
     /// A new set from keys shared with other sets (a JWKS refresh keeps the configured keys).
-    pub fn from_shared(keys: impl IntoIterator<Item = Arc<VerifyKey>>) -> Self {
+    pub(crate) fn from_shared(keys: impl IntoIterator<Item = Arc<VerifyKey>>) -> Self {
         let by_kid = keys.into_iter().map(|k| (k.kid.clone(), k)).collect();
         KeySet {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -121,23 +121,13 @@ impl KeySet {
     }
 
     /// Unique id of this set's contents (part of the token-cache key).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.by_kid.len()
-    }
-
     /// Whether there are no keys.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_kid.is_empty()
-    }
-
-    /// Whether a key with this id exists.
-    pub fn contains(&self, kid: &str) -> bool {
-        self.by_kid.contains_key(kid)
     }
 
     /// The key for a token: by `kid`, or the only key when there is one and no `kid`.
@@ -182,7 +172,7 @@ impl IdClaim {
     }
 
     /// The string value, if the claim is a string.
-    pub fn as_str(&self) -> Option<&Arc<str>> {
+    pub(crate) fn as_str(&self) -> Option<&Arc<str>> {
         match self {
             IdClaim::Str(s) => Some(s),
             _ => None,
@@ -204,7 +194,7 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     /// exp / nbf / iat against `now` (seconds since the epoch) with leeway.
-    pub fn check_times(&self, policy: &JwtPolicy, now: f64) -> Result<(), TokenError> {
+    pub(crate) fn check_times(&self, policy: &JwtPolicy, now: f64) -> Result<(), TokenError> {
         let leeway = policy.leeway_secs;
         match self.exp {
             Some(exp) if now > exp + leeway => return Err(TokenError::Expired),
@@ -352,10 +342,10 @@ pub(crate) mod tests {
     use jsonwebtoken::{EncodingKey, Header as JHeader};
     use serde_json::json;
 
-    pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    pub(crate) const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: f64 = 1_800_000_000.0;
 
-    pub fn policy() -> JwtPolicy {
+    pub(crate) fn policy() -> JwtPolicy {
         JwtPolicy {
             algorithms: vec![Algorithm::HS256, Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
             issuer: Some("https://api.open.cx".into()),
@@ -369,7 +359,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn hs_keys() -> KeySet {
+    pub(crate) fn hs_keys() -> KeySet {
         KeySet::new([VerifyKey {
             kid: "hs-1".into(),
             algorithms: vec![Algorithm::HS256],
@@ -377,12 +367,12 @@ pub(crate) mod tests {
         }])
     }
 
-    pub fn claims() -> Value {
+    pub(crate) fn claims() -> Value {
         json!({"sub": "acme", "jti": "key-1", "iss": "https://api.open.cx", "aud": "partner-api",
                "iat": NOW as i64, "exp": NOW as i64 + 3600})
     }
 
-    pub fn mint(claims: &Value, kid: Option<&str>) -> String {
+    pub(crate) fn mint(claims: &Value, kid: Option<&str>) -> String {
         let mut h = JHeader::new(Algorithm::HS256);
         h.kid = kid.map(str::to_string);
         jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(SECRET)).unwrap()

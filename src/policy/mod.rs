@@ -2,7 +2,7 @@
 //! layer; [`pipeline::decide`] runs them in CONTRACT §4 order.
 
 pub mod client_ip;
-pub mod denial;
+pub(crate) mod denial;
 pub mod directory;
 pub mod ip_set;
 pub mod jwt;
@@ -13,4 +13,4 @@ pub mod principal;
 pub mod rate_limit;
 pub mod routes;
 pub mod token_cache;
-pub mod upstream_headers;
+pub(crate) mod upstream_headers;

@@ -32,20 +32,15 @@ impl LearnedOrgs {
     }
 
     /// Whether `partner` learned `org`.
-    pub fn owns(&self, partner: &str, org: &str) -> bool {
+    pub(crate) fn owns(&self, partner: &str, org: &str) -> bool {
         self.by_org
             .get(org)
             .is_some_and(|owners| owners.iter().any(|p| &**p == partner))
     }
 
     /// Number of learned orgs.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_org.len()
-    }
-
-    /// Whether nothing was learned.
-    pub fn is_empty(&self) -> bool {
-        self.by_org.is_empty()
     }
 }
 
@@ -64,7 +59,7 @@ pub fn check_partner_org(partner: &PartnerPolicy, learned: &LearnedOrgs, raw_cap
 }
 
 /// Step 7 on an org or api-key route: the percent-decoded capture is the caller's org.
-pub fn check_own_org(org: &str, raw_capture: &[u8]) -> Result<(), Denial> {
+pub(crate) fn check_own_org(org: &str, raw_capture: &[u8]) -> Result<(), Denial> {
     if *decode_segment(raw_capture) == *org.as_bytes() {
         Ok(())
     } else {
@@ -73,7 +68,7 @@ pub fn check_own_org(org: &str, raw_capture: &[u8]) -> Result<(), Denial> {
 }
 
 /// The org id a create response names: a non-empty string at the JSON pointer.
-pub fn org_from_response(body: &[u8], pointer: &str) -> Option<String> {
+pub(crate) fn org_from_response(body: &[u8], pointer: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     match v.pointer(pointer)? {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),

@@ -20,7 +20,7 @@ pub enum PathProblem {
 
 impl PathProblem {
     /// Words for logs and the error message.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             PathProblem::NotAbsolute => "the path does not start with '/'",
             PathProblem::EmptySegment => "the path has an empty segment ('//')",

@@ -70,7 +70,7 @@ pub struct RequestFacts<'a> {
 
 /// Who the request was admitted as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
+pub(crate) enum Identity {
     /// `auth = "none"`.
     Anonymous,
     Partner {
@@ -85,7 +85,7 @@ pub enum Identity {
 
 impl Identity {
     /// The partner id for metric labels (empty for other principals).
-    pub fn partner_label(&self) -> &str {
+    pub(crate) fn partner_label(&self) -> &str {
         match self {
             Identity::Partner { id, .. } => id,
             _ => "",
@@ -96,31 +96,24 @@ impl Identity {
 /// A request that may go upstream.
 #[derive(Debug)]
 pub struct Admitted<'r> {
-    pub route: &'r Route,
-    pub identity: Identity,
-    pub client_ip: ClientIp,
-    pub headroom: Option<Headroom>,
+    pub(crate) route: &'r Route,
+    pub(crate) identity: Identity,
+    pub(crate) client_ip: ClientIp,
+    pub(crate) headroom: Option<Headroom>,
 }
 
 /// A refused request, with what the answer and the metrics need.
 #[derive(Debug)]
 pub struct Refused<'r> {
-    pub route: Option<&'r Route>,
-    pub denial: Denial,
-    pub client_ip: ClientIp,
+    pub(crate) route: Option<&'r Route>,
+    pub(crate) denial: Denial,
+    pub(crate) client_ip: ClientIp,
     /// The principal, once known (the rate-limit metric names the partner).
-    pub identity: Identity,
-}
-
-impl Refused<'_> {
-    /// How to phrase the answer on this route.
-    pub fn style(&self) -> AnswerStyle<'_> {
-        style_of(self.route)
-    }
+    pub(crate) identity: Identity,
 }
 
 /// The answer style of a route (or the default before routing).
-pub fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
+pub(crate) fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
     match route {
         Some(r) => AnswerStyle {
             auth: r.auth,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// The two kinds of principal the gateway admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PrincipalKind {
+pub(crate) enum PrincipalKind {
     /// A partner (`auth = "partner"` routes).
     Partner,
     /// An org (`auth = "org"` and `auth = "api_key"` routes).
@@ -17,7 +17,7 @@ pub enum PrincipalKind {
 
 impl PrincipalKind {
     /// Stable text form, used in shared-store keys and state files.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PrincipalKind::Partner => "partner",
             PrincipalKind::Org => "org",
@@ -50,17 +50,17 @@ impl Principal {
     }
 
     /// Which kind of principal this is.
-    pub fn kind(&self) -> PrincipalKind {
+    pub(crate) fn kind(&self) -> PrincipalKind {
         self.kind
     }
 
     /// The id as configured or as the token names it.
-    pub fn id(&self) -> &Arc<str> {
+    pub(crate) fn id(&self) -> &Arc<str> {
         &self.id
     }
 
     /// The partner id, when this is a partner (per-partner overrides apply only then).
-    pub fn as_partner(&self) -> Option<&str> {
+    pub(crate) fn as_partner(&self) -> Option<&str> {
         (self.kind == PrincipalKind::Partner).then_some(&*self.id)
     }
 }

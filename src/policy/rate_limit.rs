@@ -32,7 +32,7 @@ type Keyed<C> = RateLimiter<Principal, DefaultKeyedStateStore<Principal>, C, Sta
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
 /// A partner's own bucket for an overridden limit.
-pub struct OverrideBucket<C: Clock> {
+pub(crate) struct OverrideBucket<C: Clock> {
     limit: usize,
     per_minute: NonZeroU32,
     bucket: Direct<C>,
@@ -61,21 +61,17 @@ impl<C: Clock> OverrideBuckets<C> {
     }
 
     /// Number of override buckets.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_partner.values().map(Vec::len).sum()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.by_partner.is_empty()
     }
 }
 
 /// The headroom reported on a passed request: the tightest limit it drew on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Headroom {
-    pub per_minute: u32,
-    pub remaining: u32,
+    pub(crate) per_minute: u32,
+    pub(crate) remaining: u32,
 }
 
 /// All limits of the gateway, generic over the clock so tests run on a fake one.
@@ -93,11 +89,6 @@ impl<C: Clock + Clone> RateLimits<C> {
             .map(|d| Keyed::<C>::new(Quota::per_minute(d.per_minute), Default::default(), clock.clone()))
             .collect();
         RateLimits { clock, defs, shared }
-    }
-
-    /// The limit table (index = route `limits` entry).
-    pub fn defs(&self) -> &[LimitDef] {
-        &self.defs
     }
 
     /// Builds the override buckets for a new policy, keeping each bucket whose partner and
@@ -172,15 +163,16 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// Drops shared-limiter state that is indistinguishable from a full bucket, bounding
     /// memory by the principals active within the last minute.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         for l in &self.shared {
             l.retain_recent();
             l.shrink_to_fit();
         }
     }
 
-    /// Principals tracked across shared limiters (for tests and gauges).
-    pub fn tracked(&self) -> usize {
+    /// Principals tracked across shared limiters.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.shared.iter().map(|l| l.len()).sum()
     }
 }

@@ -36,9 +36,9 @@ pub enum ErrorFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeySettings {
     /// Header name as configured (used in messages and `WWW-Authenticate`).
-    pub header: String,
+    pub(crate) header: String,
     /// Required prefix, e.g. `org_`.
-    pub prefix: String,
+    pub(crate) prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +194,7 @@ impl RouteTable {
     }
 
     /// The route with this index (as recorded in a request's context).
-    pub fn get(&self, index: usize) -> Option<&Route> {
+    pub(crate) fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
     }
 

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::jwt::{self, JwtPolicy, KeySet, TokenError, VerifiedToken};
 
 /// Default number of cached tokens.
-pub const DEFAULT_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Verified-token cache shared by all worker threads (sharded internally).
 pub struct TokenCache {
@@ -51,12 +51,14 @@ impl TokenCache {
     }
 
     /// Number of cached tokens.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.cache.len()
     }
 
     /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.cache.is_empty()
     }
 }

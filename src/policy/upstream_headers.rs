@@ -11,26 +11,26 @@ use crate::policy::client_ip::ClientIp;
 use crate::policy::pipeline::Identity;
 
 /// `X-Partner-Id` (set for partner principals).
-pub const X_PARTNER_ID: HeaderName = HeaderName::from_static("x-partner-id");
+pub(crate) const X_PARTNER_ID: HeaderName = HeaderName::from_static("x-partner-id");
 /// `X-Org-Id` (set for org principals).
-pub const X_ORG_ID: HeaderName = HeaderName::from_static("x-org-id");
+pub(crate) const X_ORG_ID: HeaderName = HeaderName::from_static("x-org-id");
 /// `X-Api-Key-Id` (set when the key has an id).
-pub const X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
+pub(crate) const X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 /// `X-Real-IP` (the client IP, when known).
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-Id` (both directions).
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-RateLimit-Limit` (responses).
-pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining` (responses).
-pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
 /// `[server] underscore_headers`: what happens to a header with `_` in its name that does
 /// not spell one of the gateway's own names (those are always removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnderscoreHeaders {
+pub(crate) enum UnderscoreHeaders {
     /// Remove it (nginx's `underscores_in_headers off`, the default): CGI, WSGI, Rack and PHP
     /// upstreams read `_` as `-`, so the header could shadow a dashed one.
     Drop,
@@ -67,7 +67,7 @@ fn managed(dashed: &str) -> Option<Managed> {
 
 /// Whether a client-sent header must be removed before the upstream sees it (CONTRACT §6).
 /// `name` is lowercase, as `http::HeaderName` keeps it.
-pub fn must_strip(name: &str, peer_trusted: bool, underscores: UnderscoreHeaders) -> bool {
+pub(crate) fn must_strip(name: &str, peer_trusted: bool, underscores: UnderscoreHeaders) -> bool {
     if name.contains('_') {
         // An underscore spelling of one of our names is always removed; any other name
         // with `_` follows the operator's choice.
@@ -84,7 +84,7 @@ pub fn must_strip(name: &str, peer_trusted: bool, underscores: UnderscoreHeaders
 
 /// The client-sent headers to remove before forwarding: one pass over the names, so the
 /// common case (none present) costs no allocation.
-pub fn to_strip(headers: &HeaderMap, peer_trusted: bool, underscores: UnderscoreHeaders) -> Vec<HeaderName> {
+pub(crate) fn to_strip(headers: &HeaderMap, peer_trusted: bool, underscores: UnderscoreHeaders) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for name in headers.keys() {
         if must_strip(name.as_str(), peer_trusted, underscores) {
@@ -95,7 +95,7 @@ pub fn to_strip(headers: &HeaderMap, peer_trusted: bool, underscores: Underscore
 }
 
 /// The new X-Forwarded-For: every incoming line joined with ", ", then the peer.
-pub fn forwarded_for<'a>(incoming: impl Iterator<Item = &'a [u8]>, peer: Option<IpAddr>) -> String {
+pub(crate) fn forwarded_for<'a>(incoming: impl Iterator<Item = &'a [u8]>, peer: Option<IpAddr>) -> String {
     let mut out = String::new();
     for line in incoming {
         let line = String::from_utf8_lossy(line);
@@ -119,7 +119,7 @@ pub fn forwarded_for<'a>(incoming: impl Iterator<Item = &'a [u8]>, peer: Option<
 
 /// Appends an address in its standard text form. IPv4 by hand: `Display` for `IpAddr`
 /// goes through the padding-aware formatter and cost more than the whole route match.
-pub fn push_ip(out: &mut String, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -140,14 +140,14 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
 }
 
 /// An address as text (see [`push_ip`]).
-pub fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     let mut s = String::with_capacity(15);
     push_ip(&mut s, ip);
     s
 }
 
 /// The identity headers to set: (name, value) pairs.
-pub fn identity_headers(identity: &Identity) -> [(HeaderName, Option<&str>); 2] {
+pub(crate) fn identity_headers(identity: &Identity) -> [(HeaderName, Option<&str>); 2] {
     match identity {
         Identity::Anonymous => [(X_PARTNER_ID, None), (X_API_KEY_ID, None)],
         Identity::Partner { id, key_id } => [(X_PARTNER_ID, Some(id)), (X_API_KEY_ID, key_id.as_deref())],
@@ -156,7 +156,7 @@ pub fn identity_headers(identity: &Identity) -> [(HeaderName, Option<&str>); 2] 
 }
 
 /// X-Real-IP: the client IP when known.
-pub fn real_ip(ip: ClientIp) -> Option<String> {
+pub(crate) fn real_ip(ip: ClientIp) -> Option<String> {
     ip.addr().map(ip_text)
 }
 

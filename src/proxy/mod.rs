@@ -1,7 +1,7 @@
 //! The pingora plumbing: gather request facts, run [`crate::policy::pipeline::decide`],
 //! write denials through the one renderer, and shape what the upstream receives.
 
-pub mod request_id;
+pub(crate) mod request_id;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::policy::upstream_headers::{self, UnderscoreHeaders};
 const LEARN_BUFFER_LIMIT: usize = 1 << 20;
 
 /// Per-request state, filled by the phases in order.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     started: Instant,
     request_id: String,
     route: Option<usize>,
@@ -52,14 +52,14 @@ struct LearnBuffer {
 }
 
 /// The authgate `ProxyHttp` implementation.
-pub struct AuthProxy {
+pub(crate) struct AuthProxy {
     gw: Arc<Gateway>,
     peer: HttpPeer,
 }
 
 impl AuthProxy {
     /// A proxy for the gateway; the upstream address is resolved once, here.
-    pub fn new(gw: Arc<Gateway>) -> anyhow::Result<Self> {
+    pub(crate) fn new(gw: Arc<Gateway>) -> anyhow::Result<Self> {
         let up = &gw.settings.upstream;
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&up.address)?
             .next()

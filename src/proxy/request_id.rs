@@ -5,7 +5,7 @@ use std::cell::Cell;
 use rand::Rng;
 
 /// Whether a client-sent id may be reused: 1-128 chars of `[A-Za-z0-9._-]`.
-pub fn acceptable(id: &[u8]) -> bool {
+pub(crate) fn acceptable(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id
             .iter()
@@ -13,7 +13,7 @@ pub fn acceptable(id: &[u8]) -> bool {
 }
 
 /// The id for a request: the client's when acceptable (and there is exactly one), else new.
-pub fn for_request<'a>(mut sent: impl Iterator<Item = &'a [u8]>) -> String {
+pub(crate) fn for_request<'a>(mut sent: impl Iterator<Item = &'a [u8]>) -> String {
     match (sent.next(), sent.next()) {
         (Some(id), None) if acceptable(id) => String::from_utf8_lossy(id).into_owned(),
         _ => new_id(),
@@ -35,7 +35,7 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 /// A new id in UUID v4 form (8-4-4-4-12 lowercase hex), unique per request.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let (seed_a, seed_b, n) = STATE.with(|c| {
         let v = c.get();
