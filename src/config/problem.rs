@@ -101,7 +101,12 @@ impl<'a> Reporter<'a> {
 
     /// Records a TOML/serde parse error, with its line when toml knows it.
     pub(crate) fn parse_error(&mut self, err: &toml::de::Error) {
-        let message = err.message().trim().to_string();
+        let mut message = err.message().trim().to_string();
+        if message.is_empty() {
+            // toml leaves some syntax errors (a bare CR, a control character in a comment)
+            // without words; `check` must still say what is wrong.
+            message = "invalid TOML: unexpected character (a control character or a bare carriage return?)".into();
+        }
         match err.span() {
             Some(span) => self.at(span, message),
             None => self.whole(message),
@@ -129,6 +134,17 @@ mod tests {
         assert_eq!(r.line_of(0), 1);
         assert_eq!(r.line_of(6), 2);
         assert_eq!(r.line_of(1000), 3);
+    }
+
+    #[test]
+    fn toml_errors_always_have_words() {
+        for text in ["\r", "# \u{0}\n"] {
+            let err = toml::from_str::<toml::Table>(text).unwrap_err();
+            let mut r = Reporter::new(Path::new("a.toml"), text);
+            r.parse_error(&err);
+            let problems = r.finish();
+            assert!(problems.0.iter().all(|p| !p.message.is_empty()), "{problems:?}");
+        }
     }
 
     #[test]
