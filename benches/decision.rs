@@ -20,7 +20,8 @@ use authgate::policy::ip_set::{parse_net, IpSet};
 use authgate::policy::jwt::{self, JwtPolicy, KeySet, VerifyKey};
 use authgate::policy::ownership::{check_partner_org, LearnedOrgs};
 use authgate::policy::path;
-use authgate::policy::pipeline::{decide, Gate, RequestFacts, Snapshot, StaticPolicy};
+use authgate::policy::pipeline::{decide, Embedded, Gate, RequestFacts, Snapshot, StaticPolicy};
+use authgate::policy::revocations::Revocations;
 use authgate::policy::principal::Principal;
 use authgate::policy::rate_limit::{LimitDef, RateLimits};
 use authgate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
@@ -269,11 +270,15 @@ fn bench_pipeline(c: &mut Criterion) {
     };
     let tokens = TokenCache::new(1000);
     let learned = LearnedOrgs::new();
+    let revoked = Revocations::default();
     let gate = Gate {
         fixed: &fixed,
         snapshot: &snapshot,
-        limits: &limits,
         tokens: &tokens,
+        revoked: &revoked,
+    };
+    let stores = Embedded {
+        limits: &limits,
         learned: &learned,
     };
     let target = format!("/partner/v1/orgs/{org}/api-keys");
@@ -293,10 +298,24 @@ fn bench_pipeline(c: &mut Criterion) {
             content_length: None,
             now: now(),
         };
-        decide(&gate, &facts).unwrap();
-        g.bench_function(kid, |b| b.iter(|| black_box(decide(&gate, black_box(&facts)).unwrap())));
+        ready(decide(&gate, &stores, &facts)).unwrap();
+        g.bench_function(kid, |b| {
+            b.iter(|| black_box(ready(decide(&gate, &stores, black_box(&facts))).unwrap()))
+        });
     }
     g.finish();
+}
+
+/// Polls a future once: the embedded decision never waits (no executor needed).
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the embedded decision awaited"),
+    }
 }
 
 /// The stall a create response sees on its worker thread: one journal line appended and

@@ -10,11 +10,17 @@ use arc_swap::ArcSwap;
 use crate::config::{PolicyFiles, Problems, Settings};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::policy::client_ip::ClientIp;
+use crate::policy::denial::Denial;
 use crate::policy::jwt::{KeySet, VerifyKey};
 use crate::policy::ownership::LearnedOrgs;
-use crate::policy::pipeline::{Gate, Snapshot};
-use crate::policy::rate_limit::RateLimits;
+use crate::policy::pipeline::{decide, Gate, Identity, RequestFacts, SharedState, Snapshot};
+use crate::policy::principal::Principal;
+use crate::policy::rate_limit::{Headroom, OverrideBuckets, RateLimits};
+use crate::policy::revocations::Revocations;
 use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
+use crate::shared::revocations::RevocationState;
+use crate::shared::Shared;
 
 /// State shared by the proxy workers, the admin listener and the reload task.
 pub(crate) struct Gateway {
@@ -25,6 +31,12 @@ pub(crate) struct Gateway {
     pub(crate) learned: LearnedOrgs,
     pub(crate) journal: Journal,
     pub(crate) metrics: Metrics,
+    /// Redis (`[redis]`); `None` = the embedded default.
+    pub(crate) shared: Option<Arc<Shared>>,
+    /// Revocations made with `authgate revoke`, as this replica knows them.
+    pub(crate) revoked: ArcSwap<Revocations>,
+    /// Every revocation record seen, and the local state file that keeps them.
+    pub(crate) revocation_state: RevocationState,
     /// Keys from `[[jwt.keys]]` and the JWKS file (replaced on reload).
     file_keys: ArcSwap<Vec<Arc<VerifyKey>>>,
     /// Keys from the JWKS URL (replaced on each good fetch).
@@ -50,6 +62,51 @@ fn merge_keys(pinned: &[Arc<VerifyKey>], fetched: &[Arc<VerifyKey>]) -> KeySet {
 /// Least time between two refetches caused by tokens with an unknown kid.
 pub(crate) const JWKS_KICK_INTERVAL: Duration = Duration::from_secs(10);
 
+/// An admitted request, as the proxy keeps it (owned: it outlives the snapshot it was
+/// decided on).
+pub(crate) struct Pass {
+    pub(crate) route: usize,
+    pub(crate) identity: Identity,
+    pub(crate) client_ip: ClientIp,
+    pub(crate) headroom: Option<Headroom>,
+    /// `learn_org_from_response` of the route.
+    pub(crate) learn: Option<String>,
+}
+
+/// A refused request, as the proxy keeps it.
+pub(crate) struct Block {
+    pub(crate) route: Option<usize>,
+    pub(crate) denial: Denial,
+    pub(crate) identity: Identity,
+    pub(crate) client_ip: ClientIp,
+}
+
+/// The gateway's stores for steps 6 and 7: Redis when configured, else this process.
+struct Stores<'a> {
+    gw: &'a Gateway,
+}
+
+impl SharedState for Stores<'_> {
+    async fn charge(
+        &self,
+        overrides: &OverrideBuckets,
+        limits: &[usize],
+        principal: &Principal,
+    ) -> Result<Option<Headroom>, Denial> {
+        match &self.gw.shared {
+            Some(s) => s.charge(&self.gw.limits, overrides, limits, principal).await,
+            None => self.gw.limits.check(overrides, limits, principal),
+        }
+    }
+
+    async fn learned(&self, partner: &str, org: &str) -> Result<bool, Denial> {
+        match &self.gw.shared {
+            Some(s) => s.learned(&self.gw.learned, partner, org).await,
+            None => Ok(self.gw.learned.owns(partner, org)),
+        }
+    }
+}
+
 /// Counts a request as in flight until dropped.
 pub(crate) struct InFlight(Arc<Gateway>);
 
@@ -62,7 +119,21 @@ impl Drop for InFlight {
 impl Gateway {
     /// Builds the state from a loaded config; replays the learned-orgs journal.
     pub(crate) fn new(settings: Settings, policy: PolicyFiles) -> anyhow::Result<Arc<Gateway>> {
-        let metrics = Metrics::new(settings.fixed.routes.iter().map(|r| &*r.name))?;
+        let metrics = Metrics::new(settings.fixed.routes.iter().map(|r| &*r.name), settings.redis.is_some())?;
+        let shared = match (&settings.redis, metrics.redis()) {
+            (Some(redis), Some(m)) => {
+                let runtime = crate::shared::start_runtime()?;
+                Some(Arc::new(Shared::new(redis.clone(), m, runtime)?))
+            }
+            _ => None,
+        };
+        let (revocation_state, revoked) = RevocationState::open(&settings.revocations_file()).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the revocation state file {}: {e}",
+                settings.revocations_file().display()
+            )
+        })?;
+        metrics.set_revocations(revoked.len());
         let limits = RateLimits::new(settings.limits.clone(), Default::default());
         let learned = LearnedOrgs::new();
         let journal = Journal::open(&settings.learned_orgs_file, &learned).map_err(|e| {
@@ -87,6 +158,9 @@ impl Gateway {
             learned,
             journal,
             metrics,
+            shared,
+            revoked: ArcSwap::from_pointee(revoked),
+            revocation_state,
             file_keys: ArcSwap::from_pointee(policy.keys),
             url_keys: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
@@ -99,17 +173,32 @@ impl Gateway {
         }))
     }
 
-    /// Runs `f` with the decision inputs of one consistent snapshot.
-    pub(crate) fn with_gate<T>(&self, f: impl FnOnce(&Gate<'_>) -> T) -> T {
-        let snapshot = self.snapshot.load();
+    /// Steps 0-7 for one request against one consistent policy snapshot, with the rate
+    /// limits and learned orgs in Redis when `[redis]` is configured.
+    pub(crate) async fn admit(&self, facts: &RequestFacts<'_>) -> Result<Pass, Block> {
+        let snapshot = self.snapshot.load_full();
+        let revoked = self.revoked.load_full();
         let gate = Gate {
             fixed: &self.settings.fixed,
             snapshot: &snapshot,
-            limits: &self.limits,
             tokens: &self.tokens,
-            learned: &self.learned,
+            revoked: &revoked,
         };
-        f(&gate)
+        match decide(&gate, &Stores { gw: self }, facts).await {
+            Ok(a) => Ok(Pass {
+                route: a.route.index,
+                identity: a.identity,
+                client_ip: a.client_ip,
+                headroom: a.headroom,
+                learn: a.route.learn_org_pointer.clone(),
+            }),
+            Err(r) => Err(Block {
+                route: r.route.map(|r| r.index),
+                denial: r.denial,
+                identity: r.identity,
+                client_ip: r.client_ip,
+            }),
+        }
     }
 
     /// Re-reads the policy file and key files (SIGHUP). On any problem the old policy

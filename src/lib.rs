@@ -19,7 +19,8 @@ pub mod journal;
 #[cfg(feature = "gateway")]
 pub mod jwks_fetch;
 pub mod logging;
-pub mod metrics;
+#[cfg(feature = "gateway")]
+pub(crate) mod metrics;
 pub mod mint;
 #[cfg(feature = "gateway")]
 pub mod ops;
@@ -28,3 +29,5 @@ pub mod policy;
 pub mod proxy;
 #[cfg(feature = "gateway")]
 pub mod server;
+#[cfg(feature = "gateway")]
+pub(crate) mod shared;

@@ -163,7 +163,8 @@ fn main() -> ExitCode {
 
 fn check(config: &std::path::Path) -> ExitCode {
     match authgate::config::load(config) {
-        Ok(_) => {
+        Ok(loaded) => {
+            authgate::ops::warn_if_redis_unreachable(&loaded.settings);
             println!("ok");
             ExitCode::SUCCESS
         }

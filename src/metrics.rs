@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use crate::policy::denial::Reason;
+use crate::shared::RedisMetrics;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -37,6 +38,57 @@ struct RouteMetrics {
     denied: Vec<OnceLock<IntCounter>>,
 }
 
+/// The metrics of the shared state (Redis), registered only when `[redis]` is configured.
+struct SharedMetrics {
+    redis: RedisMetrics,
+    revocations: IntGauge,
+}
+
+impl RedisMetrics {
+    /// Handles that no registry exports (the CLI talks to Redis too).
+    pub(crate) fn unregistered() -> Result<RedisMetrics, prometheus::Error> {
+        Ok(SharedMetrics::register(&Registry::new())?.redis)
+    }
+}
+
+impl SharedMetrics {
+    fn register(registry: &Registry) -> Result<SharedMetrics, prometheus::Error> {
+        let up = IntGauge::new(
+            "authgate_redis_up",
+            "1 while Redis answers (requests use the shared state), 0 while they fall back per on_error.",
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "authgate_redis_errors_total",
+                "Redis commands that failed or took longer than [redis] timeout, by what they were for.",
+            ),
+            &["op"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "authgate_redis_duration_seconds",
+                "Time Redis commands took, answered or not.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let revocations = IntGauge::new(
+            "authgate_revocations",
+            "Keys revoked at runtime (authgate revoke) and in force on this replica.",
+        )?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(revocations.clone()))?;
+        for op in crate::shared::Op::ALL {
+            errors.with_label_values(&[op.as_str()]);
+        }
+        Ok(SharedMetrics {
+            redis: RedisMetrics { up, errors, duration },
+            revocations,
+        })
+    }
+}
+
 /// The gateway's metrics and the registry `/metrics` serves.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -49,12 +101,17 @@ pub(crate) struct Metrics {
     partners: IntGauge,
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
+    shared: Option<SharedMetrics>,
     routes: Vec<RouteMetrics>,
 }
 
 impl Metrics {
     /// Registers every metric; `routes` are the configured route names in order.
-    pub(crate) fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Result<Metrics, prometheus::Error> {
+    /// With `redis`, the shared-state metrics of CONTRACT §10 are registered too.
+    pub(crate) fn new<'a>(
+        routes: impl IntoIterator<Item = &'a str>,
+        redis: bool,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -125,6 +182,11 @@ impl Metrics {
         registry.register(Box::new(partners.clone()))?;
         registry.register(Box::new(learned_orgs.clone()))?;
         registry.register(Box::new(journal_failures.clone()))?;
+        let shared = if redis {
+            Some(SharedMetrics::register(&registry)?)
+        } else {
+            None
+        };
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
@@ -149,6 +211,7 @@ impl Metrics {
             partners,
             learned_orgs,
             journal_failures,
+            shared,
             routes: per_route,
         })
     }
@@ -219,6 +282,18 @@ impl Metrics {
         self.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Handles on the Redis metrics, when `[redis]` is configured.
+    pub(crate) fn redis(&self) -> Option<crate::shared::RedisMetrics> {
+        self.shared.as_ref().map(|s| s.redis.clone())
+    }
+
+    /// Sets the runtime-revocations gauge (only exported with `[redis]`).
+    pub(crate) fn set_revocations(&self, n: usize) {
+        if let Some(s) = &self.shared {
+            s.revocations.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Counts a failed journal append.
     pub(crate) fn journal_failure(&self) {
         self.journal_failures.inc();
@@ -241,7 +316,7 @@ mod tests {
 
     #[test]
     fn renders_contract_names_and_labels() {
-        let m = Metrics::new(["orgs", "health"]).unwrap();
+        let m = Metrics::new(["orgs", "health"], true).unwrap();
         m.request(Some(0), "GET", 200, 0.001);
         m.request(None, "BREW", 404, 0.0001);
         m.denied(None, Reason::NoRoute);
@@ -262,6 +337,9 @@ mod tests {
             r#"authgate_request_duration_seconds_bucket{route="orgs",le="0.00005"}"#,
             r#"authgate_upstream_duration_seconds_count{route="orgs"} 1"#,
             "# TYPE authgate_request_duration_seconds histogram",
+            "authgate_redis_up 0",
+            r#"authgate_redis_errors_total{op="limit"} 0"#,
+            "# TYPE authgate_redis_duration_seconds histogram",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

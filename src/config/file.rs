@@ -21,6 +21,18 @@ pub(crate) struct GatewayFile {
     pub(crate) limits: Vec<LimitFile>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RouteFile>>,
+    pub(crate) redis: Option<Spanned<RedisFile>>,
+}
+
+/// `[redis]` (CONTRACT §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisFile {
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) url_env: Option<Spanned<String>>,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) on_error: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -49,6 +49,50 @@ pub(crate) struct UpstreamSettings {
     pub(crate) read_timeout: Duration,
 }
 
+/// `[redis] on_error`: what a request that needs shared state gets while Redis is
+/// unreachable or slower than `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Per-replica limits and local org knowledge (availability first).
+    Local,
+    /// 503 `shared_state_unavailable` (exact limits first).
+    Deny,
+}
+
+/// `[redis]`, validated (CONTRACT §10).
+#[derive(Clone)]
+pub(crate) struct RedisSettings {
+    /// `redis://` or `rediss://` URL (may carry credentials: never logged).
+    pub(crate) url: String,
+    pub(crate) key_prefix: String,
+    /// Per command.
+    pub(crate) timeout: Duration,
+    pub(crate) on_error: OnError,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and messages.
+pub(crate) fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -79,4 +123,18 @@ pub struct Settings {
     pub(crate) jwks: Option<JwksSettings>,
     pub(crate) policy_file: PathBuf,
     pub(crate) learned_orgs_file: PathBuf,
+    /// `[redis]`; `None` = the embedded default (one process, nothing else to run).
+    pub(crate) redis: Option<RedisSettings>,
+}
+
+impl Settings {
+    /// The local state file of shared revocations, beside the learned-orgs journal
+    /// (`partners.toml.orgs.jsonl` -> `partners.toml.revocations.jsonl`).
+    pub(crate) fn revocations_file(&self) -> PathBuf {
+        let journal = self.learned_orgs_file.to_string_lossy();
+        match journal.strip_suffix(".orgs.jsonl") {
+            Some(stem) => PathBuf::from(format!("{stem}.revocations.jsonl")),
+            None => PathBuf::from(format!("{journal}.revocations.jsonl")),
+        }
+    }
 }

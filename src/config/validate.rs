@@ -10,9 +10,11 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
-use super::file::{GatewayFile, OneOrMany, RouteFile};
+use super::file::{GatewayFile, OneOrMany, RedisFile, RouteFile};
 use super::problem::Reporter;
-use super::settings::{JwksSettings, KeyMaterial, KeySource, LogFormat, Settings, UpstreamSettings};
+use super::settings::{
+    JwksSettings, KeyMaterial, KeySource, LogFormat, OnError, RedisSettings, Settings, UpstreamSettings,
+};
 use crate::policy::client_ip::{ClientIpPolicy, IpSource};
 use crate::policy::ip_set::{parse_net, IpSet};
 use crate::policy::jwt::JwtPolicy;
@@ -32,6 +34,8 @@ pub(crate) mod defaults {
     pub(crate) const JWKS_REFRESH: &str = "5m";
     pub(crate) const ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
     pub(crate) const API_KEY_HEADER: &str = "X-API-Key";
+    pub(crate) const REDIS_TIMEOUT: &str = "50ms";
+    pub(crate) const REDIS_KEY_PREFIX: &str = "authgate:";
 }
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
@@ -336,6 +340,9 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         }
     };
 
+    // [redis]
+    let redis = file.redis.as_ref().and_then(|r| redis(&mut c, r));
+
     // [[limits]]
     let mut limits: Vec<LimitDef> = Vec::new();
     for l in &file.limits {
@@ -397,7 +404,90 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         jwks,
         policy_file,
         learned_orgs_file,
+        redis,
     }
+}
+
+/// `[redis]`: a `redis://` or `rediss://` URL from `url` or the variable `url_env` names
+/// (exactly one), a per-command timeout, and `on_error`.
+fn redis(c: &mut Ctx<'_, '_>, r: &Spanned<RedisFile>) -> Option<RedisSettings> {
+    let span = r.span();
+    let r = r.get_ref();
+    let url = match (&r.url, &r.url_env) {
+        (Some(u), None) => Some((u.get_ref().clone(), u.span())),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) if !v.is_empty() => Some((v, var.span())),
+            _ => {
+                c.r.at(
+                    var.span(),
+                    format!("redis.url_env: environment variable {} is not set", var.get_ref()),
+                );
+                None
+            }
+        },
+        _ => {
+            c.r.at(span.clone(), "redis needs exactly one of url and url_env");
+            None
+        }
+    };
+    let url = url.and_then(|(url, span)| match redis_url(&url) {
+        Ok(()) => Some(url),
+        Err(e) => {
+            c.r.at(span, format!("redis: {e}"));
+            None
+        }
+    });
+    let timeout = c.duration(&r.timeout, defaults::REDIS_TIMEOUT, "redis.timeout");
+    if timeout.is_zero() || timeout > Duration::from_secs(10) {
+        let at = r.timeout.as_ref().map_or(span.clone(), |t| t.span());
+        c.r.at(at, "redis.timeout must be between 1ms and 10s");
+    }
+    let on_error = match r.on_error.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
+        None | Some(("local", _)) => OnError::Local,
+        Some(("deny", _)) => OnError::Deny,
+        Some((other, span)) => {
+            c.r.at(span, format!("redis.on_error: {other:?} is not \"local\" or \"deny\""));
+            OnError::Local
+        }
+    };
+    Some(RedisSettings {
+        url: url?,
+        key_prefix: r
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| defaults::REDIS_KEY_PREFIX.into()),
+        timeout,
+        on_error,
+    })
+}
+
+/// A Redis URL: `redis://` or `rediss://` (TLS), a host, optional port and `/db`.
+pub(crate) fn redis_url(url: &str) -> Result<(), String> {
+    let shown = super::settings::redacted_url(url);
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| format!("{shown:?} is not a redis:// or rediss:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || host_port.starts_with('[') => {
+            if port.parse::<u16>().is_err() && !h.is_empty() && !host_port.starts_with('[') {
+                return Err(format!("{shown:?}: bad port {port:?}"));
+            }
+            h
+        }
+        _ => host_port,
+    };
+    if host.is_empty() {
+        return Err(format!("{shown:?} has no host"));
+    }
+    if let Some(db) = rest.split_once('/').map(|(_, db)| db).filter(|d| !d.is_empty()) {
+        if db.parse::<u32>().is_err() {
+            return Err(format!("{shown:?}: database {db:?} is not a number"));
+        }
+    }
+    Ok(())
 }
 
 fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef], earlier: &[Route]) -> Option<Route> {
@@ -662,6 +752,31 @@ mod tests {
         ] {
             assert!(jwks_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn redis_urls() {
+        for ok in [
+            "redis://127.0.0.1:6379/0",
+            "redis://localhost",
+            "rediss://user:secret@redis.internal:6380/2",
+            "redis://:pw@10.0.0.5:6379",
+            "redis://[::1]:6379/0",
+        ] {
+            assert!(redis_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:6379",
+            "redis://",
+            "redis:///0",
+            "redis://host:port/0",
+            "redis://host:6379/zero",
+            "127.0.0.1:6379",
+        ] {
+            assert!(redis_url(bad).is_err(), "{bad}");
+        }
+        let e = redis_url("http://u:hunter2@h").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum Denial {
     OrgForbidden,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// `[redis] on_error = "deny"` and the shared state is unreachable (CONTRACT §10).
+    SharedStateUnavailable,
     /// Something went wrong inside the gateway; details are only logged.
     Internal,
     /// The client sent something unparseable beyond the request line (bad chunking...).
@@ -63,13 +65,14 @@ pub(crate) enum Reason {
     OrgForbidden,
     UpstreamUnavailable,
     UpstreamTimeout,
+    SharedStateUnavailable,
     InternalError,
     BadRequest,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 16] = [
+    pub(crate) const ALL: [Reason; 17] = [
         Reason::BadPath,
         Reason::BodyTooLarge,
         Reason::NoRoute,
@@ -84,6 +87,7 @@ impl Reason {
         Reason::OrgForbidden,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::SharedStateUnavailable,
         Reason::InternalError,
         Reason::BadRequest,
     ];
@@ -105,6 +109,7 @@ impl Reason {
             Reason::OrgForbidden => "org_forbidden",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::SharedStateUnavailable => "shared_state_unavailable",
             Reason::InternalError => "internal_error",
             Reason::BadRequest => "bad_request",
         }
@@ -134,6 +139,7 @@ impl Denial {
             Denial::OrgForbidden => Reason::OrgForbidden,
             Denial::UpstreamUnavailable => Reason::UpstreamUnavailable,
             Denial::UpstreamTimeout => Reason::UpstreamTimeout,
+            Denial::SharedStateUnavailable => Reason::SharedStateUnavailable,
             Denial::Internal => Reason::InternalError,
             Denial::BadRequest => Reason::BadRequest,
         }
@@ -157,6 +163,7 @@ impl Denial {
             Denial::RateLimited { .. } => 429,
             Denial::UpstreamUnavailable => 502,
             Denial::UpstreamTimeout => 504,
+            Denial::SharedStateUnavailable => 503,
             Denial::Internal => 500,
         }
     }
@@ -185,6 +192,7 @@ impl Denial {
             Denial::OrgForbidden => "Org does not belong to this partner".into(),
             Denial::UpstreamUnavailable => "Upstream service unavailable".into(),
             Denial::UpstreamTimeout => "Upstream service timed out".into(),
+            Denial::SharedStateUnavailable => "Shared gateway state is unavailable; retry in a second".into(),
             Denial::Internal => "Internal server error".into(),
             Denial::BadRequest => "Malformed request".into(),
         }
@@ -240,6 +248,9 @@ pub(crate) fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
         headers.push(("Retry-After", retry_after_secs.max(&1).to_string()));
         headers.push(("X-RateLimit-Limit", per_minute.to_string()));
         headers.push(("X-RateLimit-Remaining", "0".to_string()));
+    }
+    if matches!(denial, Denial::SharedStateUnavailable) {
+        headers.push(("Retry-After", "1".to_string()));
     }
     let body = match style.error_format {
         ErrorFormat::Simple => {
@@ -311,6 +322,7 @@ mod tests {
             Denial::OrgForbidden,
             Denial::UpstreamUnavailable,
             Denial::UpstreamTimeout,
+            Denial::SharedStateUnavailable,
             Denial::Internal,
             Denial::BadRequest,
         ]
@@ -355,6 +367,7 @@ mod tests {
             (403, "org_forbidden"),
             (502, "upstream_unavailable"),
             (504, "upstream_timeout"),
+            (503, "shared_state_unavailable"),
             (500, "internal_error"),
             (400, "bad_request"),
         ];

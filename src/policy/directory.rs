@@ -119,12 +119,13 @@ fn ip_allowed(list: &Option<IpSet>, ip: ClientIp) -> bool {
 /// Steps 3 (revoked), 4 (IP) and 5 (active) for any principal, in that order.
 fn admit_principal(
     revoked_keys: &HashSet<Box<str>>,
+    shared_revoked: bool,
     ip_allow_list: &Option<IpSet>,
     active: bool,
     key_id: Option<&str>,
     ip: ClientIp,
 ) -> Result<(), Denial> {
-    if key_id.is_some_and(|k| revoked_keys.contains(k)) {
+    if shared_revoked || key_id.is_some_and(|k| revoked_keys.contains(k)) {
         return Err(Denial::RevokedKey);
     }
     if !ip_allowed(ip_allow_list, ip) {
@@ -137,34 +138,39 @@ fn admit_principal(
 }
 
 /// Steps 3-5 for a partner token: known, key not revoked, IP allowed, active.
+/// `shared_revoked`: the key is revoked through `authgate revoke` (CONTRACT §10).
 pub(crate) fn admit_partner<'d>(
     dir: &'d Directory,
     partner: &str,
     key_id: Option<&str>,
+    shared_revoked: bool,
     ip: ClientIp,
 ) -> Result<&'d PartnerPolicy, Denial> {
     let p = dir.partner(partner).ok_or(Denial::UnknownPartner)?;
-    admit_principal(&p.revoked_keys, &p.ip_allow_list, p.active, key_id, ip)?;
+    admit_principal(&p.revoked_keys, shared_revoked, &p.ip_allow_list, p.active, key_id, ip)?;
     Ok(p)
 }
 
 /// Steps 3-5 for an org principal (org JWT or static key). An org the file does not list
-/// passes unless `must_be_listed`.
+/// passes unless `must_be_listed` (a shared revocation still refuses its key).
 pub(crate) fn admit_org<'d>(
     dir: &'d Directory,
     org: &str,
     key_id: Option<&str>,
+    shared_revoked: bool,
     ip: ClientIp,
     must_be_listed: bool,
 ) -> Result<Option<&'d OrgPolicy>, Denial> {
     let Some(o) = dir.org(org) else {
         return if must_be_listed {
             Err(Denial::UnknownPartner)
+        } else if shared_revoked {
+            Err(Denial::RevokedKey)
         } else {
             Ok(None)
         };
     };
-    admit_principal(&o.revoked_keys, &o.ip_allow_list, o.active, key_id, ip)?;
+    admit_principal(&o.revoked_keys, shared_revoked, &o.ip_allow_list, o.active, key_id, ip)?;
     Ok(Some(o))
 }
 
@@ -251,7 +257,7 @@ pub(crate) mod tests {
         ];
         for (who, key, ip, want) in cases {
             assert_eq!(
-                admit_partner(&d, who, key, ip).map(|_| ()),
+                admit_partner(&d, who, key, false, ip).map(|_| ()),
                 want,
                 "{who} {key:?} {ip:?}"
             );
@@ -262,18 +268,18 @@ pub(crate) mod tests {
     fn org_checks() {
         let d = dir();
         let any = ip("192.0.2.1");
-        assert!(admit_org(&d, "o1", Some("k"), any, false).unwrap().is_some());
+        assert!(admit_org(&d, "o1", Some("k"), false, any, false).unwrap().is_some());
         assert_eq!(
-            admit_org(&d, "o1", Some("old"), any, false).unwrap_err(),
+            admit_org(&d, "o1", Some("old"), false, any, false).unwrap_err(),
             Denial::RevokedKey
         );
         assert_eq!(
-            admit_org(&d, "o2", None, any, false).unwrap_err(),
+            admit_org(&d, "o2", None, false, any, false).unwrap_err(),
             Denial::InactivePartner
         );
-        assert!(admit_org(&d, "o9", None, any, false).unwrap().is_none());
+        assert!(admit_org(&d, "o9", None, false, any, false).unwrap().is_none());
         assert_eq!(
-            admit_org(&d, "o9", None, any, true).unwrap_err(),
+            admit_org(&d, "o9", None, false, any, true).unwrap_err(),
             Denial::UnknownPartner
         );
     }

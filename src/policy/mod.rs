@@ -11,6 +11,7 @@ pub mod path;
 pub mod pipeline;
 pub mod principal;
 pub mod rate_limit;
+pub mod revocations;
 pub mod routes;
 pub mod token_cache;
 pub(crate) mod upstream_headers;

@@ -1,5 +1,6 @@
 //! Org ownership (CONTRACT §4 step 7) and learning orgs from create responses (§2, §3).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -38,23 +39,61 @@ impl LearnedOrgs {
             .is_some_and(|owners| owners.iter().any(|p| &**p == partner))
     }
 
+    /// Every (partner, org) pair learned (to write back to a shared store).
+    pub(crate) fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(self.by_org.len());
+        for e in self.by_org.iter() {
+            for p in e.value() {
+                out.push((p.to_string(), e.key().to_string()));
+            }
+        }
+        out
+    }
+
     /// Number of learned orgs.
     pub(crate) fn len(&self) -> usize {
         self.by_org.len()
     }
 }
 
-/// Step 7 on a partner route: the percent-decoded capture is one of the partner's orgs,
-/// configured or learned.
-pub fn check_partner_org(partner: &PartnerPolicy, learned: &LearnedOrgs, raw_capture: &[u8]) -> Result<(), Denial> {
+/// What a partner's configured orgs say about a capture (step 7, before any learned org).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Configured<'c> {
+    /// One of the partner's configured orgs.
+    Owned,
+    /// Not configured: the learned orgs (local, or shared through Redis) decide.
+    Ask(Cow<'c, str>),
+    /// Cannot be anyone's org (not UTF-8 once decoded).
+    Forbidden,
+}
+
+/// Step 7 on a partner route, the configured part: the percent-decoded capture.
+pub(crate) fn configured_org<'c>(partner: &PartnerPolicy, raw_capture: &'c [u8]) -> Configured<'c> {
     let decoded = decode_segment(raw_capture);
-    let Ok(org) = std::str::from_utf8(&decoded) else {
-        return Err(Denial::OrgForbidden);
+    let org = match decoded {
+        Cow::Borrowed(b) => match std::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => return Configured::Forbidden,
+        },
+        Cow::Owned(v) => match String::from_utf8(v) {
+            Ok(s) => Cow::Owned(s),
+            Err(_) => return Configured::Forbidden,
+        },
     };
-    if partner.orgs.contains(org) || learned.owns(&partner.id, org) {
-        Ok(())
+    if partner.orgs.contains(&*org) {
+        Configured::Owned
     } else {
-        Err(Denial::OrgForbidden)
+        Configured::Ask(org)
+    }
+}
+
+/// Step 7 on a partner route: the percent-decoded capture is one of the partner's orgs,
+/// configured or learned by this process.
+pub fn check_partner_org(partner: &PartnerPolicy, learned: &LearnedOrgs, raw_capture: &[u8]) -> Result<(), Denial> {
+    match configured_org(partner, raw_capture) {
+        Configured::Owned => Ok(()),
+        Configured::Ask(org) if learned.owns(&partner.id, &org) => Ok(()),
+        _ => Err(Denial::OrgForbidden),
     }
 }
 

@@ -1,8 +1,11 @@
 //! The whole admission decision for one request, in CONTRACT §4 order (steps 0-7).
 //!
-//! Pure apart from the rate-limit buckets it charges: it reads request facts and the
-//! policy, and returns either what the proxy needs to forward the request or the denial.
+//! Pure apart from the state behind [`SharedState`] (rate-limit buckets, learned orgs): it
+//! reads request facts and the policy, and returns either what the proxy needs to forward
+//! the request or the denial. The steps run in the order of the contract's table, in
+//! [`decide`]; each is a small function of its own.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -13,10 +16,11 @@ use super::client_ip::{self, ClientIp, ClientIpPolicy};
 use super::denial::{AnswerStyle, Denial};
 use super::directory::{self, Directory};
 use super::jwt::{IdClaim, JwtPolicy, KeySet, TokenError};
-use super::ownership::{self, LearnedOrgs};
+use super::ownership::{self, Configured, LearnedOrgs};
 use super::path;
-use super::principal::Principal;
+use super::principal::{Principal, PrincipalKind};
 use super::rate_limit::{Headroom, OverrideBuckets, RateLimits};
+use super::revocations::Revocations;
 use super::routes::{AuthKind, ErrorFormat, Route, RouteTable};
 use super::token_cache::TokenCache;
 
@@ -46,13 +50,13 @@ impl<C: Clock> Clone for Snapshot<C> {
     }
 }
 
-/// Everything the decision reads.
+/// Everything the decision reads, apart from the [`SharedState`].
 pub struct Gate<'a, C: Clock = DefaultClock> {
     pub fixed: &'a StaticPolicy,
     pub snapshot: &'a Snapshot<C>,
-    pub limits: &'a RateLimits<C>,
     pub tokens: &'a TokenCache,
-    pub learned: &'a LearnedOrgs,
+    /// Revocations made at runtime (`authgate revoke`), besides the policy file's.
+    pub revoked: &'a Revocations,
 }
 
 /// The request as the decision sees it.
@@ -128,8 +132,60 @@ pub(crate) fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
     }
 }
 
-/// Steps 0-7 of CONTRACT §4.
-pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) -> Result<Admitted<'g>, Refused<'g>> {
+/// Where step 6 (rate limits) and the learned-org part of step 7 find their state. The
+/// embedded store answers at once from this process's memory; the shared store (Redis,
+/// CONTRACT §10) may need a network round trip, which is why [`decide`] is async. With
+/// static dispatch the embedded path compiles to a future that is ready on first poll:
+/// no allocation, no await.
+pub trait SharedState<C: Clock = DefaultClock>: Sync {
+    /// Step 6: charge each of `limits` (route order) for `principal`; the first exhausted
+    /// limit answers, earlier ones keep their token, later ones are not charged.
+    fn charge(
+        &self,
+        overrides: &OverrideBuckets<C>,
+        limits: &[usize],
+        principal: &Principal,
+    ) -> impl Future<Output = Result<Option<Headroom>, Denial>> + Send;
+
+    /// Step 7, after the configured orgs said no: whether `partner` learned `org` (through
+    /// any replica). `Err` when the answer is needed and cannot be had (`on_error = "deny"`).
+    fn learned(&self, partner: &str, org: &str) -> impl Future<Output = Result<bool, Denial>> + Send;
+}
+
+/// This process's memory only: governor buckets and the learned orgs it has seen.
+pub struct Embedded<'a, C: Clock = DefaultClock> {
+    pub limits: &'a RateLimits<C>,
+    pub learned: &'a LearnedOrgs,
+}
+
+impl<C: Clock + Clone + Send + Sync> SharedState<C> for Embedded<'_, C>
+where
+    C::Instant: Send + Sync,
+{
+    fn charge(
+        &self,
+        overrides: &OverrideBuckets<C>,
+        limits: &[usize],
+        principal: &Principal,
+    ) -> impl Future<Output = Result<Option<Headroom>, Denial>> + Send {
+        std::future::ready(self.limits.check(overrides, limits, principal))
+    }
+
+    fn learned(&self, partner: &str, org: &str) -> impl Future<Output = Result<bool, Denial>> + Send {
+        std::future::ready(Ok(self.learned.owns(partner, org)))
+    }
+}
+
+/// Steps 0-7 of CONTRACT §4, in order; the first failing step answers.
+pub async fn decide<'g, C, S>(
+    gate: &Gate<'g, C>,
+    shared: &S,
+    req: &RequestFacts<'_>,
+) -> Result<Admitted<'g>, Refused<'g>>
+where
+    C: Clock + Clone,
+    S: SharedState<C>,
+{
     let client_ip = client_ip::resolve(
         &gate.fixed.client_ip,
         req.peer,
@@ -149,13 +205,8 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
         return Err(refuse(None, Denial::BadPath(p), Identity::Anonymous));
     }
     if req.content_length.is_some_and(|n| n > gate.fixed.max_body_bytes) {
-        return Err(refuse(
-            None,
-            Denial::BodyTooLarge {
-                limit: gate.fixed.max_body_bytes,
-            },
-            Identity::Anonymous,
-        ));
+        let limit = gate.fixed.max_body_bytes;
+        return Err(refuse(None, Denial::BodyTooLarge { limit }, Identity::Anonymous));
     }
 
     // 1. route
@@ -163,114 +214,29 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
         return Err(refuse(None, Denial::NoRoute, Identity::Anonymous));
     };
     let route = m.route;
-    let on_route = |denial: Denial, identity: Identity| refuse(Some(route), denial, identity);
+    if route.auth == AuthKind::None {
+        return Ok(Admitted {
+            route,
+            identity: Identity::Anonymous,
+            client_ip,
+            headroom: None,
+        });
+    }
 
-    // 2-5. credential and principal
-    let snapshot = gate.snapshot;
-    let dir: &Directory = &snapshot.directory;
-    let (identity, principal_key) = match route.auth {
-        AuthKind::None => {
-            return Ok(Admitted {
-                route,
-                identity: Identity::Anonymous,
-                client_ip,
-                headroom: None,
-            });
-        }
-        AuthKind::Partner | AuthKind::Org => {
-            let token = bearer_token(req.headers).map_err(|d| on_route(d, Identity::Anonymous))?;
-            let verified = gate
-                .tokens
-                .verify(token, &snapshot.keys, &gate.fixed.jwt, req.now)
-                .map_err(|e| on_route(Denial::InvalidToken(e), Identity::Anonymous))?;
-            if route.auth == AuthKind::Partner {
-                if verified.org != IdClaim::Absent {
-                    return Err(on_route(
-                        Denial::InvalidToken(TokenError::WrongTokenKind),
-                        Identity::Anonymous,
-                    ));
-                }
-                let Some(id) = verified.partner.as_str() else {
-                    return Err(on_route(
-                        Denial::InvalidToken(TokenError::MissingPrincipal),
-                        Identity::Anonymous,
-                    ));
-                };
-                let identity = Identity::Partner {
-                    id: id.clone(),
-                    key_id: verified.key_id.clone(),
-                };
-                let partner = directory::admit_partner(dir, id, verified.key_id.as_deref(), client_ip)
-                    .map_err(|d| on_route(d, identity.clone()))?;
-                (identity, Principal::partner(partner.id.clone()))
-            } else {
-                let Some(id) = verified.org.as_str() else {
-                    return Err(on_route(
-                        Denial::InvalidToken(TokenError::MissingPrincipal),
-                        Identity::Anonymous,
-                    ));
-                };
-                let identity = Identity::Org {
-                    id: id.clone(),
-                    key_id: verified.key_id.clone(),
-                };
-                directory::admit_org(
-                    dir,
-                    id,
-                    verified.key_id.as_deref(),
-                    client_ip,
-                    gate.fixed.jwt.org_must_be_listed,
-                )
-                .map_err(|d| on_route(d, identity.clone()))?;
-                (identity, Principal::org(id.clone()))
-            }
-        }
-        AuthKind::ApiKey => {
-            let settings = route.api_key.as_ref();
-            let header = settings.map_or("x-api-key", |s| s.header.as_str());
-            let prefix = settings.map_or("", |s| s.prefix.as_str());
-            let mut values = req.headers.get_all(header).iter();
-            let key = match (values.next(), values.next()) {
-                (None, _) => return Err(on_route(Denial::MissingApiKey, Identity::Anonymous)),
-                (Some(_), Some(_)) => return Err(on_route(Denial::BadApiKeyFormat, Identity::Anonymous)),
-                (Some(v), None) => v.as_bytes(),
-            };
-            if !directory::api_key_well_formed(key, prefix) {
-                return Err(on_route(Denial::BadApiKeyFormat, Identity::Anonymous));
-            }
-            let entry = dir
-                .api_key(key)
-                .ok_or_else(|| on_route(Denial::UnknownApiKey, Identity::Anonymous))?;
-            let identity = Identity::Org {
-                id: entry.org.clone(),
-                key_id: Some(entry.id.clone()),
-            };
-            if entry.disabled {
-                return Err(on_route(Denial::KeyDisabled, identity));
-            }
-            directory::admit_org(dir, &entry.org, None, client_ip, gate.fixed.jwt.org_must_be_listed)
-                .map_err(|d| on_route(d, identity.clone()))?;
-            (identity, Principal::org(entry.org.clone()))
-        }
-    };
+    // 2-5. credential, then principal known / not revoked / IP / active
+    let (identity, principal) =
+        credential(gate, route, req, client_ip).map_err(|(denial, identity)| refuse(Some(route), denial, identity))?;
+    let on_route = |denial: Denial| refuse(Some(route), denial, identity.clone());
 
     // 6. rate limits
-    let headroom = gate
-        .limits
-        .check(&snapshot.overrides, &route.limits, &principal_key)
-        .map_err(|d| on_route(d, identity.clone()))?;
+    let headroom = shared
+        .charge(&gate.snapshot.overrides, &route.limits, &principal)
+        .await
+        .map_err(on_route)?;
 
     // 7. org ownership
     if let Some(capture) = m.org_capture {
-        let owned = match &identity {
-            Identity::Partner { id, .. } => match dir.partner(id) {
-                Some(p) => ownership::check_partner_org(p, gate.learned, capture),
-                None => Err(Denial::UnknownPartner),
-            },
-            Identity::Org { id, .. } => ownership::check_own_org(id, capture),
-            Identity::Anonymous => Ok(()),
-        };
-        owned.map_err(|d| on_route(d, identity.clone()))?;
+        owns(gate, shared, &identity, capture).await.map_err(on_route)?;
     }
 
     Ok(Admitted {
@@ -279,6 +245,115 @@ pub fn decide<'g, C: Clock + Clone>(gate: &Gate<'g, C>, req: &RequestFacts<'_>) 
         client_ip,
         headroom,
     })
+}
+
+/// Steps 2-5: who is calling, and whether that principal may call at all.
+fn credential(
+    gate: &Gate<'_, impl Clock>,
+    route: &Route,
+    req: &RequestFacts<'_>,
+    client_ip: ClientIp,
+) -> Result<(Identity, Principal), (Denial, Identity)> {
+    let dir: &Directory = &gate.snapshot.directory;
+    let anonymous = |d: Denial| (d, Identity::Anonymous);
+    match route.auth {
+        AuthKind::Partner | AuthKind::Org => {
+            let token = bearer_token(req.headers).map_err(anonymous)?;
+            let verified = gate
+                .tokens
+                .verify(token, &gate.snapshot.keys, &gate.fixed.jwt, req.now)
+                .map_err(|e| anonymous(Denial::InvalidToken(e)))?;
+            if route.auth == AuthKind::Partner {
+                if verified.org != IdClaim::Absent {
+                    return Err(anonymous(Denial::InvalidToken(TokenError::WrongTokenKind)));
+                }
+                let Some(id) = verified.partner.as_str() else {
+                    return Err(anonymous(Denial::InvalidToken(TokenError::MissingPrincipal)));
+                };
+                let key_id = verified.key_id.as_deref();
+                let identity = Identity::Partner {
+                    id: id.clone(),
+                    key_id: verified.key_id.clone(),
+                };
+                let shared_revoked = key_id.is_some_and(|k| gate.revoked.contains(PrincipalKind::Partner, id, k));
+                match directory::admit_partner(dir, id, key_id, shared_revoked, client_ip) {
+                    Ok(p) => Ok((identity, Principal::partner(p.id.clone()))),
+                    Err(d) => Err((d, identity)),
+                }
+            } else {
+                let Some(id) = verified.org.as_str() else {
+                    return Err(anonymous(Denial::InvalidToken(TokenError::MissingPrincipal)));
+                };
+                let key_id = verified.key_id.as_deref();
+                let identity = Identity::Org {
+                    id: id.clone(),
+                    key_id: verified.key_id.clone(),
+                };
+                let shared_revoked = key_id.is_some_and(|k| gate.revoked.contains(PrincipalKind::Org, id, k));
+                let must_be_listed = gate.fixed.jwt.org_must_be_listed;
+                match directory::admit_org(dir, id, key_id, shared_revoked, client_ip, must_be_listed) {
+                    Ok(_) => Ok((identity, Principal::org(id.clone()))),
+                    Err(d) => Err((d, identity)),
+                }
+            }
+        }
+        AuthKind::ApiKey => {
+            let settings = route.api_key.as_ref();
+            let header = settings.map_or("x-api-key", |s| s.header.as_str());
+            let prefix = settings.map_or("", |s| s.prefix.as_str());
+            let mut values = req.headers.get_all(header).iter();
+            let key = match (values.next(), values.next()) {
+                (None, _) => return Err(anonymous(Denial::MissingApiKey)),
+                (Some(_), Some(_)) => return Err(anonymous(Denial::BadApiKeyFormat)),
+                (Some(v), None) => v.as_bytes(),
+            };
+            if !directory::api_key_well_formed(key, prefix) {
+                return Err(anonymous(Denial::BadApiKeyFormat));
+            }
+            let entry = dir.api_key(key).ok_or_else(|| anonymous(Denial::UnknownApiKey))?;
+            let identity = Identity::Org {
+                id: entry.org.clone(),
+                key_id: Some(entry.id.clone()),
+            };
+            if entry.disabled {
+                return Err((Denial::KeyDisabled, identity));
+            }
+            let shared_revoked = gate.revoked.contains(PrincipalKind::Org, &entry.org, &entry.id);
+            let must_be_listed = gate.fixed.jwt.org_must_be_listed;
+            match directory::admit_org(dir, &entry.org, None, shared_revoked, client_ip, must_be_listed) {
+                Ok(_) => Ok((identity, Principal::org(entry.org.clone()))),
+                Err(d) => Err((d, identity)),
+            }
+        }
+        AuthKind::None => Ok((Identity::Anonymous, Principal::partner(""))),
+    }
+}
+
+/// Step 7: the capture names the caller's own org (org principals) or one of the partner's
+/// orgs, configured first, then learned (locally or through the shared store).
+async fn owns<C: Clock, S: SharedState<C>>(
+    gate: &Gate<'_, C>,
+    shared: &S,
+    identity: &Identity,
+    capture: &[u8],
+) -> Result<(), Denial> {
+    match identity {
+        Identity::Partner { id, .. } => {
+            let Some(p) = gate.snapshot.directory.partner(id) else {
+                return Err(Denial::UnknownPartner);
+            };
+            match ownership::configured_org(p, capture) {
+                Configured::Owned => Ok(()),
+                Configured::Forbidden => Err(Denial::OrgForbidden),
+                Configured::Ask(org) => match shared.learned(id, &org).await? {
+                    true => Ok(()),
+                    false => Err(Denial::OrgForbidden),
+                },
+            }
+        }
+        Identity::Org { id, .. } => ownership::check_own_org(id, capture),
+        Identity::Anonymous => Ok(()),
+    }
 }
 
 /// Exactly one `Authorization: Bearer <token>` header.
@@ -319,6 +394,7 @@ mod tests {
     use http::HeaderValue;
     use sha2::{Digest, Sha256};
     use std::num::NonZeroU32;
+    use std::task::{Context, Poll, Waker};
 
     const NOW: f64 = 1_800_000_000.0;
 
@@ -328,6 +404,16 @@ mod tests {
         limits: RateLimits<FakeRelativeClock>,
         tokens: TokenCache,
         learned: LearnedOrgs,
+        revoked: Revocations,
+    }
+
+    impl World {
+        fn embedded(&self) -> Embedded<'_, FakeRelativeClock> {
+            Embedded {
+                limits: &self.limits,
+                learned: &self.learned,
+            }
+        }
     }
 
     fn route(index: usize, name: &str, path: &str, auth: AuthKind, org: Option<&str>, limits: Vec<usize>) -> Route {
@@ -409,6 +495,7 @@ mod tests {
             limits,
             tokens: TokenCache::new(100),
             learned: LearnedOrgs::new(),
+            revoked: Revocations::default(),
         }
     }
 
@@ -423,9 +510,8 @@ mod tests {
         let gate = Gate {
             fixed: &w.fixed,
             snapshot: &w.snapshot,
-            limits: &w.limits,
             tokens: &w.tokens,
-            learned: &w.learned,
+            revoked: &w.revoked,
         };
         let facts = RequestFacts {
             method,
@@ -435,7 +521,18 @@ mod tests {
             content_length: None,
             now: NOW,
         };
-        decide(&gate, &facts).map(|a| a.identity).map_err(|r| r.denial)
+        ready(decide(&gate, &w.embedded(), &facts))
+            .map(|a| a.identity)
+            .map_err(|r| r.denial)
+    }
+
+    /// Polls once: the embedded store must never make the decision wait.
+    pub(crate) fn ready<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("an embedded decision awaited"),
+        }
     }
 
     fn bearer(tok: &str) -> String {
@@ -554,15 +651,133 @@ mod tests {
         );
     }
 
+    /// A shared store that is down with `on_error = "deny"`, or that knows extra orgs.
+    struct Remote {
+        down: bool,
+        orgs: Vec<(&'static str, &'static str)>,
+    }
+
+    impl SharedState<FakeRelativeClock> for Remote {
+        fn charge(
+            &self,
+            _: &OverrideBuckets<FakeRelativeClock>,
+            limits: &[usize],
+            _: &Principal,
+        ) -> impl Future<Output = Result<Option<Headroom>, Denial>> + Send {
+            let r = if self.down && !limits.is_empty() {
+                Err(Denial::SharedStateUnavailable)
+            } else {
+                Ok(None)
+            };
+            std::future::ready(r)
+        }
+
+        fn learned(&self, partner: &str, org: &str) -> impl Future<Output = Result<bool, Denial>> + Send {
+            let r = if self.down {
+                Err(Denial::SharedStateUnavailable)
+            } else {
+                Ok(self.orgs.iter().any(|(p, o)| *p == partner && *o == org))
+            };
+            std::future::ready(r)
+        }
+    }
+
+    fn run_with(w: &World, shared: &Remote, target: &str, headers: &[(&str, &str)]) -> Result<Identity, Denial> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let gate = Gate {
+            fixed: &w.fixed,
+            snapshot: &w.snapshot,
+            tokens: &w.tokens,
+            revoked: &w.revoked,
+        };
+        let facts = RequestFacts {
+            method: "GET",
+            target: target.as_bytes(),
+            headers: &map,
+            peer: "127.0.0.1".parse().unwrap(),
+            content_length: None,
+            now: NOW,
+        };
+        ready(decide(&gate, shared, &facts))
+            .map(|a| a.identity)
+            .map_err(|r| r.denial)
+    }
+
+    #[test]
+    fn shared_state_answers_steps_6_and_7() {
+        let w = world();
+        let auth = bearer(&mint(&claims(), Some("hs-1")));
+        let xff = ("X-Forwarded-For", "203.0.113.5");
+        let up = Remote {
+            down: false,
+            orgs: vec![("acme", "o-remote")],
+        };
+        let down = Remote {
+            down: true,
+            orgs: vec![],
+        };
+        // an org another replica learned
+        assert!(run_with(&w, &up, "/partner/v1/orgs/o-remote/x", &[("Authorization", &auth), xff]).is_ok());
+        assert_eq!(
+            run_with(&w, &up, "/partner/v1/orgs/o-other/x", &[("Authorization", &auth), xff]),
+            Err(Denial::OrgForbidden)
+        );
+        // deny: a route with limits needs the shared state at step 6 ...
+        assert_eq!(
+            run_with(&w, &down, "/partner/v1/orgs/o-1/x", &[("Authorization", &auth), xff]),
+            Err(Denial::SharedStateUnavailable)
+        );
+        // ... but earlier steps still answer first, and routes without limits or ownership pass
+        assert_eq!(
+            run_with(&w, &down, "/partner/v1/orgs/o-1/x", &[xff]),
+            Err(Denial::MissingToken)
+        );
+        assert!(run_with(&w, &down, "/health", &[]).is_ok());
+    }
+
+    #[test]
+    fn runtime_revocations_refuse_at_step_3() {
+        let mut w = world();
+        let tok = mint(&claims(), Some("hs-1"));
+        let auth = bearer(&tok);
+        w.revoked = w.revoked.with(&Principal::partner("acme"), "key-1", true);
+        // step 3 comes before the IP check (no XFF here: the IP would be refused otherwise)
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth)]),
+            Err(Denial::RevokedKey)
+        );
+        let mut org_claims = claims();
+        org_claims["org_id"] = "o-7".into();
+        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        assert!(run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]).is_ok());
+        // an org the policy file does not list is still refused once its key is revoked
+        w.revoked = w.revoked.with(&Principal::org("o-7"), "key-1", true);
+        assert_eq!(
+            run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]),
+            Err(Denial::RevokedKey)
+        );
+        // a static key by its id
+        w.revoked = w.revoked.with(&Principal::org("o-7"), "ak-1", true);
+        assert_eq!(
+            run(&w, "GET", "/v1/org/info", &[("x-api-key", "org_aaaaaaaaaaaaaaaaaaaa")]),
+            Err(Denial::RevokedKey)
+        );
+    }
+
     #[test]
     fn declared_body_too_large() {
         let w = world();
         let gate = Gate {
             fixed: &w.fixed,
             snapshot: &w.snapshot,
-            limits: &w.limits,
             tokens: &w.tokens,
-            learned: &w.learned,
+            revoked: &w.revoked,
         };
         let headers = HeaderMap::new();
         let facts = RequestFacts {
@@ -574,7 +789,7 @@ mod tests {
             now: NOW,
         };
         assert_eq!(
-            decide(&gate, &facts).unwrap_err().denial,
+            ready(decide(&gate, &w.embedded(), &facts)).unwrap_err().denial,
             Denial::BodyTooLarge { limit: 1024 }
         );
     }

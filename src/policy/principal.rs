@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// The two kinds of principal the gateway admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum PrincipalKind {
+pub enum PrincipalKind {
     /// A partner (`auth = "partner"` routes).
     Partner,
     /// An org (`auth = "org"` and `auth = "api_key"` routes).

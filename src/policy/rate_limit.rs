@@ -161,6 +161,16 @@ impl<C: Clock + Clone> RateLimits<C> {
         Ok(tightest)
     }
 
+    /// The name and per-minute figure of limit `i` for `principal` (its override, if a
+    /// partner has one): what a shared store keys and sizes the bucket by.
+    pub(crate) fn plan(&self, overrides: &OverrideBuckets<C>, i: usize, principal: &Principal) -> (&str, u32) {
+        let per_minute = match overrides.get(principal, i) {
+            Some(b) => b.per_minute,
+            None => self.defs[i].per_minute,
+        };
+        (&self.defs[i].name, per_minute.get())
+    }
+
     /// Drops shared-limiter state that is indistinguishable from a full bucket, bounding
     /// memory by the principals active within the last minute.
     pub(crate) fn prune(&self) {
@@ -177,7 +187,8 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 }
 
-fn whole_seconds_at_least_one(d: Duration) -> u64 {
+/// `Retry-After`: whole seconds, rounded up, at least 1 (CONTRACT §5).
+pub(crate) fn whole_seconds_at_least_one(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)
 }

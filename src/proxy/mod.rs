@@ -177,24 +177,13 @@ impl ProxyHttp for AuthProxy {
             content_length,
             now: now_secs(),
         };
-        let verdict = self
-            .gw
-            .with_gate(|gate| match crate::policy::pipeline::decide(gate, &facts) {
-                Ok(a) => Ok((
-                    a.route.index,
-                    a.identity,
-                    a.client_ip,
-                    a.headroom,
-                    a.route.learn_org_pointer.clone(),
-                )),
-                Err(r) => Err((r.route.map(|r| r.index), r.denial, r.identity, r.client_ip)),
-            });
+        let verdict = self.gw.admit(&facts).await;
         match verdict {
-            Ok((route, identity, client_ip, headroom, learn)) => {
-                ctx.route = Some(route);
-                ctx.client_ip = client_ip;
-                ctx.headroom = headroom;
-                if let (Some(pointer), Identity::Partner { id, .. }) = (learn, &identity) {
+            Ok(pass) => {
+                ctx.route = Some(pass.route);
+                ctx.client_ip = pass.client_ip;
+                ctx.headroom = pass.headroom;
+                if let (Some(pointer), Identity::Partner { id, .. }) = (pass.learn, &pass.identity) {
                     if session.req_header().method == http::Method::POST {
                         ctx.learn = Some(LearnBuffer {
                             pointer,
@@ -204,16 +193,17 @@ impl ProxyHttp for AuthProxy {
                         });
                     }
                 }
-                ctx.identity = identity;
+                ctx.identity = pass.identity;
                 Ok(false)
             }
-            Err((route, denial, identity, client_ip)) => {
+            Err(block) => {
+                let denial = block.denial;
                 if denial == Denial::InvalidToken(crate::policy::jwt::TokenError::UnknownKey) {
                     self.gw.jwks_kick();
                 }
-                ctx.route = route;
-                ctx.identity = identity;
-                ctx.client_ip = client_ip;
+                ctx.route = block.route;
+                ctx.identity = block.identity;
+                ctx.client_ip = block.client_ip;
                 let streamed = session
                     .req_header()
                     .headers
@@ -336,6 +326,15 @@ impl ProxyHttp for AuthProxy {
                         tracing::error!(request_id = %ctx.request_id, "learned org not persisted: {e}");
                     }
                     self.gw.metrics.set_learned_orgs(self.gw.learned.len());
+                }
+                // Every replica must accept the org once this response has completed.
+                if let Some(shared) = &self.gw.shared {
+                    if !shared.record_blocking(&learn.partner, &org) {
+                        tracing::warn!(
+                            request_id = %ctx.request_id,
+                            "learned org not yet in redis; it is written back when redis is available"
+                        );
+                    }
                 }
             }
             learn.active = false;

@@ -8,6 +8,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{self, Read, Write};

@@ -1,0 +1,200 @@
+//! A real `redis-server` for the scale-out tests: started on a free 127.0.0.1 port without
+//! persistence, stopped on drop, and a minimal RESP client to inspect and poke it.
+//!
+//! A missing `redis-server` fails the test with a message naming the Debian package: the
+//! README's test command installs it, and a test never skips silently.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_ports, wait_for, DEADLINE};
+
+/// A `redis-server` process on 127.0.0.1.
+pub struct RedisServer {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port (`--save '' --appendonly no`) and waits for PING.
+    pub fn start() -> RedisServer {
+        for _ in 0..3 {
+            let port = free_ports(1)[0];
+            if let Some(s) = Self::start_on(port) {
+                return s;
+            }
+        }
+        panic!("redis-server did not start on a free port three times");
+    }
+
+    fn start_on(port: u16) -> Option<RedisServer> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install Debian's redis-server package \
+                     (`apt-get install redis-server`; .ci/run does this)"
+                )
+            });
+        let mut s = RedisServer {
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            child: Some(child),
+        };
+        for _ in 0..250 {
+            if s.try_cmd(&["PING"]).is_ok_and(|r| r == Reply::Status("PONG".into())) {
+                return Some(s);
+            }
+            if let Some(c) = s.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    s.child = None;
+                    return None; // port taken after all
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port (a restart without persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.addr.port();
+        let again = wait_for(DEADLINE, "redis-server restart on its port", || Self::start_on(port));
+        *self = again;
+    }
+
+    /// One command; panics on a transport error.
+    pub fn cmd(&self, args: &[&str]) -> Reply {
+        self.try_cmd(args)
+            .unwrap_or_else(|e| panic!("redis {args:?} at {}: {e}", self.addr))
+    }
+
+    /// One command on a fresh connection.
+    pub fn try_cmd(&self, args: &[&str]) -> io::Result<Reply> {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req)?;
+        read_reply(&mut BufReader::new(s))
+    }
+
+    /// Members of a set (SMEMBERS), sorted.
+    pub fn smembers(&self, key: &str) -> Vec<String> {
+        let mut v = self.cmd(&["SMEMBERS", key]).strings();
+        v.sort();
+        v
+    }
+
+    /// Keys matching a pattern (KEYS; test data only), sorted.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut v = self.cmd(&["KEYS", pattern]).strings();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// The strings of an array reply (bulk or status elements).
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Reply::Array(items) => items
+                .iter()
+                .filter_map(|i| match i {
+                    Reply::Bulk(Some(s)) | Reply::Status(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("not an array reply: {other:?}"),
+        }
+    }
+
+    /// The value of an integer reply.
+    pub fn int(&self) -> i64 {
+        match self {
+            Reply::Int(n) => *n,
+            other => panic!("not an integer reply: {other:?}"),
+        }
+    }
+}
+
+fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(line.len().min(1));
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
+    match kind {
+        "+" => Ok(Reply::Status(rest.to_string())),
+        "-" => Ok(Reply::Error(rest.to_string())),
+        ":" => rest.parse().map(Reply::Int).map_err(|_| bad()),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                return Ok(Reply::Bulk(None));
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(n as usize);
+            Ok(Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned())))
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_reply(r)?);
+            }
+            Ok(Reply::Array(items))
+        }
+        _ => Err(bad()),
+    }
+}
