@@ -28,3 +28,5 @@ pub mod policy;
 pub mod proxy;
 #[cfg(feature = "gateway")]
 pub mod server;
+#[cfg(feature = "gateway")]
+pub(crate) mod tls;

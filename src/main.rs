@@ -163,7 +163,10 @@ fn main() -> ExitCode {
 
 fn check(config: &std::path::Path) -> ExitCode {
     match authgate::config::load(config) {
-        Ok(_) => {
+        Ok(loaded) => {
+            for w in loaded.warnings() {
+                eprintln!("warning: {w}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

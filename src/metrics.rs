@@ -37,6 +37,20 @@ struct RouteMetrics {
     denied: Vec<OnceLock<IntCounter>>,
 }
 
+/// The metrics of the TLS listener (`[server.tls]`), registered only when it is configured:
+/// an expiry gauge of 0 would look like a certificate that expired in 1970.
+#[derive(Clone)]
+pub(crate) struct TlsMetrics {
+    /// `authgate_tls_cert_expiry_seconds`: the served leaf's notAfter, Unix seconds.
+    pub(crate) cert_expiry: IntGauge,
+    /// `authgate_tls_handshakes_begun_total`: ClientHellos that reached the certificate resolver.
+    pub(crate) handshakes_begun: IntCounter,
+    /// `authgate_tls_handshakes_completed_total`: handshakes that completed.
+    pub(crate) handshakes_completed: IntCounter,
+    /// `authgate_tls_client_certs_rejected_total`: client certificates the verifier refused.
+    pub(crate) client_certs_rejected: IntCounter,
+}
+
 /// The gateway's metrics and the registry `/metrics` serves.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -156,6 +170,33 @@ impl Metrics {
     fn route(&self, index: Option<usize>) -> &RouteMetrics {
         let last = self.routes.len() - 1;
         &self.routes[index.map_or(last, |i| i.min(last))]
+    }
+
+    /// Registers the TLS listener's metrics (only when `[server.tls]` is configured).
+    pub(crate) fn tls(&self) -> Result<TlsMetrics, prometheus::Error> {
+        let m = TlsMetrics {
+            cert_expiry: IntGauge::new(
+                "authgate_tls_cert_expiry_seconds",
+                "notAfter of the certificate the proxy listener serves, as a Unix timestamp.",
+            )?,
+            handshakes_begun: IntCounter::new(
+                "authgate_tls_handshakes_begun_total",
+                "TLS handshakes begun (a ClientHello reached certificate selection).",
+            )?,
+            handshakes_completed: IntCounter::new(
+                "authgate_tls_handshakes_completed_total",
+                "TLS handshakes completed; begun minus completed were refused or abandoned.",
+            )?,
+            client_certs_rejected: IntCounter::new(
+                "authgate_tls_client_certs_rejected_total",
+                "Client certificates refused at the handshake (not signed by client_ca_file, expired, malformed).",
+            )?,
+        };
+        self.registry.register(Box::new(m.cert_expiry.clone()))?;
+        self.registry.register(Box::new(m.handshakes_begun.clone()))?;
+        self.registry.register(Box::new(m.handshakes_completed.clone()))?;
+        self.registry.register(Box::new(m.client_certs_rejected.clone()))?;
+        Ok(m)
     }
 
     /// Counts one answered request (`route` = route index, `None` = no route).

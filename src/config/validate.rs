@@ -12,8 +12,9 @@ use toml::Spanned;
 
 use super::file::{GatewayFile, OneOrMany, RouteFile};
 use super::problem::Reporter;
-use super::settings::{JwksSettings, KeyMaterial, KeySource, LogFormat, Settings, UpstreamSettings};
+use super::settings::{JwksSettings, KeyMaterial, KeySource, LogFormat, Settings, TlsFiles, UpstreamSettings};
 use crate::policy::client_ip::{ClientIpPolicy, IpSource};
+use crate::policy::cloudflare;
 use crate::policy::ip_set::{parse_net, IpSet};
 use crate::policy::jwt::JwtPolicy;
 use crate::policy::pipeline::StaticPolicy;
@@ -152,6 +153,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         }
     };
 
+    let tls = s.tls.as_ref().map(|t| server_tls(&mut c, t));
+
     // [upstream]
     let u = &file.upstream;
     let address = u.address.get_ref().clone();
@@ -190,7 +193,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
             IpSource::Peer
         }
     };
-    let trusted = ip_list(c.r, &file.client_ip.trusted_proxies, "client_ip.trusted_proxies");
+    let trusted = trusted_proxies(c.r, &file.client_ip.trusted_proxies);
     let client_ip = ClientIpPolicy {
         source,
         trusted_proxies: trusted,
@@ -385,6 +388,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         log_format,
         access_log: s.access_log.unwrap_or(true),
         underscore_headers,
+        tls,
         upstream,
         fixed: StaticPolicy {
             routes: RouteTable::new(routes),
@@ -398,6 +402,51 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         policy_file,
         learned_orgs_file,
     }
+}
+
+/// `[server.tls]`: the file names, each with its config line. The files themselves are read
+/// by [`crate::config::load_policy_files`], at start and on every reload.
+fn server_tls(c: &mut Ctx<'_, '_>, t: &Spanned<super::file::TlsFile>) -> TlsFiles {
+    let t = t.get_ref();
+    let mut file = |v: &Spanned<String>, field: &str| {
+        if v.get_ref().trim().is_empty() {
+            c.r.at(v.span(), format!("server.tls.{field} must name a PEM file"));
+        }
+        (c.path(v.get_ref()), c.r.line_of(v.span().start))
+    };
+    let (cert_file, cert_line) = file(&t.cert_file, "cert_file");
+    let (key_file, key_line) = file(&t.key_file, "key_file");
+    let client_ca_file = t.client_ca_file.as_ref().map(|v| file(v, "client_ca_file"));
+    TlsFiles {
+        cert_file,
+        cert_line,
+        key_file,
+        key_line,
+        client_ca_file,
+    }
+}
+
+/// `[client_ip] trusted_proxies`: CIDRs, bare addresses, and the word `"cloudflare"`
+/// (Cloudflare's published ranges, CONTRACT §11).
+fn trusted_proxies(r: &mut Reporter<'_>, list: &[Spanned<String>]) -> IpSet {
+    let mut nets = Vec::new();
+    for e in list {
+        if e.get_ref().trim() == cloudflare::PRESET {
+            nets.extend(cloudflare::ranges());
+            continue;
+        }
+        match parse_net(e.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(msg) => r.at(
+                e.span(),
+                format!(
+                    "client_ip.trusted_proxies: {msg} (nor the preset \"{}\")",
+                    cloudflare::PRESET
+                ),
+            ),
+        }
+    }
+    IpSet::new(nets)
 }
 
 fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef], earlier: &[Route]) -> Option<Route> {
