@@ -58,6 +58,7 @@ pub(crate) struct Metrics {
     denied: IntCounterVec,
     rate_limited: IntCounterVec,
     reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
     jwks_fetches: IntCounterVec,
     jwks_keys_ignored: IntCounter,
     partners: IntGauge,
@@ -111,6 +112,11 @@ impl Metrics {
             Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
             &["result"],
         )?;
+        let last_reload_ok = IntGauge::new(
+            "authgate_config_last_reload_successful",
+            "1 when the last reload (or the start) succeeded, 0 while a rejected reload is the latest.",
+        )?;
+        last_reload_ok.set(1);
         let jwks_fetches = IntCounterVec::new(
             Opts::new(
                 "authgate_jwks_fetches_total",
@@ -134,6 +140,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
         registry.register(Box::new(jwks_keys_ignored.clone()))?;
         registry.register(Box::new(partners.clone()))?;
@@ -158,6 +165,7 @@ impl Metrics {
             denied,
             rate_limited,
             reloads,
+            last_reload_ok,
             jwks_fetches,
             jwks_keys_ignored,
             partners,
@@ -231,11 +239,12 @@ impl Metrics {
         self.route(route).upstream_duration.observe(seconds);
     }
 
-    /// Counts a reload.
+    /// Counts a reload and records whether it was the latest to succeed.
     pub(crate) fn reload(&self, success: bool) {
         self.reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
+        self.last_reload_ok.set(i64::from(success));
     }
 
     /// Counts a JWKS URL fetch.
@@ -299,6 +308,7 @@ mod tests {
             r#"authgate_rate_limited_total{limit="partner",partner="acme"} 1"#,
             r#"authgate_config_reloads_total{result="success"} 1"#,
             r#"authgate_config_reloads_total{result="failure"} 0"#,
+            "authgate_config_last_reload_successful 1",
             "authgate_partners 3",
             r#"authgate_request_duration_seconds_bucket{route="orgs",le="0.00005"}"#,
             r#"authgate_upstream_duration_seconds_count{route="orgs"} 1"#,
