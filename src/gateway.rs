@@ -90,7 +90,7 @@ impl Gateway {
         let overrides = limits.build_overrides(&policy.directory, None);
         let tls = match policy.tls {
             Some(material) => {
-                log_tls(&material, "serving");
+                log_tls(&material, "loaded");
                 Some(TlsState::new(material, metrics.tls()?))
             }
             None => None,
