@@ -9,7 +9,8 @@
 # Environment (defaults): ROUNDS=3 DURATION=10s CONNS=32 THREADS=1 (wrk), PROXY_THREADS=1
 # (worker threads of every proxy), WARMUP=2s (per config, before the rounds; 0 = none),
 # SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
-# OUT_MD=benches/load-results.md. Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
+# OUT_MD=benches/load-results.md, ONLY="row ..." (run only these rows, e.g. ONLY="passthrough
+# authgate-hs256 authgate-hs256-tls" for plain vs TLS). Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
 # python3, curl. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
 # authgate's access log goes to a file in the temp dir ($TMPDIR): ~0.7 GB with the defaults.
 set -euo pipefail
@@ -256,6 +257,15 @@ main() {
   add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
   add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
   add_row haproxy-pure "(f) HAProxy pure proxy" haproxy-pure "$HA_PURE_PORT" "$hs" no
+
+  if [[ -n ${ONLY:-} ]]; then
+    local only=() want
+    for want in $ONLY; do
+      [[ -n ${ROW_LABEL[$want]:-} ]] || die "ONLY: no row $want (rows: ${ROWS[*]})"
+      only+=("$want")
+    done
+    ROWS=("${only[@]}")
+  fi
 
   say "checking that every config answers and enforces"
   local kept=()
