@@ -676,6 +676,73 @@ fn valid_host_port(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn settings_with(extra_server: &str, client_ip: &str) -> (Settings, crate::config::Problems) {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:8443\"\n{extra_server}\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
+             [client_ip]\n{client_ip}\n[policies]\nfile = \"partners.toml\"\n\
+             [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n"
+        );
+        let (settings, problems) =
+            crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), &text);
+        (settings.unwrap(), problems)
+    }
+
+    #[test]
+    fn the_cloudflare_preset_expands_to_the_published_ranges() {
+        let (s, problems) = settings_with(
+            "",
+            "source = \"cf-connecting-ip\"\ntrusted_proxies = [\"cloudflare\", \"10.0.0.0/8\"]",
+        );
+        assert!(problems.is_empty(), "{problems}");
+        let set = &s.fixed.client_ip.trusted_proxies;
+        assert_eq!(set.len(), cloudflare::IPV4.len() + cloudflare::IPV6.len() + 1);
+        for cidr in cloudflare::IPV4.iter().chain(cloudflare::IPV6.iter()) {
+            let net: ipnet::IpNet = cidr.parse().unwrap();
+            assert!(set.contains(net.network()) && set.contains(net.broadcast()), "{cidr}");
+        }
+        assert!(set.contains("10.1.2.3".parse().unwrap()));
+        assert!(!set.contains("127.0.0.1".parse().unwrap()));
+        assert_eq!(s.fixed.client_ip.source, IpSource::CfConnectingIp);
+
+        let (_, problems) = settings_with("", "trusted_proxies = [\"Cloudflare\"]");
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems.0[0].to_string().starts_with("/etc/authgate/authgate.toml:"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn server_tls_names_its_files_relative_to_the_config_with_their_lines() {
+        let (s, problems) = settings_with(
+            "[server.tls]\ncert_file = \"certs/origin.pem\"\nkey_file = \"/keys/origin.key\"\nclient_ca_file = \"certs/ca.pem\"\n",
+            "",
+        );
+        assert!(problems.is_empty(), "{problems}");
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/authgate/certs/origin.pem"));
+        assert_eq!(tls.cert_line, 4);
+        assert_eq!(tls.key_file, Path::new("/keys/origin.key"));
+        assert_eq!(tls.key_line, 5);
+        assert_eq!(
+            tls.client_ca_file,
+            Some((PathBuf::from("/etc/authgate/certs/ca.pem"), 6))
+        );
+
+        let (s, problems) = settings_with("[server.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "");
+        assert!(s.tls.unwrap().client_ca_file.is_none());
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems.0[0]
+                .to_string()
+                .contains(":4: server.tls.cert_file must name a PEM file"),
+            "{problems}"
+        );
+
+        let (s, problems) = settings_with("", "");
+        assert!(s.tls.is_none() && problems.is_empty());
+    }
+
     #[test]
     fn durations_need_units() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
