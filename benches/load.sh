@@ -171,6 +171,7 @@ start_all() {
   wait_ready passthrough "http://127.0.0.1:$PASS_PORT/" 200
   wait_ready authgate "http://127.0.0.1:$AG_ADMIN_PORT/readyz" 200
   wait_ready authgate-tls "http://127.0.0.1:$AG_TLS_ADMIN_PORT/readyz" 200
+  TLS_PARAMS=$(tls_params)
   wait_ready haproxy-jwt "http://127.0.0.1:$HA_JWT_PORT/" '[1-5][0-9][0-9]'
   wait_ready haproxy-pure "http://127.0.0.1:$HA_PURE_PORT/" 200
 }
@@ -230,8 +231,8 @@ run_wrk() { # row duration [round]: timed run, appends to results.tsv when a rou
 }
 
 tls_params() { # what a default OpenSSL client (as wrk) negotiates with the TLS instance
-  openssl s_client -connect "127.0.0.1:$AG_TLS_PORT" -servername localhost </dev/null 2>/dev/null |
-    awk -F': *' '/^ *Protocol *:/ {p=$2} /^ *Cipher *:/ {c=$2} END {printf "%s %s", p, c}' || true
+  openssl s_client -brief -connect "127.0.0.1:$AG_TLS_PORT" -servername localhost </dev/null 2>&1 |
+    awk -F': *' '/^Protocol version/ {p=$2} /^Ciphersuite/ {c=$2} END {printf "%s %s", p, c}' || true
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
@@ -318,7 +319,7 @@ main() {
     printf 'authgate\tVmRSS %s kB after its runs; log (access_log on, to a file): %s lines, %s WARN/ERROR\n' \
       "$(rss_kb "${PID[authgate]}")" "$lines" "$errs"
     printf 'authgate over TLS\t%s; ECDSA P-256 self-signed certificate; wrk keeps its %s connections alive, so a handshake per connection, not per request\n' \
-      "$(tls_params)" "$CONNS"
+      "${TLS_PARAMS:-?}" "$CONNS"
   } >"$WORK/meta.tsv"
   echo >&2
   python3 "$TPL/report.py" "$WORK/results.tsv" "$WORK/rows.tsv" "$WORK/meta.tsv" "$OUT_MD"
