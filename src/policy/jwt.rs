@@ -400,8 +400,14 @@ pub(crate) mod tests {
             (mint(&claims(), None), TokenError::UnknownKey),
             // an HS256 token naming the Ed25519 key: the algorithm does not fit the key
             (mint(&claims(), Some("ed-1")), TokenError::AlgorithmMismatch),
-            (raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()), TokenError::AlgorithmNotAllowed),
-            (raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["x"]}), &claims()), TokenError::CritHeader),
+            (
+                raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()),
+                TokenError::AlgorithmNotAllowed,
+            ),
+            (
+                raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["x"]}), &claims()),
+                TokenError::CritHeader,
+            ),
         ];
         for (tok, want) in refused {
             assert_eq!(verify(&tok, &keys, &policy(), NOW), Err(want));
