@@ -92,7 +92,7 @@ pub struct VerifyKey {
 /// A key ready to check signatures of one algorithm: parsed (RSA modulus, EC point, HMAC
 /// key schedule) when the key set is built, not per token.
 enum SignatureCheck {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(sig::ParsedPublicKey),
 }
 
@@ -113,7 +113,7 @@ impl SignatureCheck {
         };
         let secret = |h: hmac::Algorithm| -> Result<Self, String> {
             match key.kind() {
-                Kind::SecretOrDer(bytes) => Ok(SignatureCheck::Hmac(hmac::Key::new(h, bytes))),
+                Kind::SecretOrDer(bytes) => Ok(SignatureCheck::Hmac(Box::new(hmac::Key::new(h, bytes)))),
                 Kind::RsaModulusExponent { .. } => Err(format!("an RSA key cannot verify {alg:?}")),
             }
         };
