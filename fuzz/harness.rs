@@ -443,7 +443,7 @@ fn ref_entry(raw: &[u8]) -> Option<Option<IpAddr>> {
     )
 }
 
-/// CONTRACT §2 `[client_ip]`, restated plainly.
+/// `[client_ip]` (docs/reference.md#client_ip), restated plainly.
 fn ref_resolve(source: IpSource, nets: &[IpNet], peer: IpAddr, xff: &[&[u8]], cf: Option<&[u8]>) -> ClientIp {
     let peer = peer.to_canonical();
     if source == IpSource::Peer || !ref_contains(nets, peer) {
@@ -632,7 +632,7 @@ fn ref_routes() -> &'static [RefRoute] {
     })
 }
 
-/// CONTRACT §2 route matching, restated: segments compared percent-decoded and ASCII
+/// Route matching (docs/reference.md#routes), restated: segments compared percent-decoded and ASCII
 /// case-insensitively, `{x}` one non-empty segment, a trailing `/**` zero or more, one
 /// trailing `/` ignored, first match wins.
 fn ref_find<'p>(method: &str, path: &'p [u8]) -> Option<(usize, Option<&'p [u8]>)> {

@@ -1,4 +1,4 @@
-//! The admin listener (CONTRACT §7): `/healthz`, `/readyz`, `/metrics`, on hyper, bound to
+//! The admin listener (docs/reference.md#admin-listener): `/healthz`, `/readyz`, `/metrics`, on hyper, bound to
 //! loopback by default because it is for the scraper and the orchestrator.
 
 use std::convert::Infallible;

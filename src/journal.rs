@@ -1,4 +1,4 @@
-//! The learned-orgs journal (CONTRACT §3): one JSON line per learned org, appended and
+//! The learned-orgs journal (docs/reference.md#learned-orgs): one JSON line per learned org, appended and
 //! fsynced before the create response completes, replayed and compacted at start.
 //!
 //! Every writer (the gateway's appends, its start-up compaction, `authgate orgs import`)

@@ -2,7 +2,7 @@
 //!
 //! `policy` holds the security layers as pure decisions; `config` turns files into
 //! validated settings; `proxy` is the pingora plumbing that gathers facts, calls the
-//! layers in contract order and writes responses.
+//! layers in pipeline order (docs/reference.md#pipeline) and writes responses.
 #![forbid(unsafe_code)]
 // Without the gateway (the fuzz build) the runtime's consumers of many settings are absent.
 #![cfg_attr(not(feature = "gateway"), allow(dead_code, unused_imports))]

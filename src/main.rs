@@ -1,4 +1,4 @@
-//! The `authgate` command line (CONTRACT §1).
+//! The `authgate` command line (docs/reference.md#commands).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,7 +15,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// An authenticating reverse-proxy gateway for the OpenCX Partner API.
 #[derive(Parser)]
-#[command(name = "authgate", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "authgate",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Reference (commands, config keys, pipeline, metrics): docs/reference.md in the authgate repository."
+)]
 struct Cli {
     /// Run the gateway with this config file.
     #[arg(long, value_name = "PATH")]

@@ -1,4 +1,4 @@
-//! Every Prometheus metric of CONTRACT §7, declared once, with help text.
+//! Every Prometheus metric of docs/reference.md#metrics, declared once, with help text.
 //!
 //! Label values come only from config or fixed sets. Per-route children are resolved once
 //! (histograms at start, counters on first use) so the request path takes no registry lock.
@@ -20,7 +20,7 @@ pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The method label set of §7.
+/// The method label set (docs/reference.md#metrics).
 pub(crate) const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
 
 const STATUSES: usize = 600;
@@ -122,7 +122,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Registers every metric; `routes` are the configured route names in order.
-    /// With `redis`, the shared-state metrics of CONTRACT §10 are registered too.
+    /// With `redis`, the shared-state metrics (docs/reference.md#metrics) are registered too.
     pub(crate) fn new<'a>(
         routes: impl IntoIterator<Item = &'a str>,
         redis: bool,

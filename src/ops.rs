@@ -1,4 +1,4 @@
-//! Operator commands of CONTRACT §10: `authgate revoke` / `unrevoke` (shared revocations)
+//! Operator commands (docs/reference.md#commands): `authgate revoke` / `unrevoke` (shared revocations)
 //! and `authgate orgs import` / `orgs list` (orgs created before the gateway stood in front
 //! of the API). Each returns the process exit code and prints what it did. With `[redis]`
 //! they talk to Redis (a few seconds' time bound per command); without it, revocations
@@ -25,7 +25,7 @@ pub fn revoke(config: &Path, principal: &Principal, key_id: &str, revoked: bool)
     let verb = if revoked { "revoke" } else { "unrevoke" };
     let Some(redis) = settings.redis.clone() else {
         eprintln!(
-            "authgate {verb}: shared revocations need [redis] in {} (CONTRACT §10). Without it, \
+            "authgate {verb}: shared revocations need [redis] in {} (docs/reference.md#redis). Without it, \
              {} the key id {key_id:?} {} revoked_keys of the [[{}]] entry with id {:?} in {} and \
              send SIGHUP to each gateway.",
             config.display(),

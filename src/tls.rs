@@ -1,4 +1,4 @@
-//! TLS on the proxy listener (`[server.tls]`, CONTRACT §11): rustls through pingora, HTTP/1.1
+//! TLS on the proxy listener (`[server.tls]`, docs/reference.md#tls-and-cloudflare): rustls through pingora, HTTP/1.1
 //! and h2 by ALPN, and Cloudflare Authenticated Origin Pulls (a client certificate signed by
 //! `client_ca_file` is required at the handshake).
 //!

@@ -1,4 +1,4 @@
-//! End-to-end: the org-level APIs of CONTRACT §9 — `auth = "org"` (org JWTs) and
+//! End-to-end: the org-level APIs of docs/reference.md#org-level-apis — `auth = "org"` (org JWTs) and
 //! `auth = "api_key"` (static prefixed keys stored as digests, the seed's exact messages),
 //! against the real binary.
 

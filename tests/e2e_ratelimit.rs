@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use common::*;
 
-/// Asserts the 429 of CONTRACT §5 and returns Retry-After.
+/// Asserts the 429 of docs/reference.md#responses and returns Retry-After.
 fn assert_429(r: &Response, limit: u32, context: &str) -> u64 {
     assert_error(r, 429, context);
     let retry: u64 = r

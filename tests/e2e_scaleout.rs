@@ -1,4 +1,4 @@
-//! End-to-end: N replicas act as one gateway through a real `redis-server` (CONTRACT §10):
+//! End-to-end: N replicas act as one gateway through a real `redis-server` (docs/reference.md#shared-state-across-replicas):
 //! shared limits, learned orgs, revocations, org import, and what happens when Redis is
 //! killed, paused or restarted empty.
 

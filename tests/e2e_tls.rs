@@ -1,8 +1,8 @@
-//! End-to-end: TLS on the proxy listener (`[server.tls]`, CONTRACT §11) against the real
+//! End-to-end: TLS on the proxy listener (`[server.tls]`, docs/reference.md#tls-and-cloudflare) against the real
 //! binary. Certificates are made here with the `openssl` CLI in a temp dir (nothing is
 //! committed); the clients are rustls (HTTP/1.1 written by hand, h2 through the `h2` crate).
 //!
-//! Covered: HTTP/1.1 and h2 by ALPN with the §6 headers upstream; Authenticated Origin Pulls
+//! Covered: HTTP/1.1 and h2 by ALPN with the upstream headers (docs/reference.md#upstream-request); Authenticated Origin Pulls
 //! (no client certificate, or one from another CA, fails the handshake and nothing reaches
 //! the upstream; the right CA's certificate passes); SIGHUP swapping the certificate (new
 //! serial on new connections, an open connection untouched) and the client CA; a broken
@@ -456,14 +456,18 @@ fn tls_serves_http1_and_h2_with_the_upstream_headers() {
         assert_eq!(seen.len(), before + 1, "{label}: one request upstream");
         let rec = seen.last().unwrap();
         assert_eq!(rec.path(), path, "{label}");
-        assert_eq!(rec.one("x-partner-id"), Some("acme"), "{label}: §6 X-Partner-Id");
-        assert_eq!(rec.one("x-real-ip"), Some("127.0.0.1"), "{label}: §6 X-Real-IP");
+        assert_eq!(rec.one("x-partner-id"), Some("acme"), "{label}: upstream X-Partner-Id");
+        assert_eq!(rec.one("x-real-ip"), Some("127.0.0.1"), "{label}: upstream X-Real-IP");
         assert_eq!(
             rec.one("x-forwarded-for"),
             Some("127.0.0.1"),
-            "{label}: §6 X-Forwarded-For"
+            "{label}: upstream X-Forwarded-For"
         );
-        assert_eq!(rec.one("x-request-id"), Some("tls-req-1"), "{label}: §6 X-Request-Id");
+        assert_eq!(
+            rec.one("x-request-id"),
+            Some("tls-req-1"),
+            "{label}: upstream X-Request-Id"
+        );
         assert!(rec.one("authorization").is_some(), "{label}");
     }
 

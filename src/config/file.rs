@@ -24,7 +24,7 @@ pub(crate) struct GatewayFile {
     pub(crate) redis: Option<Spanned<RedisFile>>,
 }
 
-/// `[redis]` (CONTRACT §10).
+/// `[redis]` (docs/reference.md#redis).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RedisFile {
@@ -52,7 +52,7 @@ pub(crate) struct ServerFile {
     pub(crate) access_log: Option<bool>,
     /// `drop` (default) or `allow`: other request headers with `_` in their name.
     pub(crate) underscore_headers: Option<Spanned<String>>,
-    /// `[server.tls]`: the proxy listener speaks TLS (CONTRACT §11).
+    /// `[server.tls]`: the proxy listener speaks TLS (docs/reference.md#servertls).
     pub(crate) tls: Option<Spanned<TlsFile>>,
 }
 

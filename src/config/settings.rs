@@ -59,7 +59,7 @@ pub(crate) enum OnError {
     Deny,
 }
 
-/// `[redis]`, validated (CONTRACT §10).
+/// `[redis]`, validated (docs/reference.md#redis).
 #[derive(Clone)]
 pub(crate) struct RedisSettings {
     /// `redis://` or `rediss://` URL (may carry credentials: never logged).
@@ -125,7 +125,7 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub(crate) access_log: bool,
-    /// `[server] underscore_headers` (CONTRACT §6).
+    /// `[server] underscore_headers` (docs/reference.md#upstream-request).
     pub(crate) underscore_headers: UnderscoreHeaders,
     /// `[server.tls]`: TLS on the proxy listener (absent = plain HTTP).
     pub(crate) tls: Option<TlsFiles>,

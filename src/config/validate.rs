@@ -24,7 +24,7 @@ use crate::policy::rate_limit::LimitDef;
 use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Route, RouteTable};
 use crate::policy::upstream_headers::UnderscoreHeaders;
 
-/// Default values of CONTRACT §2.
+/// Default values (docs/reference.md#configuration).
 pub(crate) mod defaults {
     pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9090";
     pub(crate) const MAX_BODY_BYTES: u64 = 1_048_576;
@@ -517,7 +517,7 @@ fn server_tls(c: &mut Ctx<'_, '_>, t: &Spanned<super::file::TlsFile>) -> TlsFile
 }
 
 /// `[client_ip] trusted_proxies`: CIDRs, bare addresses, and the word `"cloudflare"`
-/// (Cloudflare's published ranges, CONTRACT §11).
+/// (Cloudflare's published ranges, docs/reference.md#tls-and-cloudflare).
 fn trusted_proxies(r: &mut Reporter<'_>, list: &[Spanned<String>]) -> IpSet {
     let mut nets = Vec::new();
     for e in list {

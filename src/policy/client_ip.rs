@@ -1,4 +1,4 @@
-//! Which address the request came from, per CONTRACT §2 `[client_ip]`.
+//! Which address the request came from, per `[client_ip]` (docs/reference.md#client_ip).
 //!
 //! Fails closed: anything that is not a bare address makes the client IP unknown, and an
 //! unknown IP matches no allow list.

@@ -1,4 +1,4 @@
-//! The `"cloudflare"` preset of `[client_ip] trusted_proxies` (CONTRACT §11): Cloudflare's
+//! The `"cloudflare"` preset of `[client_ip] trusted_proxies` (docs/reference.md#tls-and-cloudflare): Cloudflare's
 //! published edge ranges, compiled in so an operator behind Cloudflare does not copy them
 //! by hand. Source: <https://www.cloudflare.com/ips-v4> and <https://www.cloudflare.com/ips-v6>,
 //! as of 2026-11. When Cloudflare publishes a change, update this list (and README's date),

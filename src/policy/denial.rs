@@ -1,5 +1,5 @@
 //! Every way a request can be refused, and the one function that turns a refusal into the
-//! status, headers and JSON body the partner sees (CONTRACT §5).
+//! status, headers and JSON body the partner sees (docs/reference.md#responses).
 
 use std::fmt::Write as _;
 
@@ -7,7 +7,7 @@ use super::jwt::TokenError;
 use super::path::PathProblem;
 use super::routes::{AuthKind, ErrorFormat};
 
-/// A refused request. Variants map 1:1 onto the contract's reason names (`reason()`),
+/// A refused request. Variants map 1:1 onto the reason names of docs/reference.md#pipeline (`reason()`),
 /// except that the api-key variants share `missing_token` / `invalid_token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -38,7 +38,7 @@ pub enum Denial {
     OrgForbidden,
     UpstreamUnavailable,
     UpstreamTimeout,
-    /// `[redis] on_error = "deny"` and the shared state is unreachable (CONTRACT §10).
+    /// `[redis] on_error = "deny"` and the shared state is unreachable (docs/reference.md#shared-state-across-replicas).
     SharedStateUnavailable,
     /// Something went wrong inside the gateway; details are only logged.
     Internal,
@@ -46,7 +46,7 @@ pub enum Denial {
     BadRequest,
 }
 
-/// The contract's failure names (CONTRACT §4, §7 `reason` label), one closed set: the
+/// The failure names (docs/reference.md#pipeline; the `reason` label), one closed set: the
 /// metrics pre-build one child per variant, so a new reason is counted under its own name
 /// from the start and can never fall into a catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,7 +122,7 @@ impl Reason {
 }
 
 impl Denial {
-    /// The contract's failure name (metric label `reason`, access-log field).
+    /// The failure name (docs/reference.md#pipeline) (metric label `reason`, access-log field).
     pub(crate) fn reason(&self) -> Reason {
         match self {
             Denial::BadPath(_) => Reason::BadPath,

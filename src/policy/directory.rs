@@ -1,5 +1,5 @@
 //! Who may call: partners, orgs and static API keys from the policy file, and the checks
-//! of CONTRACT §4 steps 3-5 (known, not revoked, IP allowed, active) in that order.
+//! of docs/reference.md#pipeline steps 3-5 (known, not revoked, IP allowed, active) in that order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -138,7 +138,7 @@ fn admit_principal(
 }
 
 /// Steps 3-5 for a partner token: known, key not revoked, IP allowed, active.
-/// `shared_revoked`: the key is revoked through `authgate revoke` (CONTRACT §10).
+/// `shared_revoked`: the key is revoked through `authgate revoke` (docs/reference.md#commands).
 pub(crate) fn admit_partner<'d>(
     dir: &'d Directory,
     partner: &str,

@@ -1,7 +1,7 @@
-//! Bearer JWT verification (CONTRACT §4 step 2), strict by construction.
+//! Bearer JWT verification (docs/reference.md#pipeline, step 2), strict by construction.
 //!
 //! The header and claims are parsed here rather than by `jsonwebtoken::decode`, so that
-//! everything the contract asks is checked explicitly: the algorithm is pinned per key and
+//! everything docs/reference.md#pipeline (step 2) asks is checked explicitly: the algorithm is pinned per key and
 //! must be allowed, `crit` is rejected, numeric dates must be numbers, `nbf`/`iat` are
 //! checked with leeway, duplicate JSON keys are refused. `jsonwebtoken` reads key files and
 //! JWKs; the signature arithmetic is aws-lc-rs on keys parsed once, when the key set is

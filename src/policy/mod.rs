@@ -1,5 +1,5 @@
 //! The security layers as pure decisions: no sockets, no pingora. Each module is one
-//! layer; [`pipeline::decide`] runs them in CONTRACT §4 order.
+//! layer; [`pipeline::decide`] runs them in docs/reference.md#pipeline order.
 
 pub mod client_ip;
 pub(crate) mod cloudflare;

@@ -1,4 +1,4 @@
-//! Org ownership (CONTRACT §4 step 7) and learning orgs from create responses (§2, §3).
+//! Org ownership (docs/reference.md#pipeline, step 7) and learning orgs from create responses (docs/reference.md#learned-orgs).
 
 use std::borrow::Cow;
 use std::sync::Arc;

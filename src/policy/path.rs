@@ -1,4 +1,4 @@
-//! Path hygiene (CONTRACT §4 step 0): reject paths that different servers could read
+//! Path hygiene (docs/reference.md#pipeline, step 0): reject paths that different servers could read
 //! differently, before anything else looks at them. The path is never rewritten.
 
 use std::borrow::Cow;

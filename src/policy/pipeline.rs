@@ -1,8 +1,8 @@
-//! The whole admission decision for one request, in CONTRACT §4 order (steps 0-7).
+//! The whole admission decision for one request, in docs/reference.md#pipeline order (steps 0-7).
 //!
 //! Pure apart from the state behind [`SharedState`] (rate-limit buckets, learned orgs): it
 //! reads request facts and the policy, and returns either what the proxy needs to forward
-//! the request or the denial. The steps run in the order of the contract's table, in
+//! the request or the denial. The steps run in the order of the table in docs/reference.md#pipeline, in
 //! [`decide`]; each is a small function of its own.
 
 use std::future::Future;
@@ -134,7 +134,7 @@ pub(crate) fn style_of(route: Option<&Route>) -> AnswerStyle<'_> {
 
 /// Where step 6 (rate limits) and the learned-org part of step 7 find their state. The
 /// embedded store answers at once from this process's memory; the shared store (Redis,
-/// CONTRACT §10) may need a network round trip, which is why [`decide`] is async. With
+/// docs/reference.md#shared-state-across-replicas) may need a network round trip, which is why [`decide`] is async. With
 /// static dispatch the embedded path compiles to a future that is ready on first poll:
 /// no allocation, no await.
 pub trait SharedState<C: Clock = DefaultClock>: Sync {
@@ -176,7 +176,7 @@ where
     }
 }
 
-/// Steps 0-7 of CONTRACT §4, in order; the first failing step answers.
+/// Steps 0-7 of docs/reference.md#pipeline, in order; the first failing step answers.
 pub async fn decide<'g, C, S>(
     gate: &Gate<'g, C>,
     shared: &S,

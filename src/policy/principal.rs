@@ -1,7 +1,7 @@
 //! Who a rate-limit bucket, a revocation or a learned org belongs to: a kind and an id.
 //!
 //! A partner and an org may carry the same id string; as typed values they never share a
-//! bucket (CONTRACT §4 step 6). The Redis store uses the same pair in its keys.
+//! bucket (docs/reference.md#pipeline, step 6). The Redis store uses the same pair in its keys.
 
 use std::fmt;
 use std::sync::Arc;

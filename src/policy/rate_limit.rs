@@ -1,4 +1,4 @@
-//! Named per-principal rate limits (CONTRACT §2 `[[limits]]`, §3 overrides, §4 step 6).
+//! Named per-principal rate limits (docs/reference.md#limits, overrides, #pipeline step 6).
 //!
 //! Each limit is a governor GCRA: `per_minute = N` is a burst of N refilled evenly over the
 //! minute. Principals without an override share one keyed limiter per limit (idle keys are
@@ -92,7 +92,7 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// Builds the override buckets for a new policy, keeping each bucket whose partner and
-    /// per-minute figure are unchanged (a changed override starts full, CONTRACT §8).
+    /// per-minute figure are unchanged (a changed override starts full, docs/reference.md#reload).
     pub fn build_overrides(&self, dir: &Directory, previous: Option<&OverrideBuckets<C>>) -> OverrideBuckets<C> {
         let mut by_partner = HashMap::new();
         for p in dir.partners() {
@@ -187,7 +187,7 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 }
 
-/// `Retry-After`: whole seconds, rounded up, at least 1 (CONTRACT §5).
+/// `Retry-After`: whole seconds, rounded up, at least 1 (docs/reference.md#responses).
 pub(crate) fn whole_seconds_at_least_one(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)

@@ -1,4 +1,4 @@
-//! Key ids revoked at runtime (`authgate revoke`, CONTRACT §10), next to the policy file's
+//! Key ids revoked at runtime (`authgate revoke`, docs/reference.md#commands), next to the policy file's
 //! `revoked_keys`: step 3 refuses a key found in either. One immutable value, replaced as a
 //! whole when a revocation arrives, so a request sees one consistent set.
 

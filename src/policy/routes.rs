@@ -1,4 +1,4 @@
-//! Routes: ordered patterns, first match wins (CONTRACT §2).
+//! Routes: ordered patterns, first match wins (docs/reference.md#routes).
 //!
 //! `{name}` matches one non-empty segment, a trailing `/**` zero or more further segments,
 //! and one trailing `/` in the request is ignored. Literal segments are compared with the

@@ -1,4 +1,4 @@
-//! What the upstream receives (CONTRACT §6): client-sent identity headers, their underscore
+//! What the upstream receives (docs/reference.md#upstream-request): client-sent identity headers, their underscore
 //! spellings, method overrides and (from untrusted peers) other client-IP claims removed on
 //! every route, then the gateway's own values set. Runs after pingora's hop-by-hop removal,
 //! so naming a header in `Connection` cannot make the gateway's own values disappear.
@@ -38,7 +38,7 @@ pub(crate) enum UnderscoreHeaders {
     Allow,
 }
 
-/// How CONTRACT §6 treats one client-sent header name on its way upstream.
+/// How docs/reference.md#upstream-request treats one client-sent header name on its way upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Managed {
     /// The gateway sets (or deliberately omits) this header itself: the client's copy goes.
@@ -65,7 +65,7 @@ fn managed(dashed: &str) -> Option<Managed> {
     }
 }
 
-/// Whether a client-sent header must be removed before the upstream sees it (CONTRACT §6).
+/// Whether a client-sent header must be removed before the upstream sees it (docs/reference.md#upstream-request).
 /// `name` is lowercase, as `http::HeaderName` keeps it.
 pub(crate) fn must_strip(name: &str, peer_trusted: bool, underscores: UnderscoreHeaders) -> bool {
     if name.contains('_') {

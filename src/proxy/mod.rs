@@ -34,7 +34,7 @@ pub(crate) struct RequestCtx {
     identity: Identity,
     client_ip: ClientIp,
     peer: Option<IpAddr>,
-    /// Whether the TCP peer is in `trusted_proxies` (its client-IP headers may pass, §6).
+    /// Whether the TCP peer is in `trusted_proxies` (its client-IP headers may pass, docs/reference.md#upstream-request).
     peer_trusted: bool,
     headroom: Option<Headroom>,
     body_bytes: u64,
@@ -95,7 +95,7 @@ impl AuthProxy {
     }
 }
 
-/// CONTRACT §6: strip what the client must not decide, then set the gateway's own headers.
+/// docs/reference.md#upstream-request: strip what the client must not decide, then set the gateway's own headers.
 /// Runs on the upstream request, after pingora removed the hop-by-hop headers.
 fn rewrite_for_upstream(
     req: &mut RequestHeader,

@@ -1,4 +1,4 @@
-//! X-Request-Id (CONTRACT §5): keep a well-formed client id, otherwise mint a UUID v4.
+//! X-Request-Id (docs/reference.md#responses): keep a well-formed client id, otherwise mint a UUID v4.
 
 use std::cell::Cell;
 

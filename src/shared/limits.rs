@@ -1,5 +1,5 @@
 //! Step 6 across replicas: one atomic server-side script per request charges all of a
-//! route's limits, with exactly the rules of CONTRACT §4 step 6 and governor's GCRA
+//! route's limits, with exactly the rules of docs/reference.md#pipeline step 6 and governor's GCRA
 //! semantics (a burst of N refilled evenly over the minute), on Redis's clock (`TIME`), so
 //! replicas with skewed clocks still share one bucket.
 
@@ -44,7 +44,7 @@ return {1, best_rem, best_pm}
 
 impl Shared {
     /// The bucket key of one limit for one principal. The per-minute figure is part of the
-    /// key, so a changed per-partner override starts with a full bucket (CONTRACT §8) while
+    /// key, so a changed per-partner override starts with a full bucket (docs/reference.md#reload) while
     /// unchanged ones keep their state; the limit name is length-prefixed so no two
     /// (limit, principal) pairs can spell the same key; the `{kind:id}` hash tag keeps one
     /// principal's buckets in one cluster slot.

@@ -1,4 +1,4 @@
-//! Shared state across replicas through Redis (CONTRACT §10): rate-limit buckets, learned
+//! Shared state across replicas through Redis (docs/reference.md#shared-state-across-replicas): rate-limit buckets, learned
 //! orgs and revocations, so N replicas behind one load balancer act as one gateway.
 //!
 //! The client is redis-rs's `ConnectionManager` (one multiplexed connection that reconnects
@@ -77,7 +77,7 @@ impl Op {
     }
 }
 
-/// The Redis metrics of CONTRACT §10 (registered only when `[redis]` is configured, so a
+/// The Redis metrics (docs/reference.md#metrics) (registered only when `[redis]` is configured, so a
 /// "Redis down" alert never fires on an embedded deployment).
 #[derive(Clone)]
 pub(crate) struct RedisMetrics {

@@ -1,4 +1,4 @@
-//! Revocations across replicas (CONTRACT §10): `authgate revoke` writes a record into one
+//! Revocations across replicas (docs/reference.md#shared-state-across-replicas): `authgate revoke` writes a record into one
 //! Redis hash and publishes it; every replica applies published records at once, re-reads
 //! the hash on (re)connect and every few seconds, and keeps every record it has seen in a
 //! local state file that it applies at start, Redis or not. Revocations never fail open.

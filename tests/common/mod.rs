@@ -783,7 +783,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A request id as CONTRACT §5 allows it.
+/// A request id as docs/reference.md#responses allows it.
 pub fn valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
@@ -1196,7 +1196,7 @@ path = "/public/**"
 auth = "none"
 "#;
 
-/// The gateway config, mirroring CONTRACT §2's example. Placeholders `{listen}`,
+/// The gateway config, mirroring the example of docs/reference.md#configuration. Placeholders `{listen}`,
 /// `{admin}`, `{upstream}` are filled in by [`Gateway::start`].
 #[derive(Clone, Debug)]
 pub struct Cfg {
