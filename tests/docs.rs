@@ -406,7 +406,7 @@ fn help(args: &[&str]) -> String {
         .args(args)
         .arg("--help")
         .output()
-        .expect("run authgate --help");
+        .unwrap_or_else(|e| panic!("run authgate --help: {e}"));
     assert!(out.status.success(), "authgate {args:?} --help failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
