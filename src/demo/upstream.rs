@@ -605,8 +605,18 @@ async fn respond(api: &DemoApi, req: Request<Incoming>) -> Response<Full<Bytes>>
     to_http(out)
 }
 
-/// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive, one task per connection).
-pub(crate) async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc<DemoApi>) -> std::io::Result<()> {
+/// The response header that names the demo instance which answered, so the demo's curl
+/// lines show the gateway balancing over several instances.
+pub(crate) const INSTANCE_HEADER: &str = "x-demo-instance";
+
+/// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive,
+/// one task per connection). Several instances may share one `api` (one in-memory store
+/// behind a cluster); each names itself in [`INSTANCE_HEADER`].
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    api: std::sync::Arc<DemoApi>,
+    instance: Arc<str>,
+) -> std::io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -618,10 +628,16 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc
             }
         };
         let api = Arc::clone(&api);
+        let name = HeaderValue::from_str(&instance).unwrap_or(HeaderValue::from_static("demo"));
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let api = Arc::clone(&api);
-                async move { Ok::<_, Infallible>(respond(&api, req).await) }
+                let name = name.clone();
+                async move {
+                    let mut resp = respond(&api, req).await;
+                    resp.headers_mut().insert(INSTANCE_HEADER, name);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
