@@ -21,9 +21,9 @@ use authgate::policy::jwt::{self, JwtPolicy, KeySet, VerifyKey};
 use authgate::policy::ownership::{check_partner_org, LearnedOrgs};
 use authgate::policy::path;
 use authgate::policy::pipeline::{decide, Embedded, Gate, RequestFacts, Snapshot, StaticPolicy};
-use authgate::policy::revocations::Revocations;
 use authgate::policy::principal::Principal;
 use authgate::policy::rate_limit::{LimitDef, RateLimits};
+use authgate::policy::revocations::Revocations;
 use authgate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
 use authgate::policy::token_cache::TokenCache;
 

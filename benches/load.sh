@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# benches/load.sh: the load comparison. authgate with every layer on vs a bare pingora
-# pass-through (examples/passthrough.rs, the physical limit) vs HAProxy 2.6 doing the same
-# job with jwt_verify, and the upstream alone. Run from the repo root:
+# benches/load.sh: the load comparison. authgate with every layer on (plain HTTP, and a second
+# instance with [server.tls], same run, keep-alive) vs a bare pingora pass-through
+# (examples/passthrough.rs, the physical limit) vs HAProxy 2.6 doing the same job with
+# jwt_verify, and the upstream alone. Run from the repo root:
 #
 #   bash benches/load.sh
 #
 # Environment (defaults): ROUNDS=3 DURATION=10s CONNS=32 THREADS=1 (wrk), PROXY_THREADS=1
 # (worker threads of every proxy), WARMUP=2s (per config, before the rounds; 0 = none),
 # SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
-# OUT_MD=benches/load-results.md. Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
+# OUT_MD=benches/load-results.md, ONLY="row ..." (run only these rows, e.g. ONLY="passthrough
+# authgate-hs256 authgate-hs256-tls" for plain vs TLS). Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
 # python3, curl. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
 # authgate's access log goes to a file in the temp dir ($TMPDIR): ~0.7 GB with the defaults.
 set -euo pipefail
@@ -24,7 +26,7 @@ ORG=a1b2c3d4-e5f6-7890-abcd-ef1234567890 OTHER_ORG=0f0f0f0f-0000-4000-8000-00000
 CLIENT_IP=203.0.113.9 DENIED_IP=198.51.100.200
 REQ_PATH=/partner/v1/orgs/$ORG/members
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/authgate-load.XXXXXX")
-declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=()
+declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=() ROW_SCHEME=()
 ROWS=() ALL_PIDS=()
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -114,7 +116,10 @@ gen_keys() {
    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rs.key.pem 2>/dev/null
    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out es.key.pem 2>/dev/null
    # HAProxy 2.6 jwt_verify takes a public key PEM (2.6.12 fails to load a certificate: -5).
-   for k in rs es; do openssl pkey -in $k.key.pem -pubout -out $k.pub.pem; done)
+   for k in rs es; do openssl pkey -in $k.key.pem -pubout -out $k.pub.pem; done
+   # the TLS instance's certificate (P-256, self-signed; wrk does not verify it)
+   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.pem \
+     -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null)
   HS_SECRET=$(cat "$WORK/hs.secret") RS_PEM=$WORK/rs.pub.pem ES_PEM=$WORK/es.pub.pem
 }
 
@@ -130,8 +135,8 @@ tamper() { # token -> same token with one signature character changed
 
 start_all() {
   local ports
-  ports=$(free_ports 6)
-  read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT <<<"$ports"
+  ports=$(free_ports 8)
+  read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT AG_TLS_PORT AG_TLS_ADMIN_PORT <<<"$ports"
   local nofile extra="" m nginx_v
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nofile=$(ulimit -n); [[ $nofile == unlimited ]] && nofile=65536
@@ -143,46 +148,60 @@ start_all() {
   NGINX_EXTRA_TEMP=$extra; mkdir -p "$WORK/nginx-tmp"
   render nginx.conf.in "$WORK/nginx.conf" WORK UPSTREAM_PORT NGINX_EXTRA_TEMP
   render authgate.toml.in "$WORK/authgate.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT
+  # the same config with [server.tls], on its own ports (same policy, keys and upstream)
+  (AG_PORT=$AG_TLS_PORT AG_ADMIN_PORT=$AG_TLS_ADMIN_PORT
+   render authgate.toml.in "$WORK/authgate-tls.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT)
+  printf '\n[server.tls]\ncert_file = "tls.pem"\nkey_file = "tls.key"\n' >>"$WORK/authgate-tls.toml"
   render partners.toml.in "$WORK/partners.toml" CLIENT_IP ORG OTHER_ORG
   render haproxy-jwt.cfg.in "$WORK/haproxy-jwt.cfg" PROXY_THREADS HA_MAXCONN HA_JWT_PORT HS_SECRET RS_PEM ES_PEM WORK UPSTREAM_PORT
   render haproxy-pure.cfg.in "$WORK/haproxy-pure.cfg" PROXY_THREADS HA_MAXCONN HA_PURE_PORT UPSTREAM_PORT
   printf '%s bench\n%s other\n' "$ORG" "$OTHER_ORG" >"$WORK/orgs.map"
   "$AUTHGATE" check --config "$WORK/authgate.toml" >/dev/null || die "authgate check failed on $WORK/authgate.toml"
+  "$AUTHGATE" check --config "$WORK/authgate-tls.toml" >/dev/null || die "authgate check failed on $WORK/authgate-tls.toml"
   haproxy -c -q -f "$WORK/haproxy-jwt.cfg" || die "haproxy -c failed on $WORK/haproxy-jwt.cfg"
 
-  say "starting nginx :$UPSTREAM_PORT, passthrough :$PASS_PORT, authgate :$AG_PORT (admin :$AG_ADMIN_PORT), haproxy :$HA_JWT_PORT (jwt) :$HA_PURE_PORT (pure)"
+  say "starting nginx :$UPSTREAM_PORT, passthrough :$PASS_PORT, authgate :$AG_PORT (admin :$AG_ADMIN_PORT), authgate TLS :$AG_TLS_PORT (admin :$AG_TLS_ADMIN_PORT), haproxy :$HA_JWT_PORT (jwt) :$HA_PURE_PORT (pure)"
   start nginx nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf"
   wait_ready nginx "http://127.0.0.1:$UPSTREAM_PORT/" 200
   start passthrough "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" --threads "$PROXY_THREADS"
   start authgate "$AUTHGATE" --config "$WORK/authgate.toml"
+  start authgate-tls "$AUTHGATE" --config "$WORK/authgate-tls.toml"
   start haproxy-jwt haproxy -db -f "$WORK/haproxy-jwt.cfg"
   start haproxy-pure haproxy -db -f "$WORK/haproxy-pure.cfg"
   wait_ready passthrough "http://127.0.0.1:$PASS_PORT/" 200
   wait_ready authgate "http://127.0.0.1:$AG_ADMIN_PORT/readyz" 200
+  wait_ready authgate-tls "http://127.0.0.1:$AG_TLS_ADMIN_PORT/readyz" 200
+  TLS_PARAMS=$(tls_params)
   wait_ready haproxy-jwt "http://127.0.0.1:$HA_JWT_PORT/" '[1-5][0-9][0-9]'
   wait_ready haproxy-pure "http://127.0.0.1:$HA_PURE_PORT/" 200
 }
 
-add_row() { # id label process port token auth(yes|no)
+add_row() { # id label process port token auth(yes|no) [scheme, default http]
   ROWS+=("$1"); ROW_LABEL[$1]=$2 ROW_PROC[$1]=$3 ROW_PORT[$1]=$4 ROW_TOKEN[$1]=$5 ROW_AUTH[$1]=$6
+  ROW_SCHEME[$1]=${7:-http}
 }
 
-status_of() { # port token xff [path] -> HTTP status ("" token = no Authorization header)
+base_url() { echo "${ROW_SCHEME[$1]}://127.0.0.1:${ROW_PORT[$1]}"; } # row -> scheme://host:port
+
+status_of() { # base-url token xff [path] -> HTTP status ("" token = no Authorization header)
   local h=()
   [[ -n $2 ]] && h=(-H "Authorization: Bearer $2")
-  curl -s -o /dev/null -w '%{http_code}' --max-time 5 ${h[@]+"${h[@]}"} -H "X-Forwarded-For: $3" \
-    "http://127.0.0.1:$1${4:-$REQ_PATH}" || true
+  # -k: the TLS row's certificate is self-signed (curl keeps HTTP/1.1 there, like wrk)
+  curl -sk --http1.1 -o /dev/null -w '%{http_code}' --max-time 5 ${h[@]+"${h[@]}"} -H "X-Forwarded-For: $3" \
+    "$1${4:-$REQ_PATH}" || true
 }
 
 probe() { # row -> empty when the row answers as it must, else what went wrong
-  local r=$1 p=${ROW_PORT[$1]} t=${ROW_TOKEN[$1]} c
+  local r=$1 p t=${ROW_TOKEN[$1]} c
+  p=$(base_url "$1")
   c=$(status_of "$p" "$t" "$CLIENT_IP"); [[ $c == 200 ]] || { echo "valid token -> $c, want 200"; return; }
   [[ ${ROW_AUTH[$r]} == yes ]] || return 0
   c=$(status_of "$p" "" "$CLIENT_IP"); [[ $c == 401 ]] || echo "no token -> $c, want 401"
 }
 
 enforcement() { # row -> empty when bad token / foreign IP / foreign org / revoked key are refused
-  local p=${ROW_PORT[$1]} t=${ROW_TOKEN[$1]} c
+  local p t=${ROW_TOKEN[$1]} c
+  p=$(base_url "$1")
   c=$(status_of "$p" "$(tamper "$t")" "$CLIENT_IP"); [[ $c =~ ^40[13]$ ]] || echo "bad signature -> $c, want 401/403;"
   c=$(status_of "$p" "$REVOKED" "$CLIENT_IP"); [[ $c == 401 ]] || echo "revoked key -> $c, want 401;"
   c=$(status_of "$p" "$t" "$DENIED_IP"); [[ $c == 403 ]] || echo "IP outside the allow list -> $c, want 403;"
@@ -196,7 +215,7 @@ run_wrk() { # row duration [round]: timed run, appends to results.tsv when a rou
   local r=$1 pid=${PID[${ROW_PROC[$1]}]} out before after rps reqs p50 p99 bad
   before=$(cpu_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer ${ROW_TOKEN[$r]}" \
-    -H "X-Forwarded-For: $CLIENT_IP" "http://127.0.0.1:${ROW_PORT[$r]}$REQ_PATH") || die "wrk failed on $r"
+    -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
   after=$(cpu_ticks "$pid")
   [[ -z ${3:-} ]] && return 0
   printf '%s\n' "$out" >"$WORK/wrk-$r-$3.txt"
@@ -209,6 +228,11 @@ run_wrk() { # row duration [round]: timed run, appends to results.tsv when a rou
   grep -q 'Socket errors' <<<"$out" && warn "$r round $3: $(grep 'Socket errors' <<<"$out")"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$3" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" >>"$WORK/results.tsv"
   printf '    %-20s %10s req/s  p50 %-9s p99 %-9s\n' "$r" "$rps" "$p50" "$p99" >&2
+}
+
+tls_params() { # what a default OpenSSL client (as wrk) negotiates with the TLS instance
+  openssl s_client -brief -connect "127.0.0.1:$AG_TLS_PORT" -servername localhost </dev/null 2>&1 |
+    awk -F': *' '/^Protocol version/ {p=$2} /^Ciphersuite/ {c=$2} END {printf "%s %s", p, c}' || true
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
@@ -227,12 +251,22 @@ main() {
   add_row direct "(a) upstream direct (nginx)" nginx "$UPSTREAM_PORT" "$hs" no
   add_row passthrough "(b) bare pingora pass-through" passthrough "$PASS_PORT" "$hs" no
   add_row authgate-hs256 "(c) authgate, all layers, HS256" authgate "$AG_PORT" "$hs" yes
+  add_row authgate-hs256-tls "(c) authgate, all layers, HS256, over TLS (keep-alive)" authgate-tls "$AG_TLS_PORT" "$hs" yes https
   add_row authgate-rs256 "(d) authgate, all layers, RS256" authgate "$AG_PORT" "$rs" yes
   add_row authgate-es256 "(d) authgate, all layers, ES256" authgate "$AG_PORT" "$es" yes
   add_row haproxy-hs256 "(e) HAProxy jwt_verify, HS256" haproxy-jwt "$HA_JWT_PORT" "$hs" yes
   add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
   add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
   add_row haproxy-pure "(f) HAProxy pure proxy" haproxy-pure "$HA_PURE_PORT" "$hs" no
+
+  if [[ -n ${ONLY:-} ]]; then
+    local only=() want
+    for want in $ONLY; do
+      [[ -n ${ROW_LABEL[$want]:-} ]] || die "ONLY: no row $want (rows: ${ROWS[*]})"
+      only+=("$want")
+    done
+    ROWS=("${only[@]}")
+  fi
 
   say "checking that every config answers and enforces"
   local kept=()
@@ -284,6 +318,8 @@ main() {
       "$load_start" "$(busy "$load_start" && echo ' (above 1.5: another job was running, unreliable numbers)')" "$load_end"
     printf 'authgate\tVmRSS %s kB after its runs; log (access_log on, to a file): %s lines, %s WARN/ERROR\n' \
       "$(rss_kb "${PID[authgate]}")" "$lines" "$errs"
+    printf 'authgate over TLS\t%s; ECDSA P-256 self-signed certificate; wrk keeps its %s connections alive, so a handshake per connection, not per request\n' \
+      "${TLS_PARAMS:-?}" "$CONNS"
   } >"$WORK/meta.tsv"
   echo >&2
   python3 "$TPL/report.py" "$WORK/results.tsv" "$WORK/rows.tsv" "$WORK/meta.tsv" "$OUT_MD"

@@ -21,6 +21,7 @@ use crate::policy::revocations::Revocations;
 use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::shared::revocations::RevocationState;
 use crate::shared::Shared;
+use crate::tls::{TlsMaterial, TlsState};
 
 /// State shared by the proxy workers, the admin listener and the reload task.
 pub(crate) struct Gateway {
@@ -51,12 +52,25 @@ pub(crate) struct Gateway {
     jwks_kick: tokio::sync::Notify,
     last_kick_ms: AtomicU64,
     started: Instant,
+    /// The TLS listener's certificate, key and client CA (`[server.tls]`; replaced on reload).
+    pub(crate) tls: Option<Arc<TlsState>>,
 }
 
 /// The key set in force: fetched keys first, then the pinned ones, so a pinned kid always
 /// wins (later keys replace earlier ones in a [`KeySet`]).
 fn merge_keys(pinned: &[Arc<VerifyKey>], fetched: &[Arc<VerifyKey>]) -> KeySet {
     KeySet::from_shared(fetched.iter().chain(pinned.iter()).cloned())
+}
+
+/// Logs the certificate the TLS listener serves from now on, and warns when it expires soon.
+fn log_tls(m: &TlsMaterial, what: &str) {
+    tracing::info!(serial = %m.serial, not_after = m.not_after, "TLS certificate {what}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if let Some(w) = m.expiry_warning(now) {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Least time between two refetches caused by tokens with an unknown kid.
@@ -150,6 +164,13 @@ impl Gateway {
         metrics.set_learned_orgs(learned.len());
         metrics.set_partners(policy.directory.partner_count());
         let overrides = limits.build_overrides(&policy.directory, None);
+        let tls = match policy.tls {
+            Some(material) => {
+                log_tls(&material, "loaded");
+                Some(TlsState::new(material, metrics.tls()?))
+            }
+            None => None,
+        };
         let snapshot = Snapshot {
             directory: Arc::new(policy.directory),
             keys: Arc::new(KeySet::from_shared(policy.keys.iter().cloned())),
@@ -175,6 +196,7 @@ impl Gateway {
             jwks_kick: tokio::sync::Notify::new(),
             last_kick_ms: AtomicU64::new(0),
             started: Instant::now(),
+            tls,
         }))
     }
 
@@ -206,8 +228,9 @@ impl Gateway {
         }
     }
 
-    /// Re-reads the policy file and key files (SIGHUP). On any problem the old policy
-    /// stays in force; the outcome is counted either way.
+    /// Re-reads the policy file, the key files and the TLS files (SIGHUP). On any problem
+    /// nothing changes: the old policy, keys and certificate stay in force; the outcome is
+    /// counted either way.
     pub(crate) fn reload(&self) -> Result<(), Problems> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match crate::config::load_policy_files(&self.settings) {
@@ -216,6 +239,10 @@ impl Gateway {
                 let overrides = self.limits.build_overrides(&files.directory, Some(&old.overrides));
                 let url_keys = self.url_keys.load();
                 let keys = merge_keys(&files.keys, &url_keys);
+                if let (Some(state), Some(material)) = (&self.tls, files.tls) {
+                    log_tls(&material, "reloaded");
+                    state.install(material);
+                }
                 self.metrics.set_partners(files.directory.partner_count());
                 self.file_keys.store(Arc::new(files.keys));
                 self.snapshot.store(Arc::new(Snapshot {

@@ -31,3 +31,4 @@ pub mod proxy;
 pub mod server;
 #[cfg(feature = "gateway")]
 pub(crate) mod shared;
+pub(crate) mod tls;

@@ -165,6 +165,9 @@ fn check(config: &std::path::Path) -> ExitCode {
     match authgate::config::load(config) {
         Ok(loaded) => {
             authgate::ops::warn_if_redis_unreachable(&loaded.settings);
+            for w in loaded.warnings() {
+                eprintln!("warning: {w}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

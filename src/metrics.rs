@@ -91,6 +91,20 @@ impl SharedMetrics {
     }
 }
 
+/// The metrics of the TLS listener (`[server.tls]`), registered only when it is configured:
+/// an expiry gauge of 0 would look like a certificate that expired in 1970.
+#[derive(Clone)]
+pub(crate) struct TlsMetrics {
+    /// `authgate_tls_cert_expiry_seconds`: the served leaf's notAfter, Unix seconds.
+    pub(crate) cert_expiry: IntGauge,
+    /// `authgate_tls_handshakes_begun_total`: ClientHellos that reached the certificate resolver.
+    pub(crate) handshakes_begun: IntCounter,
+    /// `authgate_tls_handshakes_completed_total`: handshakes that completed.
+    pub(crate) handshakes_completed: IntCounter,
+    /// `authgate_tls_client_certs_rejected_total`: client certificates the verifier refused.
+    pub(crate) client_certs_rejected: IntCounter,
+}
+
 /// The gateway's metrics and the registry `/metrics` serves.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -98,6 +112,7 @@ pub(crate) struct Metrics {
     denied: IntCounterVec,
     rate_limited: IntCounterVec,
     reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
     jwks_fetches: IntCounterVec,
     jwks_keys_ignored: IntCounter,
     partners: IntGauge,
@@ -165,6 +180,11 @@ impl Metrics {
             Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
             &["result"],
         )?;
+        let last_reload_ok = IntGauge::new(
+            "authgate_config_last_reload_successful",
+            "1 when the last reload (or the start) succeeded, 0 while a rejected reload is the latest.",
+        )?;
+        last_reload_ok.set(1);
         let jwks_fetches = IntCounterVec::new(
             Opts::new(
                 "authgate_jwks_fetches_total",
@@ -188,6 +208,7 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(jwks_fetches.clone()))?;
         registry.register(Box::new(jwks_keys_ignored.clone()))?;
         registry.register(Box::new(partners.clone()))?;
@@ -219,6 +240,7 @@ impl Metrics {
             denied,
             rate_limited,
             reloads,
+            last_reload_ok,
             jwks_fetches,
             jwks_keys_ignored,
             partners,
@@ -233,6 +255,33 @@ impl Metrics {
     fn route(&self, index: Option<usize>) -> &RouteMetrics {
         let last = self.routes.len() - 1;
         &self.routes[index.map_or(last, |i| i.min(last))]
+    }
+
+    /// Registers the TLS listener's metrics (only when `[server.tls]` is configured).
+    pub(crate) fn tls(&self) -> Result<TlsMetrics, prometheus::Error> {
+        let m = TlsMetrics {
+            cert_expiry: IntGauge::new(
+                "authgate_tls_cert_expiry_seconds",
+                "notAfter of the certificate the proxy listener serves, as a Unix timestamp.",
+            )?,
+            handshakes_begun: IntCounter::new(
+                "authgate_tls_handshakes_begun_total",
+                "TLS handshakes begun (a ClientHello reached certificate selection).",
+            )?,
+            handshakes_completed: IntCounter::new(
+                "authgate_tls_handshakes_completed_total",
+                "TLS handshakes completed; begun minus completed were refused or abandoned.",
+            )?,
+            client_certs_rejected: IntCounter::new(
+                "authgate_tls_client_certs_rejected_total",
+                "Client certificates refused at the handshake (not signed by client_ca_file, expired, malformed).",
+            )?,
+        };
+        self.registry.register(Box::new(m.cert_expiry.clone()))?;
+        self.registry.register(Box::new(m.handshakes_begun.clone()))?;
+        self.registry.register(Box::new(m.handshakes_completed.clone()))?;
+        self.registry.register(Box::new(m.client_certs_rejected.clone()))?;
+        Ok(m)
     }
 
     /// Counts one answered request (`route` = route index, `None` = no route).
@@ -277,11 +326,12 @@ impl Metrics {
         g
     }
 
-    /// Counts a reload.
+    /// Counts a reload and records whether it was the latest to succeed.
     pub(crate) fn reload(&self, success: bool) {
         self.reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
+        self.last_reload_ok.set(i64::from(success));
     }
 
     /// Counts a JWKS URL fetch.
@@ -359,6 +409,7 @@ mod tests {
             r#"authgate_rate_limited_total{limit="partner",partner="acme"} 1"#,
             r#"authgate_config_reloads_total{result="success"} 1"#,
             r#"authgate_config_reloads_total{result="failure"} 0"#,
+            "authgate_config_last_reload_successful 1",
             "authgate_partners 3",
             r#"authgate_request_duration_seconds_bucket{route="orgs",le="0.00005"}"#,
             r#"authgate_upstream_duration_seconds_count{route="orgs",upstream="partner-api"} 1"#,

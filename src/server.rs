@@ -77,7 +77,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "authgate");
-    service.add_tcp(&s.listen.to_string());
+    match &gw.tls {
+        // HTTP/1.1 and h2 by ALPN; certificate and client CA swappable by SIGHUP.
+        Some(tls) => service.add_tls_with_settings(&s.listen.to_string(), None, tls.listener_settings()?),
+        None => service.add_tcp(&s.listen.to_string()),
+    }
     server.add_service(service);
     // One pingora background service per cluster with a health check.
     server.add_services(health_checks);
@@ -104,7 +108,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             format!("{}={}", c.name, backends.join(","))
         })
         .collect();
-    tracing::info!(listen = %s.listen, admin = %s.admin_listen, upstreams = %upstreams.join(" "), threads = s.threads, "authgate starting");
+    tracing::info!(listen = %s.listen, tls = gw.tls.is_some(), admin = %s.admin_listen, upstreams = %upstreams.join(" "), threads = s.threads, "authgate starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(StopWatch(stop_rx)),
     });

@@ -19,8 +19,7 @@ use common::backend::{Backend, EventPlan};
 use common::*;
 
 /// Health checks fast enough for a test: out after 2 failed probes, back after 2 passes.
-const HEALTH: &str =
-    r#"health_check = { path = "/health", interval = "150ms", timeout = "500ms", unhealthy_after = 2, healthy_after = 2 }"#;
+const HEALTH: &str = r#"health_check = { path = "/health", interval = "150ms", timeout = "500ms", unhealthy_after = 2, healthy_after = 2 }"#;
 
 /// A `[[upstreams]]` table.
 fn cluster(name: &str, backends: &[String], extra: &str) -> String {
@@ -79,10 +78,7 @@ fn ok_from(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> String {
 fn round_robin_gives_each_of_two_backends_half_of_100_requests() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let gw = gateway(
-        cluster("default", &addrs(&[&a, &b]), "selection = \"round_robin\""),
-        "",
-    );
+    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"round_robin\""), "");
     for i in 0..100 {
         ok_from(&gw, &format!("/public/rr/{i}"), &[]);
     }
@@ -134,10 +130,7 @@ fn consistent_hash_keeps_each_client_ip_on_one_backend() {
 fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let gw = gateway(
-        cluster("default", &addrs(&[&a, &b]), "selection = \"least_conn\""),
-        "",
-    );
+    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"least_conn\""), "");
     let addr = gw.addr;
     let held = std::thread::spawn(move || request(addr, "GET", "/public/held", &[], None));
     let busy = wait_for(DEADLINE, "the held request to reach a backend", || {
@@ -159,7 +152,10 @@ fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
     assert_eq!(r.header("x-backend"), Some(busy));
     // with nothing in flight, both take requests again
     let picks: Vec<String> = (0..4).map(|_| ok_from(&gw, "/public/lc", &[])).collect();
-    assert!(picks.iter().any(|p| p == "a") && picks.iter().any(|p| p == "b"), "{picks:?}");
+    assert!(
+        picks.iter().any(|p| p == "a") && picks.iter().any(|p| p == "b"),
+        "{picks:?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -215,10 +211,7 @@ fn a_killed_backend_costs_no_client_an_error_is_taken_out_and_comes_back() {
     let b2 = Backend::start_on("b", b_addr, false);
     let revived = Instant::now();
     wait_healthy(&gw, "default", &b_label, 1.0);
-    println!(
-        "b back: in rotation after {:?} (healthy_after = 2)",
-        revived.elapsed()
-    );
+    println!("b back: in rotation after {:?} (healthy_after = 2)", revived.elapsed());
     for i in 0..20 {
         ok_from(&gw, &format!("/public/back/{i}"), &[]);
     }
@@ -241,11 +234,7 @@ fn all_backends_down_is_502_upstream_unavailable() {
     assert_error(&r, 502, "every backend out of rotation");
     let r = gw.get("/public/y", &[]);
     assert_error(&r, 502, "every backend out of rotation, auth none");
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("reason", "upstream_unavailable")],
-        3.0,
-    );
+    gw.wait_metric("authgate_denied_total", &[("reason", "upstream_unavailable")], 3.0);
 }
 
 #[test]
@@ -464,10 +453,7 @@ path = "/v1/stream/**"
 auth = "none"
 read_timeout = "10s"
 "#;
-    let gw = gateway(
-        cluster("default", &addrs(&[&b]), "read_timeout = \"1s\""),
-        routes,
-    );
+    let gw = gateway(cluster("default", &addrs(&[&b]), "read_timeout = \"1s\""), routes);
 
     // The stream: 3 events 2 s apart, longer than the cluster's 1 s. The backend sends
     // event n+1 only after the test has received event n, so an event held back by the

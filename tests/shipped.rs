@@ -303,10 +303,7 @@ fn demo_walkthrough() {
         instances.windows(2).all(|w| w[0] != w[1]),
         "round robin over the partner-api instances: {instances:?}"
     );
-    assert!(
-        instances.iter().all(|i| i.starts_with("partner-api-")),
-        "{instances:?}"
-    );
+    assert!(instances.iter().all(|i| i.starts_with("partner-api-")), "{instances:?}");
     assert_eq!(info.header("x-demo-instance"), Some("org-api-1"));
     let key = request(
         addr,

@@ -56,6 +56,20 @@ pub(crate) struct ServerFile {
     pub(crate) access_log: Option<bool>,
     /// `drop` (default) or `allow`: other request headers with `_` in their name.
     pub(crate) underscore_headers: Option<Spanned<String>>,
+    /// `[server.tls]`: the proxy listener speaks TLS (CONTRACT §11).
+    pub(crate) tls: Option<Spanned<TlsFile>>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFile {
+    /// PEM certificate chain, leaf first.
+    pub(crate) cert_file: Spanned<String>,
+    /// PEM private key of the leaf.
+    pub(crate) key_file: Spanned<String>,
+    /// PEM CA certificate(s) a client certificate must chain to (Authenticated Origin Pulls).
+    pub(crate) client_ca_file: Option<Spanned<String>>,
 }
 
 /// `[upstream]`.

@@ -15,17 +15,35 @@ use super::validate::{self, ip_list};
 use crate::policy::directory::{ApiKeyEntry, Directory, LimitOverride, OrgPolicy, PartnerPolicy};
 use crate::policy::jwt::VerifyKey;
 
-/// What a reload re-reads: the policy file and the key files.
+/// What a reload re-reads: the policy file, the key files and the TLS files.
 pub struct PolicyFiles {
     pub(crate) directory: Directory,
     /// `[[jwt.keys]]` plus the JWKS `file`, in that order.
     pub(crate) keys: Vec<Arc<VerifyKey>>,
+    /// `[server.tls]` files, parsed and checked (absent without `[server.tls]`).
+    #[cfg(feature = "gateway")]
+    pub(crate) tls: Option<crate::tls::TlsMaterial>,
 }
 
 /// Everything needed to start: settings plus the first policy.
 pub struct Loaded {
     pub settings: Settings,
     pub(crate) policy: PolicyFiles,
+}
+
+impl Loaded {
+    /// Things worth an operator's attention that do not stop the gateway (`check` prints
+    /// them on stderr): a TLS certificate that expires within 14 days, or has expired.
+    pub fn warnings(&self) -> Vec<String> {
+        #[cfg(feature = "gateway")]
+        if let Some(tls) = &self.policy.tls {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            return tls.expiry_warning(now).into_iter().collect();
+        }
+        Vec::new()
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -151,8 +169,26 @@ pub fn load_policy_files(settings: &Settings) -> Result<PolicyFiles, Problems> {
             None
         }
     };
+    #[cfg(feature = "gateway")]
+    let tls = match settings
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::load(t, &settings.config_path))
+    {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(p)) => {
+            problems.extend(p);
+            None
+        }
+    };
     match directory {
-        Some(directory) if problems.is_empty() => Ok(PolicyFiles { directory, keys }),
+        Some(directory) if problems.is_empty() => Ok(PolicyFiles {
+            directory,
+            keys,
+            #[cfg(feature = "gateway")]
+            tls,
+        }),
         _ => Err(problems),
     }
 }

@@ -146,6 +146,18 @@ pub(crate) fn redacted_url(url: &str) -> String {
     }
 }
 
+/// `[server.tls]`, validated: the files (re-read on every reload) and where the config names
+/// them, so a bad file is reported at its config line.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) cert_line: usize,
+    pub(crate) key_file: PathBuf,
+    pub(crate) key_line: usize,
+    /// With it, a client certificate signed by one of these CAs is required at the handshake.
+    pub(crate) client_ca_file: Option<(PathBuf, usize)>,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -168,6 +180,8 @@ pub struct Settings {
     pub(crate) access_log: bool,
     /// `[server] underscore_headers` (CONTRACT §6).
     pub(crate) underscore_headers: UnderscoreHeaders,
+    /// `[server.tls]`: TLS on the proxy listener (absent = plain HTTP).
+    pub(crate) tls: Option<TlsFiles>,
     /// Upstream clusters in config order (`[upstream]` first, as `default`).
     pub(crate) upstreams: Vec<ClusterSettings>,
     /// Per route, by route index: its cluster and read timeout.

@@ -14,9 +14,10 @@ use super::file::{ClusterFile, GatewayFile, HealthCheckFile, OneOrMany, RedisFil
 use super::problem::Reporter;
 use super::settings::{
     BackendSettings, ClusterSettings, HealthCheckSettings, JwksSettings, KeyMaterial, KeySource, LogFormat, OnError,
-    RedisSettings, RouteUpstream, Selection, Settings,
+    RedisSettings, RouteUpstream, Selection, Settings, TlsFiles,
 };
 use crate::policy::client_ip::{ClientIpPolicy, IpSource};
+use crate::policy::cloudflare;
 use crate::policy::ip_set::{parse_net, IpSet};
 use crate::policy::jwt::JwtPolicy;
 use crate::policy::pipeline::StaticPolicy;
@@ -162,6 +163,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         }
     };
 
+    let tls = s.tls.as_ref().map(|t| server_tls(&mut c, t));
+
     // [upstream] and [[upstreams]]
     let upstreams = clusters(&mut c, file);
 
@@ -178,7 +181,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
             IpSource::Peer
         }
     };
-    let trusted = ip_list(c.r, &file.client_ip.trusted_proxies, "client_ip.trusted_proxies");
+    let trusted = trusted_proxies(c.r, &file.client_ip.trusted_proxies);
     let client_ip = ClientIpPolicy {
         source,
         trusted_proxies: trusted,
@@ -379,6 +382,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         log_format,
         access_log: s.access_log.unwrap_or(true),
         underscore_headers,
+        tls,
         upstreams,
         route_upstreams,
         fixed: StaticPolicy {
@@ -476,6 +480,51 @@ pub(crate) fn redis_url(url: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `[server.tls]`: the file names, each with its config line. The files themselves are read
+/// by [`crate::config::load_policy_files`], at start and on every reload.
+fn server_tls(c: &mut Ctx<'_, '_>, t: &Spanned<super::file::TlsFile>) -> TlsFiles {
+    let t = t.get_ref();
+    let mut file = |v: &Spanned<String>, field: &str| {
+        if v.get_ref().trim().is_empty() {
+            c.r.at(v.span(), format!("server.tls.{field} must name a PEM file"));
+        }
+        (c.path(v.get_ref()), c.r.line_of(v.span().start))
+    };
+    let (cert_file, cert_line) = file(&t.cert_file, "cert_file");
+    let (key_file, key_line) = file(&t.key_file, "key_file");
+    let client_ca_file = t.client_ca_file.as_ref().map(|v| file(v, "client_ca_file"));
+    TlsFiles {
+        cert_file,
+        cert_line,
+        key_file,
+        key_line,
+        client_ca_file,
+    }
+}
+
+/// `[client_ip] trusted_proxies`: CIDRs, bare addresses, and the word `"cloudflare"`
+/// (Cloudflare's published ranges, CONTRACT §11).
+fn trusted_proxies(r: &mut Reporter<'_>, list: &[Spanned<String>]) -> IpSet {
+    let mut nets = Vec::new();
+    for e in list {
+        if e.get_ref().trim() == cloudflare::PRESET {
+            nets.extend(cloudflare::ranges());
+            continue;
+        }
+        match parse_net(e.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(msg) => r.at(
+                e.span(),
+                format!(
+                    "client_ip.trusted_proxies: {msg} (nor the preset \"{}\")",
+                    cloudflare::PRESET
+                ),
+            ),
+        }
+    }
+    IpSet::new(nets)
 }
 
 fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef], earlier: &[Route]) -> Option<Route> {
@@ -705,10 +754,7 @@ fn cluster(
     earlier: &[ClusterSettings],
 ) -> Option<ClusterSettings> {
     let name = u.name.get_ref();
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !valid {
         c.r.at(
             u.name.span(),
@@ -885,10 +931,14 @@ fn route_upstream(c: &mut Ctx<'_, '_>, rt: &RouteFile, clusters: &[ClusterSettin
             0
         }
     };
-    let read_timeout = rt
-        .read_timeout
-        .as_ref()
-        .map(|_| positive(c, &rt.read_timeout, defaults::READ_TIMEOUT, &format!("routes.{name}.read_timeout")));
+    let read_timeout = rt.read_timeout.as_ref().map(|_| {
+        positive(
+            c,
+            &rt.read_timeout,
+            defaults::READ_TIMEOUT,
+            &format!("routes.{name}.read_timeout"),
+        )
+    });
     RouteUpstream { cluster, read_timeout }
 }
 
@@ -948,6 +998,73 @@ fn valid_host_port(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings_with(extra_server: &str, client_ip: &str) -> (Settings, crate::config::Problems) {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:8443\"\n{extra_server}\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
+             [client_ip]\n{client_ip}\n[policies]\nfile = \"partners.toml\"\n\
+             [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n"
+        );
+        let (settings, problems) =
+            crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), &text);
+        (settings.unwrap(), problems)
+    }
+
+    #[test]
+    fn the_cloudflare_preset_expands_to_the_published_ranges() {
+        let (s, problems) = settings_with(
+            "",
+            "source = \"cf-connecting-ip\"\ntrusted_proxies = [\"cloudflare\", \"10.0.0.0/8\"]",
+        );
+        assert!(problems.is_empty(), "{problems}");
+        let set = &s.fixed.client_ip.trusted_proxies;
+        assert_eq!(set.len(), cloudflare::IPV4.len() + cloudflare::IPV6.len() + 1);
+        for cidr in cloudflare::IPV4.iter().chain(cloudflare::IPV6.iter()) {
+            let net: ipnet::IpNet = cidr.parse().unwrap();
+            assert!(set.contains(net.network()) && set.contains(net.broadcast()), "{cidr}");
+        }
+        assert!(set.contains("10.1.2.3".parse().unwrap()));
+        assert!(!set.contains("127.0.0.1".parse().unwrap()));
+        assert_eq!(s.fixed.client_ip.source, IpSource::CfConnectingIp);
+
+        let (_, problems) = settings_with("", "trusted_proxies = [\"Cloudflare\"]");
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems.0[0].to_string().starts_with("/etc/authgate/authgate.toml:"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn server_tls_names_its_files_relative_to_the_config_with_their_lines() {
+        let (s, problems) = settings_with(
+            "[server.tls]\ncert_file = \"certs/origin.pem\"\nkey_file = \"/keys/origin.key\"\nclient_ca_file = \"certs/ca.pem\"\n",
+            "",
+        );
+        assert!(problems.is_empty(), "{problems}");
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/authgate/certs/origin.pem"));
+        assert_eq!(tls.cert_line, 4);
+        assert_eq!(tls.key_file, Path::new("/keys/origin.key"));
+        assert_eq!(tls.key_line, 5);
+        assert_eq!(
+            tls.client_ca_file,
+            Some((PathBuf::from("/etc/authgate/certs/ca.pem"), 6))
+        );
+
+        let (s, problems) = settings_with("[server.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "");
+        assert!(s.tls.unwrap().client_ca_file.is_none());
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems.0[0]
+                .to_string()
+                .contains(":4: server.tls.cert_file must name a PEM file"),
+            "{problems}"
+        );
+
+        let (s, problems) = settings_with("", "");
+        assert!(s.tls.is_none() && problems.is_empty());
+    }
 
     #[test]
     fn durations_need_units() {

@@ -1202,7 +1202,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let api = DemoApi::new(None);
-        let server = tokio::spawn(serve(listener, Arc::clone(&api)));
+        let server = tokio::spawn(serve(listener, Arc::clone(&api), Arc::from("demo-a")));
 
         let work = async {
             let (head, body) = raw_request(
@@ -1214,6 +1214,7 @@ mod tests {
             let lower = head.to_ascii_lowercase();
             assert!(lower.contains("content-type: application/json"), "{head}");
             assert!(lower.contains(&format!("content-length: {}", body.len())), "{head}");
+            assert!(lower.contains("x-demo-instance: demo-a\r\n"), "{head}");
             assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "status": "ok" }));
 
             // A larger body goes through the body collector intact.

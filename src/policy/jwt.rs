@@ -259,6 +259,10 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
         return Err(TokenError::AlgorithmMismatch);
     }
     let signed = &token[..h64.len() + 1 + p64.len()];
+    #[cfg(test)]
+    tests::CRYPTO_CALLS.with(|c| c.set(c.get() + 1));
+    // The only place a signature is computed: everything above refused what it could for
+    // the price of a base64 decode and a map lookup.
     match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg) {
         Ok(true) => {}
         _ => return Err(TokenError::BadSignature),
@@ -365,6 +369,52 @@ pub(crate) mod tests {
             algorithms: vec![Algorithm::HS256],
             key: DecodingKey::from_secret(SECRET),
         }])
+    }
+
+    thread_local! {
+        /// Signature computations on this test thread.
+        pub(crate) static CRYPTO_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn crypto_calls() -> usize {
+        CRYPTO_CALLS.with(|c| c.get())
+    }
+
+    #[test]
+    fn unknown_kids_and_mismatched_algorithms_never_reach_the_crypto() {
+        let keys = KeySet::new([
+            VerifyKey {
+                kid: "hs-1".into(),
+                algorithms: vec![Algorithm::HS256],
+                key: DecodingKey::from_secret(SECRET),
+            },
+            VerifyKey {
+                kid: "ed-1".into(),
+                algorithms: vec![Algorithm::EdDSA],
+                key: DecodingKey::from_secret(SECRET),
+            },
+        ]);
+        let before = crypto_calls();
+        let refused = [
+            (mint(&claims(), Some("nope")), TokenError::UnknownKey),
+            (mint(&claims(), None), TokenError::UnknownKey),
+            // an HS256 token naming the Ed25519 key: the algorithm does not fit the key
+            (mint(&claims(), Some("ed-1")), TokenError::AlgorithmMismatch),
+            (
+                raw(&json!({"alg": "none", "kid": "hs-1"}), &claims()),
+                TokenError::AlgorithmNotAllowed,
+            ),
+            (
+                raw(&json!({"alg": "HS256", "kid": "hs-1", "crit": ["x"]}), &claims()),
+                TokenError::CritHeader,
+            ),
+        ];
+        for (tok, want) in refused {
+            assert_eq!(verify(&tok, &keys, &policy(), NOW), Err(want));
+        }
+        assert_eq!(crypto_calls(), before, "a refused token cost a signature check");
+        assert!(verify(&mint(&claims(), Some("hs-1")), &keys, &policy(), NOW).is_ok());
+        assert_eq!(crypto_calls(), before + 1);
     }
 
     pub(crate) fn claims() -> Value {

@@ -2,6 +2,7 @@
 //! layer; [`pipeline::decide`] runs them in CONTRACT §4 order.
 
 pub mod client_ip;
+pub(crate) mod cloudflare;
 pub(crate) mod denial;
 pub mod directory;
 pub mod ip_set;

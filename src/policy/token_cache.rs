@@ -1,31 +1,59 @@
 //! A bounded cache of verified tokens, so RS256/ES256/EdDSA cost what HS256 costs on
 //! repeat calls.
 //!
-//! Keyed by SHA-256 of (key-set generation, token): 32 bytes per entry whatever the token
-//! size, and a key rotation makes every old entry unreachable. Only tokens that passed
-//! every check are inserted; `exp`/`nbf`/`iat` are re-checked on every hit. Revocation,
-//! partner status and IP are not cached here: they run on every request.
+//! Keyed by the token bytes themselves under quick_cache's keyed hash (ahash with a random
+//! per-process key, so nobody can aim collisions at a bucket); a hit compares the whole
+//! token, so no digest has to be computed or trusted, and a hit allocates nothing. Each
+//! entry remembers the key-set generation it was verified under: after a reload that
+//! rotates keys the entry no longer counts and the token is verified again. Only tokens
+//! that passed every check are inserted; `exp`/`nbf`/`iat` are re-checked on every hit.
+//! Revocation, partner status and IP are not cached here: they run on every request.
+//!
+//! Memory is bounded by weight (the token's length plus the entry), not by count, so
+//! large tokens cannot make the cache grow past [`DEFAULT_WEIGHT`].
 
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
-use sha2::{Digest, Sha256};
+use quick_cache::Weighter;
 
 use super::jwt::{self, JwtPolicy, KeySet, TokenError, VerifiedToken};
 
-/// Default number of cached tokens.
+/// Default number of cached tokens the cache is sized for.
 pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
+/// Default memory bound: 64 MiB of tokens and entries.
+pub(crate) const DEFAULT_WEIGHT: u64 = 64 << 20;
+
+/// Bytes an entry costs besides the token text (the verdict, the Arcs, the map slot).
+const ENTRY_OVERHEAD: u64 = 160;
+
+/// One verified token.
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    verified: Arc<VerifiedToken>,
+}
+
+#[derive(Clone)]
+struct ByLength;
+
+impl Weighter<Box<str>, Arc<Entry>> for ByLength {
+    fn weight(&self, key: &Box<str>, _: &Arc<Entry>) -> u64 {
+        key.len() as u64 + ENTRY_OVERHEAD
+    }
+}
 
 /// Verified-token cache shared by all worker threads (sharded internally).
 pub struct TokenCache {
-    cache: Cache<[u8; 32], Arc<VerifiedToken>>,
+    cache: Cache<Box<str>, Arc<Entry>, ByLength>,
 }
 
 impl TokenCache {
-    /// A cache holding at most about `capacity` tokens (approximate LRU).
+    /// A cache for about `capacity` tokens of typical size, within [`DEFAULT_WEIGHT`].
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(16);
         TokenCache {
-            cache: Cache::new(capacity.max(16)),
+            cache: Cache::with_weighter(capacity, DEFAULT_WEIGHT, ByLength),
         }
     }
 
@@ -40,13 +68,20 @@ impl TokenCache {
         if token.len() > jwt::MAX_TOKEN_LEN {
             return Err(TokenError::TooLarge);
         }
-        let key = cache_key(keys.generation(), token);
-        if let Some(hit) = self.cache.get(&key) {
-            hit.check_times(policy, now)?;
-            return Ok(hit);
+        if let Some(hit) = self.cache.get(token) {
+            if hit.generation == keys.generation() {
+                hit.verified.check_times(policy, now)?;
+                return Ok(hit.verified.clone());
+            }
         }
         let verified = Arc::new(jwt::verify(token, keys, policy, now)?);
-        self.cache.insert(key, verified.clone());
+        self.cache.insert(
+            token.into(),
+            Arc::new(Entry {
+                generation: keys.generation(),
+                verified: verified.clone(),
+            }),
+        );
         Ok(verified)
     }
 
@@ -61,13 +96,6 @@ impl TokenCache {
     fn is_empty(&self) -> bool {
         self.cache.is_empty()
     }
-}
-
-fn cache_key(generation: u64, token: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(generation.to_le_bytes());
-    h.update(token.as_bytes());
-    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -102,6 +130,27 @@ mod tests {
         let tok = mint(&claims(), Some("nope"));
         assert!(cache.verify(&tok, &keys, &policy(), NOW).is_err());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_weight_not_count() {
+        let cache = TokenCache::new(100);
+        let keys = hs_keys();
+        let mut big = claims();
+        big["pad"] = "x".repeat(5000).into();
+        let mut len = 0;
+        for i in 0..20_000 {
+            big["jti"] = format!("k-{i:05}").into();
+            let tok = mint(&big, Some("hs-1"));
+            len = tok.len() as u64;
+            cache.verify(&tok, &keys, &policy(), NOW).unwrap();
+        }
+        let fits = DEFAULT_WEIGHT / (len + ENTRY_OVERHEAD);
+        assert!(
+            (cache.len() as u64) <= fits + fits / 20,
+            "{} entries of {len} bytes; {fits} fit",
+            cache.len()
+        );
     }
 
     #[test]

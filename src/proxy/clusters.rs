@@ -161,7 +161,12 @@ impl Clusters {
     /// the client IP for `consistent_hash`), never the backend the previous attempt
     /// failed to connect to, with the route's `read_timeout` when it sets one. `None`
     /// when no backend is eligible (all unhealthy, or no other one to retry on).
-    pub(crate) fn peer(&self, route: Option<usize>, client: Option<IpAddr>, attempt: &mut Attempt) -> Option<Box<HttpPeer>> {
+    pub(crate) fn peer(
+        &self,
+        route: Option<usize>,
+        client: Option<IpAddr>,
+        attempt: &mut Attempt,
+    ) -> Option<Box<HttpPeer>> {
         let target = route.and_then(|r| self.routes.get(r)).unwrap_or(&self.fallback);
         let cluster = self.cluster(target.cluster)?;
         attempt.tries = attempt.tries.saturating_add(1);

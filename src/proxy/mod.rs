@@ -46,6 +46,8 @@ pub(crate) struct RequestCtx {
     learn: Option<LearnBuffer>,
     /// Backends tried so far (retry once on connect failure, CONTRACT §12).
     attempt: Attempt,
+    /// The connection's TLS client certificate is no longer trusted: close without an answer.
+    tls_refused: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -150,8 +152,23 @@ impl ProxyHttp for AuthProxy {
             upstream_status: None,
             learn: None,
             attempt: Attempt::default(),
+            tls_refused: false,
             _in_flight: Some(self.gw.enter()),
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+        // A TLS session resumed from before a reload that replaced client_ca_file: its
+        // certificate was never checked against the CA in force (see tls.rs).
+        if self.gw.tls.is_some() && crate::tls::client_cert_no_longer_trusted(session.digest()) {
+            ctx.tls_refused = true;
+            session.set_keepalive(None);
+            return Err(Error::explain(
+                ErrorType::InvalidCert,
+                "client certificate not accepted by the client CA in force",
+            ));
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
@@ -255,10 +272,7 @@ impl ProxyHttp for AuthProxy {
                 ctx.denial = Some(Denial::UpstreamUnavailable);
                 let mut e = Error::explain(
                     ErrorType::ConnectNoRoute,
-                    format!(
-                        "upstream {}: no eligible backend",
-                        self.clusters.name(&ctx.attempt)
-                    ),
+                    format!("upstream {}: no eligible backend", self.clusters.name(&ctx.attempt)),
                 );
                 e.set_retry(false);
                 Err(e.into_up())
@@ -371,7 +385,10 @@ impl ProxyHttp for AuthProxy {
         Ok(None)
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        if ctx.tls_refused {
+            return true; // logged and counted by the TLS callback
+        }
         // A client hanging up is not a gateway error (it is still in the access log).
         e.esource() == &ErrorSource::Downstream
             && matches!(
@@ -381,6 +398,13 @@ impl ProxyHttp for AuthProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        if ctx.tls_refused {
+            // As if the handshake had failed: no answer, the connection is closed.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let denial = match (ctx.denial.take(), e.etype()) {
             (Some(d), _) => Some(d),
             (None, ErrorType::HTTPStatus(413)) => Some(Denial::BodyTooLarge {
@@ -420,6 +444,9 @@ impl ProxyHttp for AuthProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.tls_refused {
+            return; // never reached the pipeline
+        }
         let elapsed = ctx.started.elapsed();
         let method = session.req_header().method.as_str();
         let status = session.response_written().map(|h| h.status.as_u16());

@@ -237,9 +237,19 @@ async fn handle(st: Arc<State>, req: hyper::Request<Incoming>) -> Result<hyper::
     let headers = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     st.hits.lock().unwrap().push(Hit {
         method,
         path: path.clone(),
@@ -280,7 +290,11 @@ fn events(st: Arc<State>) -> Body {
                 }
             }
             st.sent.store(n, Ordering::SeqCst);
-            if tx.send(Bytes::from(format!("id: {n}\ndata: event {n}\n\n"))).await.is_err() {
+            if tx
+                .send(Bytes::from(format!("id: {n}\ndata: event {n}\n\n")))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
