@@ -62,6 +62,14 @@ pub(crate) struct Attempt {
     load: Option<LoadGuard>,
 }
 
+impl Attempt {
+    /// The upstream response is complete: the backend's least-connections slot is free
+    /// again (before the client has the last byte, so its next request sees it free).
+    pub(crate) fn response_done(&mut self) {
+        self.load = None;
+    }
+}
+
 struct Cluster {
     name: Arc<str>,
     /// One ready peer per configured backend (address, TLS, timeouts), cloned per request.

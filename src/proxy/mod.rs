@@ -308,7 +308,7 @@ impl ProxyHttp for AuthProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -316,6 +316,15 @@ impl ProxyHttp for AuthProxy {
             return Ok(());
         }
         ctx.upstream_status = Some(resp.status.as_u16());
+        let no_body = matches!(resp.status.as_u16(), 204 | 304)
+            || session.req_header().method == http::Method::HEAD
+            || resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        if no_body {
+            ctx.attempt.response_done();
+        }
         if let Some(t) = ctx.upstream_started {
             self.gw.metrics.upstream(ctx.route, t.elapsed().as_secs_f64());
         }
@@ -347,6 +356,9 @@ impl ProxyHttp for AuthProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.attempt.response_done();
+        }
         let Some(learn) = ctx.learn.as_mut().filter(|l| l.active) else {
             return Ok(None);
         };
