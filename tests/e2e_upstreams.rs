@@ -307,7 +307,7 @@ fn two_clusters_each_route_reaches_its_own_with_the_gateway_headers() {
         cluster("default", &addrs(&[&partner]), ""),
         cluster("org-api", &addrs(&[&org]), HEALTH)
     );
-    let gw = gateway(upstreams, ORG_ROUTE);
+    let mut gw = gateway(upstreams, ORG_ROUTE);
     let client = [("X-Forwarded-For", "203.0.113.7"), ("X-Request-Id", "req-clusters-1")];
 
     let r = gw.get_auth("/partner/v1/orgs/by-external-id/c-1", &token("acme"), &client);
@@ -348,6 +348,15 @@ fn two_clusters_each_route_reaches_its_own_with_the_gateway_headers() {
     }
     assert_eq!(healthy(&gw, "org-api", &org.address()), 1.0);
     assert_eq!(healthy(&gw, "default", &partner.address()), 1.0);
+
+    // SIGHUP reloads the policy and leaves the clusters as they are (§8, §12)
+    gw.signal("HUP");
+    gw.wait_metric("authgate_config_reloads_total", &[("result", "success")], 1.0);
+    let r = gw.get_auth("/org", &org_token, &client);
+    assert_eq!(r.header("x-backend"), Some("org-1"), "{r}");
+    // and SIGTERM drains and exits 0 with the health checks running
+    let status = gw.stop(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
 }
 
 /// Reads a server-sent-event response off a raw connection, event by event, as it

@@ -1067,6 +1067,53 @@ mod tests {
     }
 
     #[test]
+    fn clusters_and_the_routes_that_pick_them() {
+        let text = "[server]\nlisten = \"127.0.0.1:8443\"\n\
+             [upstream]\naddress = \"127.0.0.1:3000\"\nread_timeout = \"2s\"\n\
+             [[upstreams]]\nname = \"org-api\"\nbackends = [\"127.0.0.1:3001\", \"localhost:3002\"]\n\
+             selection = \"consistent_hash\"\n\
+             health_check = { path = \"/health\", interval = \"250ms\", unhealthy_after = 3 }\n\
+             [policies]\nfile = \"partners.toml\"\n\
+             [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n\
+             [[routes]]\nname = \"stream\"\npath = \"/v1/stream/**\"\nauth = \"none\"\n\
+             upstream = \"org-api\"\nread_timeout = \"5m\"\n";
+        let (s, problems) = crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), text);
+        assert!(problems.is_empty(), "{problems}");
+        let s = s.unwrap();
+        let names: Vec<&str> = s.upstreams.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["default", "org-api"]);
+        let default = &s.upstreams[0];
+        assert_eq!(default.selection, Selection::RoundRobin);
+        assert_eq!(default.read_timeout, Duration::from_secs(2));
+        assert!(default.health_check.is_none());
+        assert_eq!(default.backends[0].addr, Some("127.0.0.1:3000".parse().unwrap()));
+        let org = &s.upstreams[1];
+        assert_eq!(org.selection, Selection::ConsistentHash);
+        assert_eq!(org.read_timeout, Duration::from_secs(30), "the default");
+        // an IP:port is known at once; a name waits for config::load to resolve it
+        assert_eq!(org.backends[0].addr, Some("127.0.0.1:3001".parse().unwrap()));
+        assert_eq!((org.backends[1].addr, org.backends[1].line), (None, 8));
+        let hc = org.health_check.as_ref().unwrap();
+        assert_eq!(hc.interval, Duration::from_millis(250));
+        assert_eq!(hc.timeout, Duration::from_secs(1), "the default");
+        assert_eq!((hc.unhealthy_after, hc.healthy_after), (3, 2));
+        assert_eq!(
+            s.route_upstream(0),
+            RouteUpstream {
+                cluster: 0,
+                read_timeout: None
+            }
+        );
+        assert_eq!(
+            s.route_upstream(1),
+            RouteUpstream {
+                cluster: 1,
+                read_timeout: Some(Duration::from_secs(300))
+            }
+        );
+    }
+
+    #[test]
     fn durations_need_units() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

@@ -365,3 +365,76 @@ impl HealthObserve for HealthGauges {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn clusters(upstreams: &str) -> Clusters {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:8443\"\n{upstreams}\n[policies]\nfile = \"partners.toml\"\n\
+             [[routes]]\nname = \"plain\"\npath = \"/a\"\nauth = \"none\"\n\
+             [[routes]]\nname = \"stream\"\npath = \"/s\"\nauth = \"none\"\nread_timeout = \"5m\"\n"
+        );
+        let (settings, problems) = crate::config::load::settings_from_text(Path::new("/x/authgate.toml"), &text);
+        assert!(problems.is_empty(), "{problems}");
+        let settings = settings.unwrap();
+        let metrics = Metrics::new([("plain", "default"), ("stream", "default")], false).unwrap();
+        let (clusters, services) = Clusters::build(&settings, &metrics).unwrap();
+        assert!(services.is_empty(), "no health check, no background service");
+        clusters
+    }
+
+    fn port(peer: &HttpPeer) -> u16 {
+        peer._address.as_inet().unwrap().port()
+    }
+
+    #[test]
+    fn one_backend_is_cloned_as_configured_and_never_retried() {
+        let c = clusters("[upstream]\naddress = \"127.0.0.1:7001\"\nread_timeout = \"2s\"\n");
+        assert!(matches!(c.clusters[0].balancer, Balancer::Single));
+        let mut attempt = Attempt::default();
+        let peer = c.peer(Some(0), None, &mut attempt).unwrap();
+        assert_eq!(port(&peer), 7001);
+        assert_eq!(peer.options.read_timeout, Some(Duration::from_secs(2)));
+        assert!(!c.may_retry(&attempt), "nowhere else to go");
+        // the route's own read_timeout wins over the cluster's
+        let peer = c.peer(Some(1), None, &mut Attempt::default()).unwrap();
+        assert_eq!(peer.options.read_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn round_robin_alternates_and_a_retry_avoids_the_backend_that_failed() {
+        let c = clusters("[[upstreams]]\nname = \"default\"\nbackends = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\n");
+        let ports: Vec<u16> = (0..4)
+            .map(|_| port(&c.peer(Some(0), None, &mut Attempt::default()).unwrap()))
+            .collect();
+        assert!(ports.windows(2).all(|w| w[0] != w[1]), "{ports:?}");
+        for _ in 0..4 {
+            let mut attempt = Attempt::default();
+            let first = port(&c.peer(Some(0), None, &mut attempt).unwrap());
+            assert!(c.may_retry(&attempt));
+            let second = port(&c.peer(Some(0), None, &mut attempt).unwrap());
+            assert_ne!(first, second, "the retry went back to the backend that refused");
+            assert!(!c.may_retry(&attempt), "one retry only");
+        }
+    }
+
+    #[test]
+    fn consistent_hash_keys_on_the_client_ip() {
+        let c = clusters(
+            "[[upstreams]]\nname = \"default\"\nselection = \"consistent_hash\"\n\
+             backends = [\"127.0.0.1:7001\", \"127.0.0.1:7002\", \"127.0.0.1:7003\"]\n",
+        );
+        for i in 0..20u8 {
+            let ip = Some(IpAddr::from([203, 0, 113, i]));
+            let first = port(&c.peer(Some(0), ip, &mut Attempt::default()).unwrap());
+            for _ in 0..3 {
+                assert_eq!(port(&c.peer(Some(0), ip, &mut Attempt::default()).unwrap()), first);
+            }
+        }
+    }
+}
