@@ -258,6 +258,11 @@ fn a_refused_connect_is_retried_once_on_another_backend_body_and_all() {
         let hit = b.hits().pop().unwrap();
         assert_eq!(hit.method, "POST");
         assert_eq!(hit.body, body.as_bytes(), "the retried request carries the whole body");
+        assert_eq!(
+            hit.header("x-forwarded-for"),
+            Some("127.0.0.1"),
+            "the gateway's headers are set once, not once per attempt"
+        );
     }
     assert_eq!(b.count(), 6, "each request reached b exactly once");
 }
