@@ -54,26 +54,25 @@ fn jwt_policy() -> JwtPolicy {
 
 fn keyset() -> KeySet {
     KeySet::new([
-        VerifyKey {
-            kid: "hs".into(),
-            algorithms: vec![Algorithm::HS256],
-            key: DecodingKey::from_secret(SECRET),
-        },
-        VerifyKey {
-            kid: "rs".into(),
-            algorithms: vec![Algorithm::RS256],
-            key: DecodingKey::from_rsa_pem(&read("rs.pub.pem")).unwrap(),
-        },
-        VerifyKey {
-            kid: "es".into(),
-            algorithms: vec![Algorithm::ES256],
-            key: DecodingKey::from_ec_pem(&read("es.pub.pem")).unwrap(),
-        },
-        VerifyKey {
-            kid: "ed".into(),
-            algorithms: vec![Algorithm::EdDSA],
-            key: DecodingKey::from_ed_pem(&read("ed.pub.pem")).unwrap(),
-        },
+        VerifyKey::new("hs", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap(),
+        VerifyKey::new(
+            "rs",
+            vec![Algorithm::RS256],
+            &DecodingKey::from_rsa_pem(&read("rs.pub.pem")).unwrap(),
+        )
+        .unwrap(),
+        VerifyKey::new(
+            "es",
+            vec![Algorithm::ES256],
+            &DecodingKey::from_ec_pem(&read("es.pub.pem")).unwrap(),
+        )
+        .unwrap(),
+        VerifyKey::new(
+            "ed",
+            vec![Algorithm::EdDSA],
+            &DecodingKey::from_ed_pem(&read("ed.pub.pem")).unwrap(),
+        )
+        .unwrap(),
     ])
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# benches/load.sh: the load comparison. authgate with every layer on (plain HTTP, and a second
-# instance with [server.tls], same run, keep-alive) vs a bare pingora pass-through
-# (examples/passthrough.rs, the physical limit) vs HAProxy 2.6 doing the same job with
-# jwt_verify, and the upstream alone. Run from the repo root:
+# benches/load.sh: the load comparison. authgate with every layer on (plain HTTP, a second
+# instance with [server.tls], same run, keep-alive, and a third sharing its limits through a
+# local redis-server) vs a bare pingora pass-through (examples/passthrough.rs, the physical
+# limit) vs HAProxy 2.6 doing the same job with jwt_verify, and the upstream alone. The
+# flood rows send a different bad signature on every request (benches/load/flood.lua), so
+# each one costs a full verification and ends in 401. Run from the repo root:
 #
 #   bash benches/load.sh
 #
@@ -11,7 +13,7 @@
 # SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
 # OUT_MD=benches/load-results.md, ONLY="row ..." (run only these rows, e.g. ONLY="passthrough
 # authgate-hs256 authgate-hs256-tls" for plain vs TLS). Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
-# python3, curl. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
+# python3, curl, redis-server. Every process listens on 127.0.0.1 on a free port and is stopped on exit.
 # authgate's access log goes to a file in the temp dir ($TMPDIR): ~0.7 GB with the defaults.
 set -euo pipefail
 
@@ -27,6 +29,7 @@ CLIENT_IP=203.0.113.9 DENIED_IP=198.51.100.200
 REQ_PATH=/partner/v1/orgs/$ORG/members
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/authgate-load.XXXXXX")
 declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=() ROW_SCHEME=()
+declare -A ROW_FLOOD=() ROW_PROC2=()
 ROWS=() ALL_PIDS=()
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -50,13 +53,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 check_tools() {
-  local missing=() t v tools=(wrk haproxy nginx openssl python3 curl)
+  local missing=() t v tools=(wrk haproxy nginx openssl python3 curl redis-server)
   [[ ${SKIP_BUILD:-0} == 1 ]] || tools+=(cargo)
   for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
   done
   ((${#missing[@]} == 0)) || die "missing: ${missing[*]}.
-  Install with: sudo apt-get install wrk haproxy nginx-light openssl python3 curl
+  Install with: sudo apt-get install wrk haproxy nginx-light openssl python3 curl redis-server
   (cargo: https://rustup.rs; HAProxy must be 2.6 or newer, for jwt_verify)"
   v=$(haproxy -v 2>&1 | sed -n '1s/^HA-\{0,1\}Proxy version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || true
   read -r t v <<<"${v:-0 0}"
@@ -135,8 +138,9 @@ tamper() { # token -> same token with one signature character changed
 
 start_all() {
   local ports
-  ports=$(free_ports 8)
-  read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT AG_TLS_PORT AG_TLS_ADMIN_PORT <<<"$ports"
+  ports=$(free_ports 11)
+  read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT AG_TLS_PORT AG_TLS_ADMIN_PORT \
+    REDIS_PORT AG_REDIS_PORT AG_REDIS_ADMIN_PORT <<<"$ports"
   local nofile extra="" m nginx_v
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nofile=$(ulimit -n); [[ $nofile == unlimited ]] && nofile=65536
@@ -152,25 +156,34 @@ start_all() {
   (AG_PORT=$AG_TLS_PORT AG_ADMIN_PORT=$AG_TLS_ADMIN_PORT
    render authgate.toml.in "$WORK/authgate-tls.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT)
   printf '\n[server.tls]\ncert_file = "tls.pem"\nkey_file = "tls.key"\n' >>"$WORK/authgate-tls.toml"
+  # and with [redis]: limits (and learned orgs, revocations) shared through redis-server
+  (AG_PORT=$AG_REDIS_PORT AG_ADMIN_PORT=$AG_REDIS_ADMIN_PORT
+   render authgate.toml.in "$WORK/authgate-redis.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT)
+  printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" >>"$WORK/authgate-redis.toml"
   render partners.toml.in "$WORK/partners.toml" CLIENT_IP ORG OTHER_ORG
   render haproxy-jwt.cfg.in "$WORK/haproxy-jwt.cfg" PROXY_THREADS HA_MAXCONN HA_JWT_PORT HS_SECRET RS_PEM ES_PEM WORK UPSTREAM_PORT
   render haproxy-pure.cfg.in "$WORK/haproxy-pure.cfg" PROXY_THREADS HA_MAXCONN HA_PURE_PORT UPSTREAM_PORT
   printf '%s bench\n%s other\n' "$ORG" "$OTHER_ORG" >"$WORK/orgs.map"
   "$AUTHGATE" check --config "$WORK/authgate.toml" >/dev/null || die "authgate check failed on $WORK/authgate.toml"
   "$AUTHGATE" check --config "$WORK/authgate-tls.toml" >/dev/null || die "authgate check failed on $WORK/authgate-tls.toml"
+  "$AUTHGATE" check --config "$WORK/authgate-redis.toml" >/dev/null || die "authgate check failed on $WORK/authgate-redis.toml"
   haproxy -c -q -f "$WORK/haproxy-jwt.cfg" || die "haproxy -c failed on $WORK/haproxy-jwt.cfg"
 
   say "starting nginx :$UPSTREAM_PORT, passthrough :$PASS_PORT, authgate :$AG_PORT (admin :$AG_ADMIN_PORT), authgate TLS :$AG_TLS_PORT (admin :$AG_TLS_ADMIN_PORT), haproxy :$HA_JWT_PORT (jwt) :$HA_PURE_PORT (pure)"
   start nginx nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf"
+  start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK"
   wait_ready nginx "http://127.0.0.1:$UPSTREAM_PORT/" 200
   start passthrough "$PASSTHROUGH" --listen "127.0.0.1:$PASS_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" --threads "$PROXY_THREADS"
   start authgate "$AUTHGATE" --config "$WORK/authgate.toml"
   start authgate-tls "$AUTHGATE" --config "$WORK/authgate-tls.toml"
+  start authgate-redis "$AUTHGATE" --config "$WORK/authgate-redis.toml"
   start haproxy-jwt haproxy -db -f "$WORK/haproxy-jwt.cfg"
   start haproxy-pure haproxy -db -f "$WORK/haproxy-pure.cfg"
   wait_ready passthrough "http://127.0.0.1:$PASS_PORT/" 200
   wait_ready authgate "http://127.0.0.1:$AG_ADMIN_PORT/readyz" 200
   wait_ready authgate-tls "http://127.0.0.1:$AG_TLS_ADMIN_PORT/readyz" 200
+  wait_ready authgate-redis "http://127.0.0.1:$AG_REDIS_ADMIN_PORT/readyz" 200
+  wait_redis_up
   TLS_PARAMS=$(tls_params)
   wait_ready haproxy-jwt "http://127.0.0.1:$HA_JWT_PORT/" '[1-5][0-9][0-9]'
   wait_ready haproxy-pure "http://127.0.0.1:$HA_PURE_PORT/" 200
@@ -178,7 +191,20 @@ start_all() {
 
 add_row() { # id label process port token auth(yes|no) [scheme, default http]
   ROWS+=("$1"); ROW_LABEL[$1]=$2 ROW_PROC[$1]=$3 ROW_PORT[$1]=$4 ROW_TOKEN[$1]=$5 ROW_AUTH[$1]=$6
-  ROW_SCHEME[$1]=${7:-http}
+  ROW_SCHEME[$1]=${7:-http} ROW_FLOOD[$1]=0 ROW_PROC2[$1]=""
+}
+
+add_flood_row() { # id label process port token: like add_row, but wrk varies the signature
+  add_row "$1" "$2" "$3" "$4" "$5" yes
+  ROW_FLOOD[$1]=1
+}
+
+wait_redis_up() { # the [redis] instance reports authgate_redis_up 1 (its circuit is closed)
+  local deadline=$((SECONDS + ${READY_TIMEOUT:-30}))
+  until curl -s --max-time 1 "http://127.0.0.1:$AG_REDIS_ADMIN_PORT/metrics" | grep -q '^authgate_redis_up 1'; do
+    ((SECONDS < deadline)) || die "authgate-redis never reported authgate_redis_up 1 (logs: $WORK/authgate-redis.log, $WORK/redis.log)"
+    sleep 0.05
+  done
 }
 
 base_url() { echo "${ROW_SCHEME[$1]}://127.0.0.1:${ROW_PORT[$1]}"; } # row -> scheme://host:port
@@ -199,6 +225,12 @@ probe() { # row -> empty when the row answers as it must, else what went wrong
   c=$(status_of "$p" "" "$CLIENT_IP"); [[ $c == 401 ]] || echo "no token -> $c, want 401"
 }
 
+probe_flood() { # flood row -> empty when a tampered token of its kind is answered 401
+  local c
+  c=$(status_of "$(base_url "$1")" "$(tamper "${ROW_TOKEN[$1]}")" "$CLIENT_IP")
+  [[ $c == 401 ]] || echo "bad signature -> $c, want 401"
+}
+
 enforcement() { # row -> empty when bad token / foreign IP / foreign org / revoked key are refused
   local p t=${ROW_TOKEN[$1]} c
   p=$(base_url "$1")
@@ -212,21 +244,37 @@ enforcement() { # row -> empty when bad token / foreign IP / foreign org / revok
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 run_wrk() { # row duration [round]: timed run, appends to results.tsv when a round is given
-  local r=$1 pid=${PID[${ROW_PROC[$1]}]} out before after rps reqs p50 p99 bad
-  before=$(cpu_ticks "$pid")
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer ${ROW_TOKEN[$r]}" \
-    -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
-  after=$(cpu_ticks "$pid")
+  local r=$1 pid=${PID[${ROW_PROC[$1]}]} pid2="" out before after before2=0 after2=0 rps reqs p50 p99 bad
+  local rss_before
+  [[ -n ${ROW_PROC2[$r]} ]] && pid2=${PID[${ROW_PROC2[$r]}]}
+  rss_before=$(rss_kb "$pid")
+  before=$(cpu_ticks "$pid"); [[ -n $pid2 ]] && before2=$(cpu_ticks "$pid2")
+  if [[ ${ROW_FLOOD[$r]} == 1 ]]; then
+    out=$(FLOOD_TOKEN=${ROW_TOKEN[$r]} FLOOD_PATH=$REQ_PATH FLOOD_XFF=$CLIENT_IP \
+      wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/flood.lua" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
+  else
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer ${ROW_TOKEN[$r]}" \
+      -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
+  fi
+  after=$(cpu_ticks "$pid"); [[ -n $pid2 ]] && after2=$(cpu_ticks "$pid2")
   [[ -z ${3:-} ]] && return 0
+  if [[ ${ROW_FLOOD[$r]} == 1 ]]; then
+    printf '%s\t%s\t%s\t%s\n' "$r" "$3" "$rss_before" "$(rss_kb "$pid")" >>"$WORK/flood-rss.tsv"
+  fi
   printf '%s\n' "$out" >"$WORK/wrk-$r-$3.txt"
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   [[ -n $rps && -n $reqs && -n $p50 && -n $p99 ]] || die "cannot parse wrk output for $r: $out"
   bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
-  [[ -z $bad ]] || die "$r: $bad of $reqs responses were not 2xx during the timed run (see $WORK/wrk-$r-$3.txt)"
+  if [[ ${ROW_FLOOD[$r]} == 1 ]]; then # every answer must be a refusal (probe_flood checked it is a 401)
+    [[ ${bad:-0} == "$reqs" ]] || die "$r: only ${bad:-0} of $reqs flood requests were refused (see $WORK/wrk-$r-$3.txt)"
+  else
+    [[ -z $bad ]] || die "$r: $bad of $reqs responses were not 2xx during the timed run (see $WORK/wrk-$r-$3.txt)"
+  fi
   grep -q 'Socket errors' <<<"$out" && warn "$r round $3: $(grep 'Socket errors' <<<"$out")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$3" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" >>"$WORK/results.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$3" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" \
+    "$((after2 - before2))" >>"$WORK/results.tsv"
   printf '    %-20s %10s req/s  p50 %-9s p99 %-9s\n' "$r" "$rps" "$p50" "$p99" >&2
 }
 
@@ -254,10 +302,18 @@ main() {
   add_row authgate-hs256-tls "(c) authgate, all layers, HS256, over TLS (keep-alive)" authgate-tls "$AG_TLS_PORT" "$hs" yes https
   add_row authgate-rs256 "(d) authgate, all layers, RS256" authgate "$AG_PORT" "$rs" yes
   add_row authgate-es256 "(d) authgate, all layers, ES256" authgate "$AG_PORT" "$es" yes
+  add_row authgate-redis-hs256 "(g) authgate + Redis (shared limits), HS256" authgate-redis "$AG_REDIS_PORT" "$hs" yes
+  ROW_PROC2[authgate-redis-hs256]=redis
   add_row haproxy-hs256 "(e) HAProxy jwt_verify, HS256" haproxy-jwt "$HA_JWT_PORT" "$hs" yes
   add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
   add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
   add_row haproxy-pure "(f) HAProxy pure proxy" haproxy-pure "$HA_PURE_PORT" "$hs" no
+  add_flood_row authgate-hs256-flood "(h) authgate, bad-signature flood, HS256" authgate "$AG_PORT" "$hs"
+  add_flood_row authgate-rs256-flood "(h) authgate, bad-signature flood, RS256" authgate "$AG_PORT" "$rs"
+  add_flood_row authgate-es256-flood "(h) authgate, bad-signature flood, ES256" authgate "$AG_PORT" "$es"
+  add_flood_row haproxy-hs256-flood "(i) HAProxy jwt_verify, bad-signature flood, HS256" haproxy-jwt "$HA_JWT_PORT" "$hs"
+  add_flood_row haproxy-rs256-flood "(i) HAProxy jwt_verify, bad-signature flood, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs"
+  add_flood_row haproxy-es256-flood "(i) HAProxy jwt_verify, bad-signature flood, ES256" haproxy-jwt "$HA_JWT_PORT" "$es"
 
   if [[ -n ${ONLY:-} ]]; then
     local only=() want
@@ -273,6 +329,7 @@ main() {
   for r in "${ROWS[@]}"; do
     why=$(probe "$r")
     [[ ${ROW_AUTH[$r]} == yes && -z $why ]] && why=$(enforcement "$r")
+    [[ ${ROW_FLOOD[$r]} == 1 && -z $why ]] && why=$(probe_flood "$r")
     if [[ -z $why ]]; then kept+=("$r")
     elif [[ $r == authgate-* ]]; then die "$r does not behave: $why (log: $WORK/authgate.log)"
     else warn "skipping $r: it does not behave as the comparison needs: $why"; fi
@@ -318,6 +375,11 @@ main() {
       "$load_start" "$(busy "$load_start" && echo ' (above 1.5: another job was running, unreliable numbers)')" "$load_end"
     printf 'authgate\tVmRSS %s kB after its runs; log (access_log on, to a file): %s lines, %s WARN/ERROR\n' \
       "$(rss_kb "${PID[authgate]}")" "$lines" "$errs"
+    printf 'authgate + Redis\tredis-server %s on 127.0.0.1 (no persistence), [redis] defaults; one GCRA script (EVALSHA) per request for the partner limit; the redis-server CPU column is its own CPU per request\n' \
+      "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+    if [[ -s $WORK/flood-rss.tsv ]]; then
+      printf 'authgate RSS over the floods\t%s\n' "$(awk -F'\t' 'NR == 1 {first = $3} {if ($4 > max) max = $4} END {printf "%.1f MiB before the first flood run, %.1f MiB at most after one (%+.1f MiB); sampled before and after each timed flood run", first / 1024, max / 1024, (max - first) / 1024}' "$WORK/flood-rss.tsv")"
+    fi
     printf 'authgate over TLS\t%s; ECDSA P-256 self-signed certificate; wrk keeps its %s connections alive, so a handshake per connection, not per request\n' \
       "${TLS_PARAMS:-?}" "$CONNS"
   } >"$WORK/meta.tsv"

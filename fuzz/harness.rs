@@ -143,11 +143,7 @@ fn key(kid: &'static str, alg: Algorithm, material: &'static [u8]) -> (VerifyKey
         ),
         other => panic!("no oracle for {other:?}"),
     };
-    let vk = VerifyKey {
-        kid: kid.to_string(),
-        algorithms: vec![alg],
-        key,
-    };
+    let vk = VerifyKey::new(kid, vec![alg], &key).expect("a key that fits its algorithm");
     (vk, KeyRef { kid, alg, oracle })
 }
 

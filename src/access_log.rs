@@ -33,6 +33,75 @@ impl<S: Subscriber> Layer<S> for AccessLayer {
     }
 }
 
+/// One request's access-log line, written straight into the log queue. The proxy's
+/// `logging` hook uses this instead of `tracing::info!`: the dispatch through the
+/// subscriber stack and the field visitor cost about 5k instructions a request, a tenth
+/// of what a cached request costs. The line is the same as [`AccessLayer`] writes for the
+/// same fields (absent optional fields are left out), and it is written only when the
+/// `access` target is enabled at INFO, as the macro would be.
+pub(crate) struct AccessRecord<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a [u8],
+    pub(crate) route: &'a str,
+    pub(crate) status: u16,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) partner: Option<&'a str>,
+    pub(crate) org: Option<&'a str>,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+    pub(crate) upstream_status: Option<u16>,
+    pub(crate) duration_us: u64,
+    pub(crate) error: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// Queues the line (a no-op when INFO is filtered out for the `access` target).
+    pub(crate) fn write(&self) {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        queue_line(self.line(SystemTime::now()));
+    }
+
+    fn line(&self, now: SystemTime) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_timestamp(&mut out, now);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
+        let str_field = |out: &mut Vec<u8>, name: &[u8], value: Option<&str>| {
+            if let Some(v) = value {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name);
+                out.extend_from_slice(b"\":\"");
+                escape_into(out, v);
+                out.push(b'"');
+            }
+        };
+        str_field(&mut out, b"request_id", Some(self.request_id));
+        str_field(&mut out, b"method", Some(self.method));
+        str_field(&mut out, b"path", Some(&String::from_utf8_lossy(self.path)));
+        str_field(&mut out, b"route", Some(self.route));
+        let _ = write!(out, ",\"status\":{}", self.status);
+        str_field(&mut out, b"reason", self.reason);
+        str_field(&mut out, b"partner", self.partner);
+        str_field(&mut out, b"org", self.org);
+        if let Some(ip) = self.client_ip {
+            let _ = write!(
+                out,
+                ",\"client_ip\":\"{}\"",
+                crate::policy::upstream_headers::ip_text(ip)
+            );
+        }
+        if let Some(s) = self.upstream_status {
+            let _ = write!(out, ",\"upstream_status\":{s}");
+        }
+        let _ = write!(out, ",\"duration_us\":{}", self.duration_us);
+        str_field(&mut out, b"error", self.error);
+        out.extend_from_slice(b"}\n");
+        out
+    }
+}
+
 struct JsonFields<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -154,6 +223,55 @@ pub(crate) fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direct_record_is_one_json_object_with_the_layer_s_field_order() {
+        let mut rec = AccessRecord {
+            request_id: "r-1",
+            method: "GET",
+            path: b"/partner/v1/orgs/\"x\"/\xff",
+            route: "org-scoped",
+            status: 401,
+            reason: Some("invalid_token"),
+            partner: Some("p1"),
+            org: None,
+            client_ip: Some("203.0.113.9".parse().unwrap()),
+            upstream_status: None,
+            duration_us: 42,
+            error: None,
+        };
+        let line = rec.line(UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let text = std::str::from_utf8(&line).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} missing"));
+        let order = [
+            "timestamp",
+            "level",
+            "target",
+            "request_id",
+            "method",
+            "path",
+            "route",
+            "status",
+            "reason",
+            "partner",
+            "client_ip",
+            "duration_us",
+        ];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
+        assert_eq!(v.as_object().unwrap().len(), order.len(), "{text}");
+        assert_eq!(v["timestamp"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(v["target"], "access");
+        assert_eq!(v["path"], "/partner/v1/orgs/\"x\"/\u{fffd}");
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["client_ip"], "203.0.113.9");
+        rec.upstream_status = Some(200);
+        rec.error = Some("ConnectRefused");
+        let v: serde_json::Value = serde_json::from_slice(&rec.line(SystemTime::now())).unwrap();
+        assert_eq!(v["upstream_status"], 200);
+        assert_eq!(v["error"], "ConnectRefused");
+    }
 
     #[test]
     fn escaping() {

@@ -31,4 +31,5 @@ pub mod proxy;
 pub mod server;
 #[cfg(feature = "gateway")]
 pub(crate) mod shared;
+#[cfg(feature = "gateway")]
 pub(crate) mod tls;

@@ -116,7 +116,7 @@ fn key(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<VerifyKey, Strin
             "kid {kid}: none of its algorithms is allowed by [jwt] algorithms"
         ));
     }
-    Ok(VerifyKey { kid, algorithms, key })
+    VerifyKey::new(kid, algorithms, &key)
 }
 
 #[cfg(test)]

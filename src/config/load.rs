@@ -246,12 +246,8 @@ pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Prob
                 ))),
             },
         };
-        match key {
-            Ok(key) => keys.push(Arc::new(VerifyKey {
-                kid: k.kid.clone(),
-                algorithms: vec![k.algorithm],
-                key,
-            })),
+        match key.and_then(|key| VerifyKey::new(k.kid.clone(), vec![k.algorithm], &key).map_err(at)) {
+            Ok(key) => keys.push(Arc::new(key)),
             Err(p) => problems.push(p),
         }
     }

@@ -3,14 +3,17 @@
 //! The header and claims are parsed here rather than by `jsonwebtoken::decode`, so that
 //! everything the contract asks is checked explicitly: the algorithm is pinned per key and
 //! must be allowed, `crit` is rejected, numeric dates must be numbers, `nbf`/`iat` are
-//! checked with leeway, duplicate JSON keys are refused. `jsonwebtoken` does the
-//! signature arithmetic only. `jku`, `x5u`, `jwk` and `x5c` headers are never followed.
+//! checked with leeway, duplicate JSON keys are refused. `jsonwebtoken` reads key files and
+//! JWKs; the signature arithmetic is aws-lc-rs on keys parsed once, when the key set is
+//! built ([`SignatureCheck`]), so a flood of bad signatures costs one verification each and
+//! no allocation. `jku`, `x5u`, `jwk` and `x5c` headers are never followed.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use aws_lc_rs::{hmac, signature as sig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -82,7 +85,99 @@ pub struct VerifyKey {
     /// Algorithms this key verifies (one for configured keys; a JWKS key without `alg`
     /// serves the allowed algorithms of its type).
     pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
+    /// The key parsed for each of `algorithms`, in the same order.
+    checks: Vec<SignatureCheck>,
+}
+
+/// A key ready to check signatures of one algorithm: parsed (RSA modulus, EC point, HMAC
+/// key schedule) when the key set is built, not per token.
+enum SignatureCheck {
+    Hmac(Box<hmac::Key>),
+    Public(sig::ParsedPublicKey),
+}
+
+impl SignatureCheck {
+    fn new(alg: Algorithm, key: &DecodingKey) -> Result<Self, String> {
+        use jsonwebtoken::DecodingKeyKind as Kind;
+        let public = |params: &'static dyn sig::VerificationAlgorithm| -> Result<Self, String> {
+            let parsed = match key.kind() {
+                Kind::SecretOrDer(bytes) => sig::ParsedPublicKey::new(params, bytes),
+                Kind::RsaModulusExponent { n, e } => {
+                    let rsa = rsa_params(alg).ok_or_else(|| format!("an RSA key cannot verify {alg:?}"))?;
+                    sig::RsaPublicKeyComponents { n, e }.to_parsed_public_key(rsa)
+                }
+            };
+            parsed
+                .map(SignatureCheck::Public)
+                .map_err(|e| format!("not a usable {alg:?} public key ({e})"))
+        };
+        let secret = |h: hmac::Algorithm| -> Result<Self, String> {
+            match key.kind() {
+                Kind::SecretOrDer(bytes) => Ok(SignatureCheck::Hmac(Box::new(hmac::Key::new(h, bytes)))),
+                Kind::RsaModulusExponent { .. } => Err(format!("an RSA key cannot verify {alg:?}")),
+            }
+        };
+        match alg {
+            Algorithm::HS256 => secret(hmac::HMAC_SHA256),
+            Algorithm::HS384 => secret(hmac::HMAC_SHA384),
+            Algorithm::HS512 => secret(hmac::HMAC_SHA512),
+            Algorithm::ES256 => public(&sig::ECDSA_P256_SHA256_FIXED),
+            Algorithm::ES384 => public(&sig::ECDSA_P384_SHA384_FIXED),
+            Algorithm::EdDSA => public(&sig::ED25519),
+            rsa => match rsa_params(rsa) {
+                Some(params) => public(params),
+                None => Err(format!("algorithm {rsa:?} is not supported")),
+            },
+        }
+    }
+
+    /// Whether `signature` (raw bytes) signs `message`; constant time for HMAC.
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            SignatureCheck::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            SignatureCheck::Public(key) => key.verify_sig(message, signature).is_ok(),
+        }
+    }
+}
+
+/// The parameters `jsonwebtoken`'s aws-lc provider uses (2048 to 8192-bit moduli).
+fn rsa_params(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// Longest raw signature accepted: an RSA-8192 signature (1024 bytes). Longer ones are
+/// refused before any arithmetic.
+const MAX_SIGNATURE_LEN: usize = 1024;
+
+impl VerifyKey {
+    /// A key for `algorithms`, parsed for each of them now: a key that does not fit one of
+    /// its algorithms is refused here (a config problem), not at the first token.
+    pub fn new(kid: impl Into<String>, algorithms: Vec<Algorithm>, key: &DecodingKey) -> Result<Self, String> {
+        let kid = kid.into();
+        let checks = algorithms
+            .iter()
+            .map(|&alg| SignatureCheck::new(alg, key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("key {kid:?}: {e}"))?;
+        Ok(VerifyKey {
+            kid,
+            algorithms,
+            checks,
+        })
+    }
+
+    fn check_for(&self, alg: Algorithm) -> Option<&SignatureCheck> {
+        let i = self.algorithms.iter().position(|a| *a == alg)?;
+        self.checks.get(i)
+    }
 }
 
 impl fmt::Debug for VerifyKey {
@@ -226,16 +321,26 @@ fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
     Option::<String>::deserialize(d)
 }
 
+/// Bytes a compact JWS may contain: the base64url alphabet and the dots. A table, because
+/// this check runs over every byte of every token, flood included.
+const TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    t
+};
+
 /// Verifies signature, header and claims of `token` (without the `Bearer ` prefix).
 /// Does not look at the cache; see [`super::token_cache`].
 pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Result<VerifiedToken, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
     }
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if !token.bytes().all(|b| TOKEN_BYTE[usize::from(b)]) {
         return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
@@ -255,17 +360,22 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
         return Err(TokenError::AlgorithmNotAllowed);
     }
     let key = keys.select(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-    if !key.algorithms.contains(&alg) {
-        return Err(TokenError::AlgorithmMismatch);
-    }
+    let check = key.check_for(alg).ok_or(TokenError::AlgorithmMismatch)?;
     let signed = &token[..h64.len() + 1 + p64.len()];
+    let mut raw = [0u8; MAX_SIGNATURE_LEN];
+    // base64 of 1024 bytes is 1366 characters; anything longer cannot be a signature
+    if s64.len() > MAX_SIGNATURE_LEN / 3 * 4 + 4 {
+        return Err(TokenError::BadSignature);
+    }
+    let n = URL_SAFE_NO_PAD
+        .decode_slice(s64, &mut raw)
+        .map_err(|_| TokenError::BadSignature)?;
     #[cfg(test)]
     tests::CRYPTO_CALLS.with(|c| c.set(c.get() + 1));
     // The only place a signature is computed: everything above refused what it could for
     // the price of a base64 decode and a map lookup.
-    match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg) {
-        Ok(true) => {}
-        _ => return Err(TokenError::BadSignature),
+    if !check.verify(signed.as_bytes(), &raw[..n]) {
+        return Err(TokenError::BadSignature);
     }
     let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed)?;
     let claims: StrictMap = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
@@ -364,11 +474,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn hs_keys() -> KeySet {
-        KeySet::new([VerifyKey {
-            kid: "hs-1".into(),
-            algorithms: vec![Algorithm::HS256],
-            key: DecodingKey::from_secret(SECRET),
-        }])
+        KeySet::new([VerifyKey::new("hs-1", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap()])
     }
 
     thread_local! {
@@ -383,16 +489,13 @@ pub(crate) mod tests {
     #[test]
     fn unknown_kids_and_mismatched_algorithms_never_reach_the_crypto() {
         let keys = KeySet::new([
-            VerifyKey {
-                kid: "hs-1".into(),
-                algorithms: vec![Algorithm::HS256],
-                key: DecodingKey::from_secret(SECRET),
-            },
-            VerifyKey {
-                kid: "ed-1".into(),
-                algorithms: vec![Algorithm::EdDSA],
-                key: DecodingKey::from_secret(SECRET),
-            },
+            VerifyKey::new("hs-1", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap(),
+            VerifyKey::new(
+                "ed-1",
+                vec![Algorithm::EdDSA],
+                &DecodingKey::from_ed_pem(crate::mint::generate_ed25519_pem().unwrap().1.as_bytes()).unwrap(),
+            )
+            .unwrap(),
         ]);
         let before = crypto_calls();
         let refused = [
@@ -444,6 +547,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_key_that_does_not_fit_its_algorithm_is_refused_when_the_set_is_built() {
+        let ed_pem = crate::mint::generate_ed25519_pem().unwrap().1;
+        let ed = DecodingKey::from_ed_pem(ed_pem.as_bytes()).unwrap();
+        let rsa = DecodingKey::from_rsa_raw_components(&[0xc5; 256], &[1, 0, 1]);
+        assert!(VerifyKey::new("ed", vec![Algorithm::EdDSA], &ed).is_ok());
+        assert!(VerifyKey::new("ed-as-es", vec![Algorithm::ES256], &ed).is_err());
+        assert!(VerifyKey::new("rsa-as-hs", vec![Algorithm::HS256], &rsa).is_err());
+        assert!(VerifyKey::new("rsa-as-es", vec![Algorithm::ES256], &rsa).is_err());
+        let err = VerifyKey::new("ed-as-rs", vec![Algorithm::RS256], &ed).unwrap_err();
+        assert!(err.contains("ed-as-rs"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_or_non_canonical_signature_is_refused_without_arithmetic() {
+        let good = mint(&claims(), Some("hs-1"));
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        let before = crypto_calls();
+        for sig in ["A".repeat(1400), "AB".to_string()] {
+            let tok = format!("{signed}.{sig}");
+            assert_eq!(
+                verify(&tok, &hs_keys(), &policy(), NOW).unwrap_err(),
+                TokenError::BadSignature
+            );
+        }
+        assert_eq!(crypto_calls(), before);
+    }
+
+    #[test]
     fn a_valid_token_verifies() {
         let v = verify(&mint(&claims(), Some("hs-1")), &hs_keys(), &policy(), NOW).unwrap();
         assert_eq!(v.partner, IdClaim::Str("acme".into()));
@@ -455,16 +586,8 @@ pub(crate) mod tests {
     fn the_only_key_serves_tokens_without_kid() {
         assert!(verify(&mint(&claims(), None), &hs_keys(), &policy(), NOW).is_ok());
         let two = KeySet::new([
-            VerifyKey {
-                kid: "a".into(),
-                algorithms: vec![Algorithm::HS256],
-                key: DecodingKey::from_secret(SECRET),
-            },
-            VerifyKey {
-                kid: "b".into(),
-                algorithms: vec![Algorithm::HS256],
-                key: DecodingKey::from_secret(SECRET),
-            },
+            VerifyKey::new("a", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap(),
+            VerifyKey::new("b", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap(),
         ]);
         assert_eq!(
             verify(&mint(&claims(), None), &two, &policy(), NOW),

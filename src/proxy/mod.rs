@@ -482,23 +482,21 @@ impl ProxyHttp for AuthProxy {
                 Identity::Org { id, .. } => (None, Some(&**id)),
                 Identity::Anonymous => (None, None),
             };
-            let path = crate::policy::path::path_of(session.req_header().raw_path());
-            let path = String::from_utf8_lossy(path);
-            tracing::info!(
-                target: "access",
-                request_id = ctx.request_id.as_str(),
+            crate::access_log::AccessRecord {
+                request_id: ctx.request_id.as_str(),
                 method,
-                path = &*path,
+                path: crate::policy::path::path_of(session.req_header().raw_path()),
                 route,
-                status = status.unwrap_or(0),
-                reason = ctx.denial.as_ref().map(|d| d.reason().as_str()),
+                status: status.unwrap_or(0),
+                reason: ctx.denial.as_ref().map(|d| d.reason().as_str()),
                 partner,
                 org,
-                client_ip = ctx.client_ip.addr().map(upstream_headers::ip_text),
-                upstream_status = ctx.upstream_status,
-                duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                error = e.map(|e| e.etype().as_str()),
-            );
+                client_ip: ctx.client_ip.addr(),
+                upstream_status: ctx.upstream_status,
+                duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                error: e.map(|e| e.etype().as_str()),
+            }
+            .write();
         }
     }
 }
