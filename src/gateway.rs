@@ -133,7 +133,12 @@ impl Drop for InFlight {
 impl Gateway {
     /// Builds the state from a loaded config; replays the learned-orgs journal.
     pub(crate) fn new(settings: Settings, policy: PolicyFiles) -> anyhow::Result<Arc<Gateway>> {
-        let metrics = Metrics::new(settings.fixed.routes.iter().map(|r| &*r.name), settings.redis.is_some())?;
+        let routes = settings.fixed.routes.iter().map(|r| {
+            let cluster = settings.route_upstream(r.index).cluster;
+            let upstream = settings.upstreams.get(cluster).map_or("", |c| &*c.name);
+            (&*r.name, upstream)
+        });
+        let metrics = Metrics::new(routes, settings.redis.is_some())?;
         let shared = match (&settings.redis, metrics.redis()) {
             (Some(redis), Some(m)) => {
                 let runtime = crate::shared::start_runtime()?;

@@ -9,7 +9,8 @@ use crate::policy::denial::Reason;
 use crate::shared::RedisMetrics;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Route label for requests that matched no route (404, and 400/413 before routing).
@@ -33,7 +34,8 @@ pub(crate) fn method_index(method: &str) -> usize {
 struct RouteMetrics {
     name: String,
     request_duration: Histogram,
-    upstream_duration: Histogram,
+    /// `None` for the no-route entry: nothing unrouted reaches an upstream.
+    upstream_duration: Option<Histogram>,
     requests: Vec<OnceLock<IntCounter>>,
     denied: Vec<OnceLock<IntCounter>>,
 }
@@ -116,15 +118,17 @@ pub(crate) struct Metrics {
     partners: IntGauge,
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
+    backend_healthy: IntGaugeVec,
     shared: Option<SharedMetrics>,
     routes: Vec<RouteMetrics>,
 }
 
 impl Metrics {
-    /// Registers every metric; `routes` are the configured route names in order.
-    /// With `redis`, the shared-state metrics (docs/reference.md#metrics) are registered too.
+    /// Registers every metric; `routes` are the configured routes in order, each as
+    /// (route name, name of its upstream cluster). With `redis`, the shared-state metrics
+    /// (docs/reference.md#metrics) are registered too.
     pub(crate) fn new<'a>(
-        routes: impl IntoIterator<Item = &'a str>,
+        routes: impl IntoIterator<Item = (&'a str, &'a str)>,
         redis: bool,
     ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
@@ -160,10 +164,17 @@ impl Metrics {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "authgate_upstream_duration_seconds",
-                "Time from choosing the upstream to its response head, by route.",
+                "Time from choosing the upstream to its response head, by route and upstream cluster.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
+            &["route", "upstream"],
+        )?;
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "authgate_upstream_backend_healthy",
+                "1 while a backend gets new requests, 0 while its health check keeps it out.",
+            ),
+            &["upstream", "backend"],
         )?;
         let reloads = IntCounterVec::new(
             Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
@@ -203,6 +214,7 @@ impl Metrics {
         registry.register(Box::new(partners.clone()))?;
         registry.register(Box::new(learned_orgs.clone()))?;
         registry.register(Box::new(journal_failures.clone()))?;
+        registry.register(Box::new(backend_healthy.clone()))?;
         let shared = if redis {
             Some(SharedMetrics::register(&registry)?)
         } else {
@@ -212,11 +224,12 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         let mut per_route = Vec::new();
-        for name in routes.into_iter().chain([NO_ROUTE]) {
+        let routes = routes.into_iter().map(|(r, u)| (r, Some(u)));
+        for (name, upstream) in routes.chain([(NO_ROUTE, None)]) {
             per_route.push(RouteMetrics {
                 name: name.to_string(),
                 request_duration: request_duration.with_label_values(&[name]),
-                upstream_duration: upstream_duration.with_label_values(&[name]),
+                upstream_duration: upstream.map(|u| upstream_duration.with_label_values(&[name, u])),
                 requests: (0..METHODS.len() * STATUSES).map(|_| OnceLock::new()).collect(),
                 denied: (0..Reason::ALL.len()).map(|_| OnceLock::new()).collect(),
             });
@@ -233,6 +246,7 @@ impl Metrics {
             partners,
             learned_orgs,
             journal_failures,
+            backend_healthy,
             shared,
             routes: per_route,
         })
@@ -299,7 +313,17 @@ impl Metrics {
 
     /// Observes upstream time to response head.
     pub(crate) fn upstream(&self, route: Option<usize>, seconds: f64) {
-        self.route(route).upstream_duration.observe(seconds);
+        if let Some(h) = &self.route(route).upstream_duration {
+            h.observe(seconds);
+        }
+    }
+
+    /// The health gauge of one backend (`backend` is its configured `host:port`), set to
+    /// 1: a backend is eligible until its health check says otherwise.
+    pub(crate) fn backend_health(&self, upstream: &str, backend: &str) -> IntGauge {
+        let g = self.backend_healthy.with_label_values(&[upstream, backend]);
+        g.set(1);
+        g
     }
 
     /// Counts a reload and records whether it was the latest to succeed.
@@ -366,7 +390,9 @@ mod tests {
 
     #[test]
     fn renders_contract_names_and_labels() {
-        let m = Metrics::new(["orgs", "health"], true).unwrap();
+        let m = Metrics::new([("orgs", "partner-api"), ("health", "default")], true).unwrap();
+        m.backend_health("partner-api", "10.0.0.11:3000").set(0);
+        m.backend_health("partner-api", "10.0.0.12:3000");
         m.request(Some(0), "GET", 200, 0.001);
         m.request(None, "BREW", 404, 0.0001);
         m.denied(None, Reason::NoRoute);
@@ -386,7 +412,11 @@ mod tests {
             "authgate_config_last_reload_successful 1",
             "authgate_partners 3",
             r#"authgate_request_duration_seconds_bucket{route="orgs",le="0.00005"}"#,
-            r#"authgate_upstream_duration_seconds_count{route="orgs"} 1"#,
+            r#"authgate_upstream_duration_seconds_count{route="orgs",upstream="partner-api"} 1"#,
+            r#"authgate_upstream_duration_seconds_count{route="health",upstream="default"} 0"#,
+            r#"authgate_upstream_backend_healthy{backend="10.0.0.11:3000",upstream="partner-api"} 0"#,
+            r#"authgate_upstream_backend_healthy{backend="10.0.0.12:3000",upstream="partner-api"} 1"#,
+            "# TYPE authgate_upstream_backend_healthy gauge",
             "# TYPE authgate_request_duration_seconds histogram",
             "authgate_redis_up 0",
             r#"authgate_redis_errors_total{op="limit"} 0"#,
@@ -394,6 +424,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(!text.contains(r#"route="none",upstream"#), "{text}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Loaded;
 use crate::gateway::Gateway;
+use crate::proxy::clusters::Clusters;
 use crate::proxy::AuthProxy;
 
 /// How long the proxy listener may take to accept its first connection.
@@ -39,7 +40,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         std::net::TcpListener::bind(s.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on listen {}: {e}", s.listen))?,
     );
-    let proxy = AuthProxy::new(gw.clone())?;
+    let (clusters, health_checks) = Clusters::build(&gw.settings, &gw.metrics)?;
+    let proxy = AuthProxy::new(gw.clone(), clusters);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (phase_tx, phase_rx) = std::sync::mpsc::channel::<()>();
@@ -81,6 +83,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         None => service.add_tcp(&s.listen.to_string()),
     }
     server.add_service(service);
+    // One pingora background service per cluster with a health check.
+    server.add_services(health_checks);
 
     let mut phases = server.watch_execution_phase();
     std::thread::Builder::new()
@@ -96,7 +100,15 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             }
         })?;
 
-    tracing::info!(listen = %s.listen, tls = gw.tls.is_some(), admin = %s.admin_listen, upstream = %s.upstream.address, threads = s.threads, "authgate starting");
+    let upstreams: Vec<String> = s
+        .upstreams
+        .iter()
+        .map(|c| {
+            let backends: Vec<&str> = c.backends.iter().map(|b| b.address.as_str()).collect();
+            format!("{}={}", c.name, backends.join(","))
+        })
+        .collect();
+    tracing::info!(listen = %s.listen, tls = gw.tls.is_some(), admin = %s.admin_listen, upstreams = %upstreams.join(" "), threads = s.threads, "authgate starting");
     server.run(RunArgs {
         shutdown_signal: Box::new(StopWatch(stop_rx)),
     });

@@ -147,12 +147,14 @@ fn dockerfile_names_what_exists() {
 #[test]
 fn demo_walkthrough() {
     let dir = TempDir::new("demo");
-    let ports = free_ports(3);
+    let ports = free_ports(5);
     let text = std::fs::read_to_string(format!("{ROOT}/config/authgate.toml"))
         .unwrap()
         .replace("0.0.0.0:8080", &format!("127.0.0.1:{}", ports[0]))
         .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", ports[1]))
-        .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", ports[2]));
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", ports[2]))
+        .replace("127.0.0.1:3001", &format!("127.0.0.1:{}", ports[3]))
+        .replace("127.0.0.1:3002", &format!("127.0.0.1:{}", ports[4]));
     dir.write("authgate.toml", text.as_bytes());
     dir.write(
         "partners.toml",
@@ -283,6 +285,26 @@ fn demo_walkthrough() {
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 30, "{statuses:?}");
     assert_eq!(statuses[30], 429, "{statuses:?}");
+    // two demo instances behind the partner-api cluster, in turn; the org API is another
+    let instances: Vec<String> = (0..4)
+        .map(|_| {
+            let r = request(
+                addr,
+                "GET",
+                b"/partner/v1/orgs",
+                &[("Authorization", &bearer("ACME"))],
+                None,
+            );
+            assert_eq!(r.status, 200, "{r}");
+            r.header("x-demo-instance").unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        instances.windows(2).all(|w| w[0] != w[1]),
+        "round robin over the partner-api instances: {instances:?}"
+    );
+    assert!(instances.iter().all(|i| i.starts_with("partner-api-")), "{instances:?}");
+    assert_eq!(info.header("x-demo-instance"), Some("org-api-1"));
     let key = request(
         addr,
         "GET",

@@ -11,7 +11,11 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewayFile {
     pub(crate) server: ServerFile,
-    pub(crate) upstream: UpstreamFile,
+    /// The one-backend form: the cluster named `default`.
+    pub(crate) upstream: Option<Spanned<UpstreamFile>>,
+    /// `[[upstreams]]`: named clusters (docs/reference.md#upstream-clusters).
+    #[serde(default)]
+    pub(crate) upstreams: Vec<Spanned<ClusterFile>>,
     #[serde(default)]
     pub(crate) client_ip: ClientIpFile,
     #[serde(default)]
@@ -78,6 +82,33 @@ pub(crate) struct UpstreamFile {
     pub(crate) sni: Option<String>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) read_timeout: Option<Spanned<String>>,
+}
+
+/// `[[upstreams]]`: one named cluster of backends (docs/reference.md#upstream-clusters).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterFile {
+    pub(crate) name: Spanned<String>,
+    pub(crate) backends: Spanned<Vec<Spanned<String>>>,
+    /// `round_robin` (default), `least_conn` or `consistent_hash`.
+    pub(crate) selection: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) tls: bool,
+    pub(crate) sni: Option<String>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) read_timeout: Option<Spanned<String>>,
+    pub(crate) health_check: Option<Spanned<HealthCheckFile>>,
+}
+
+/// `health_check = { ... }` of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheckFile {
+    pub(crate) path: Spanned<String>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) unhealthy_after: Option<Spanned<i64>>,
+    pub(crate) healthy_after: Option<Spanned<i64>>,
 }
 
 /// `[client_ip]`.
@@ -167,6 +198,10 @@ pub(crate) struct RouteFile {
     pub(crate) api_key_header: Option<Spanned<String>>,
     pub(crate) api_key_prefix: Option<String>,
     pub(crate) error_format: Option<Spanned<String>>,
+    /// The cluster this route forwards to (default `"default"`).
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// Overrides the cluster's `read_timeout` (streaming routes).
+    pub(crate) read_timeout: Option<Spanned<String>>,
 }
 
 /// The policy file (`partners.toml`) as parsed.

@@ -70,9 +70,10 @@ fn read_text(path: &Path, what: &str) -> Result<String, Problems> {
 pub fn load(config_path: &Path) -> Result<Loaded, Problems> {
     let text = read_text(config_path, "config file")?;
     let (settings, mut problems) = settings_from_text(config_path, &text);
-    let Some(settings) = settings else {
+    let Some(mut settings) = settings else {
         return Err(problems);
     };
+    problems.extend(resolve_backends(&mut settings));
     match load_policy_files(&settings) {
         Ok(policy) if problems.is_empty() => Ok(Loaded { settings, policy }),
         Ok(_) => Err(problems),
@@ -98,6 +99,57 @@ pub fn settings_from_text(config_path: &Path, text: &str) -> (Option<Settings>, 
     };
     let settings = validate::settings(&file, &absolute_path, &mut r);
     (Some(settings), r.finish())
+}
+
+/// Resolves every backend's `host:port` (every backend resolves: docs/reference.md#upstream-clusters), once, at
+/// load: `check` reports a name that does not resolve, and a running gateway connects to
+/// the addresses found here until it restarts. Two entries of one cluster that resolve to
+/// the same address are a problem too (one backend counted twice).
+pub(crate) fn resolve_backends(settings: &mut Settings) -> Problems {
+    use std::net::ToSocketAddrs;
+    let mut problems = Vec::new();
+    let file = settings.config_path.clone();
+    for cluster in &mut settings.upstreams {
+        let mut seen: Vec<(std::net::SocketAddr, String)> = Vec::new();
+        for b in &mut cluster.backends {
+            if b.addr.is_none() {
+                match b.address.to_socket_addrs().map(|mut a| a.next()) {
+                    Ok(Some(addr)) => b.addr = Some(addr),
+                    Ok(None) => problems.push(Problem {
+                        file: file.clone(),
+                        line: Some(b.line),
+                        message: format!(
+                            "upstreams.{}: backend {:?} resolves to no address",
+                            cluster.name, b.address
+                        ),
+                    }),
+                    Err(e) => problems.push(Problem {
+                        file: file.clone(),
+                        line: Some(b.line),
+                        message: format!(
+                            "upstreams.{}: backend {:?} does not resolve: {e}",
+                            cluster.name, b.address
+                        ),
+                    }),
+                }
+            }
+            if let Some(addr) = b.addr {
+                if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+                    problems.push(Problem {
+                        file: file.clone(),
+                        line: Some(b.line),
+                        message: format!(
+                            "upstreams.{}: backend {:?} is {addr}, like {first:?}",
+                            cluster.name, b.address
+                        ),
+                    });
+                } else {
+                    seen.push((addr, b.address.clone()));
+                }
+            }
+        }
+    }
+    Problems(problems)
 }
 
 /// Reads the key files and the policy file the settings name (start and reload).

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -38,15 +39,67 @@ pub(crate) struct JwksSettings {
     pub(crate) refresh: Duration,
 }
 
-/// `[upstream]`, validated.
+/// How a cluster picks the backend for a request (`selection`, docs/reference.md#upstream-clusters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selection {
+    /// Each backend in turn.
+    RoundRobin,
+    /// The backend with the fewest requests in flight through this gateway.
+    LeastConn,
+    /// Ketama consistent hashing of the client IP: one client keeps its backend.
+    ConsistentHash,
+}
+
+/// A cluster's `health_check`, validated.
 #[derive(Debug, Clone)]
-pub(crate) struct UpstreamSettings {
-    /// `host:port` as configured (pingora resolves it when connecting).
+pub(crate) struct HealthCheckSettings {
+    /// Request path of the `GET` probe; a 2xx answer passes.
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+    /// Bound on each step of one probe (connect, write, read).
+    pub(crate) timeout: Duration,
+    /// Consecutive failures that take a backend out.
+    pub(crate) unhealthy_after: usize,
+    /// Consecutive passes that bring it back.
+    pub(crate) healthy_after: usize,
+}
+
+/// One backend of a cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendSettings {
+    /// `host:port` as configured: the `backend` metric label and what log lines name.
     pub(crate) address: String,
+    /// Line in the config file (for problems found when resolving it).
+    pub(crate) line: usize,
+    /// The address connected to. Validation fills it for `IP:port`; [`crate::config::load`]
+    /// resolves host names (once: a restart re-resolves). `None` only before that.
+    pub(crate) addr: Option<SocketAddr>,
+}
+
+/// One upstream cluster (`[[upstreams]]`, or `[upstream]` as the cluster `default`).
+/// Fixed for the life of the process (SIGHUP does not change clusters).
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSettings {
+    /// The name routes use, and the `upstream` metric label.
+    pub(crate) name: Arc<str>,
+    pub(crate) backends: Vec<BackendSettings>,
+    pub(crate) selection: Selection,
     pub(crate) tls: bool,
     pub(crate) sni: String,
     pub(crate) connect_timeout: Duration,
+    /// Longest wait for the response head and between two body reads.
     pub(crate) read_timeout: Duration,
+    /// `None`: every backend is always eligible.
+    pub(crate) health_check: Option<HealthCheckSettings>,
+}
+
+/// Where a route forwards: its cluster and its own `read_timeout`, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteUpstream {
+    /// Index into [`Settings::upstreams`].
+    pub(crate) cluster: usize,
+    /// Overrides the cluster's `read_timeout` (a streaming route waits minutes).
+    pub(crate) read_timeout: Option<Duration>,
 }
 
 /// `[redis] on_error`: what a request that needs shared state gets while Redis is
@@ -129,7 +182,10 @@ pub struct Settings {
     pub(crate) underscore_headers: UnderscoreHeaders,
     /// `[server.tls]`: TLS on the proxy listener (absent = plain HTTP).
     pub(crate) tls: Option<TlsFiles>,
-    pub(crate) upstream: UpstreamSettings,
+    /// Upstream clusters in config order (`[upstream]` first, as `default`).
+    pub(crate) upstreams: Vec<ClusterSettings>,
+    /// Per route, by route index: its cluster and read timeout.
+    pub(crate) route_upstreams: Vec<RouteUpstream>,
     /// Routes, client-IP rules, `[jwt]` checks, body limit.
     pub fixed: StaticPolicy,
     pub limits: Vec<LimitDef>,
@@ -142,6 +198,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The cluster a route forwards to (the first cluster for an index out of range,
+    /// which a validated config never has).
+    pub(crate) fn route_upstream(&self, route: usize) -> RouteUpstream {
+        self.route_upstreams.get(route).copied().unwrap_or(RouteUpstream {
+            cluster: 0,
+            read_timeout: None,
+        })
+    }
+
     /// The local state file of shared revocations, beside the learned-orgs journal
     /// (`partners.toml.orgs.jsonl` -> `partners.toml.revocations.jsonl`).
     pub(crate) fn revocations_file(&self) -> PathBuf {

@@ -10,10 +10,11 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
-use super::file::{GatewayFile, OneOrMany, RedisFile, RouteFile};
+use super::file::{ClusterFile, GatewayFile, HealthCheckFile, OneOrMany, RedisFile, RouteFile};
 use super::problem::Reporter;
 use super::settings::{
-    JwksSettings, KeyMaterial, KeySource, LogFormat, OnError, RedisSettings, Settings, TlsFiles, UpstreamSettings,
+    BackendSettings, ClusterSettings, HealthCheckSettings, JwksSettings, KeyMaterial, KeySource, LogFormat, OnError,
+    RedisSettings, RouteUpstream, Selection, Settings, TlsFiles,
 };
 use crate::policy::client_ip::{ClientIpPolicy, IpSource};
 use crate::policy::cloudflare;
@@ -37,6 +38,11 @@ pub(crate) mod defaults {
     pub(crate) const API_KEY_HEADER: &str = "X-API-Key";
     pub(crate) const REDIS_TIMEOUT: &str = "50ms";
     pub(crate) const REDIS_KEY_PREFIX: &str = "authgate:";
+    /// The cluster `[upstream]` defines and routes use unless they name another.
+    pub(crate) const CLUSTER: &str = "default";
+    pub(crate) const HEALTH_INTERVAL: &str = "5s";
+    pub(crate) const HEALTH_TIMEOUT: &str = "1s";
+    pub(crate) const HEALTH_THRESHOLD: i64 = 2;
 }
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
@@ -159,30 +165,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
 
     let tls = s.tls.as_ref().map(|t| server_tls(&mut c, t));
 
-    // [upstream]
-    let u = &file.upstream;
-    let address = u.address.get_ref().clone();
-    if !valid_host_port(&address) {
-        c.r.at(
-            u.address.span(),
-            format!("upstream.address: {address:?} is not host:port"),
-        );
-    }
-    let sni = u.sni.clone().unwrap_or_default();
-    if u.tls && sni.is_empty() {
-        c.r.at(u.address.span(), "upstream.sni is required when upstream.tls = true");
-    }
-    let upstream = UpstreamSettings {
-        address,
-        tls: u.tls,
-        sni,
-        connect_timeout: c.duration(
-            &u.connect_timeout,
-            defaults::CONNECT_TIMEOUT,
-            "upstream.connect_timeout",
-        ),
-        read_timeout: c.duration(&u.read_timeout, defaults::READ_TIMEOUT, "upstream.read_timeout"),
-    };
+    // [upstream] and [[upstreams]]
+    let upstreams = clusters(&mut c, file);
 
     // [client_ip]
     let source = match file.client_ip.source.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
@@ -373,9 +357,12 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
     if file.routes.is_empty() {
         c.r.whole("at least one [[routes]] entry is required");
     }
+    let mut route_upstreams = Vec::new();
     for (index, rt) in file.routes.iter().enumerate() {
+        let target = route_upstream(&mut c, rt.get_ref(), &upstreams);
         if let Some(route) = route(&mut c, index, rt.get_ref(), &limits, &routes) {
             routes.push(route);
+            route_upstreams.push(target);
         }
     }
     let authenticates = routes
@@ -396,7 +383,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         access_log: s.access_log.unwrap_or(true),
         underscore_headers,
         tls,
-        upstream,
+        upstreams,
+        route_upstreams,
         fixed: StaticPolicy {
             routes: RouteTable::new(routes),
             client_ip,
@@ -709,6 +697,251 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
     })
 }
 
+/// `[upstream]` (the cluster `default`, one backend) and `[[upstreams]]` (docs/reference.md#upstream-clusters).
+/// At least one cluster must exist; names are unique.
+fn clusters(c: &mut Ctx<'_, '_>, file: &GatewayFile) -> Vec<ClusterSettings> {
+    let mut clusters = Vec::new();
+    if let Some(u) = &file.upstream {
+        let u = u.get_ref();
+        let line = c.r.line_of(u.address.span().start);
+        let address = u.address.get_ref().clone();
+        if !valid_host_port(&address) {
+            c.r.at(
+                u.address.span(),
+                format!("upstream.address: {address:?} is not host:port"),
+            );
+        }
+        let sni = u.sni.clone().unwrap_or_default();
+        if u.tls && sni.is_empty() {
+            c.r.at(u.address.span(), "upstream.sni is required when upstream.tls = true");
+        }
+        clusters.push(ClusterSettings {
+            name: Arc::from(defaults::CLUSTER),
+            backends: vec![BackendSettings {
+                addr: address.parse().ok(),
+                address,
+                line,
+            }],
+            selection: Selection::RoundRobin,
+            tls: u.tls,
+            sni,
+            connect_timeout: c.duration(
+                &u.connect_timeout,
+                defaults::CONNECT_TIMEOUT,
+                "upstream.connect_timeout",
+            ),
+            read_timeout: c.duration(&u.read_timeout, defaults::READ_TIMEOUT, "upstream.read_timeout"),
+            health_check: None,
+        });
+    }
+    for u in &file.upstreams {
+        let span = u.span();
+        if let Some(cluster) = cluster(c, u.get_ref(), span, &clusters) {
+            clusters.push(cluster);
+        }
+    }
+    if clusters.is_empty() {
+        c.r.whole("an upstream is required: [upstream] (one backend) or [[upstreams]] (named clusters)");
+    }
+    clusters
+}
+
+/// One `[[upstreams]]` entry.
+fn cluster(
+    c: &mut Ctx<'_, '_>,
+    u: &ClusterFile,
+    span: std::ops::Range<usize>,
+    earlier: &[ClusterSettings],
+) -> Option<ClusterSettings> {
+    let name = u.name.get_ref();
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        c.r.at(
+            u.name.span(),
+            format!("upstreams: name {name:?} must be letters, digits, '-', '_' or '.'"),
+        );
+        return None;
+    } else if earlier.iter().any(|e| &*e.name == name) {
+        let why = if name == defaults::CLUSTER {
+            "is already defined by [upstream]; name this cluster differently or drop [upstream]"
+        } else {
+            "is defined twice"
+        };
+        c.r.at(u.name.span(), format!("upstreams: {name:?} {why}"));
+        return None;
+    }
+    let mut backends: Vec<BackendSettings> = Vec::new();
+    if u.backends.get_ref().is_empty() {
+        c.r.at(
+            u.backends.span(),
+            format!("upstreams.{name}: backends must list at least one host:port"),
+        );
+    }
+    for b in u.backends.get_ref() {
+        let address = b.get_ref();
+        if !valid_host_port(address) {
+            c.r.at(
+                b.span(),
+                format!("upstreams.{name}: backend {address:?} is not host:port"),
+            );
+            continue;
+        } else if backends.iter().any(|e| e.address == *address) {
+            c.r.at(
+                b.span(),
+                format!("upstreams.{name}: backend {address:?} is listed twice"),
+            );
+            continue;
+        }
+        backends.push(BackendSettings {
+            address: address.clone(),
+            line: c.r.line_of(b.span().start),
+            addr: address.parse().ok(),
+        });
+    }
+    let selection = match u.selection.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("round_robin", _)) => Selection::RoundRobin,
+        Some(("least_conn", _)) => Selection::LeastConn,
+        Some(("consistent_hash", _)) => Selection::ConsistentHash,
+        Some((other, span)) => {
+            c.r.at(
+                span,
+                format!(
+                    "upstreams.{name}: selection {other:?} is not \"round_robin\", \"least_conn\" or \"consistent_hash\""
+                ),
+            );
+            Selection::RoundRobin
+        }
+    };
+    let sni = u.sni.clone().unwrap_or_default();
+    if u.tls && sni.is_empty() {
+        c.r.at(
+            span.clone(),
+            format!("upstreams.{name}: sni is required when tls = true"),
+        );
+    }
+    let connect_timeout = positive(
+        c,
+        &u.connect_timeout,
+        defaults::CONNECT_TIMEOUT,
+        &format!("upstreams.{name}.connect_timeout"),
+    );
+    let read_timeout = positive(
+        c,
+        &u.read_timeout,
+        defaults::READ_TIMEOUT,
+        &format!("upstreams.{name}.read_timeout"),
+    );
+    let health_check = u.health_check.as_ref().map(|h| health_check(c, name, h.get_ref()));
+    Some(ClusterSettings {
+        name: Arc::from(name.as_str()),
+        backends,
+        selection,
+        tls: u.tls,
+        sni,
+        connect_timeout,
+        read_timeout,
+        health_check,
+    })
+}
+
+/// A cluster's `health_check` table.
+fn health_check(c: &mut Ctx<'_, '_>, cluster: &str, h: &HealthCheckFile) -> HealthCheckSettings {
+    let path = h.path.get_ref();
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        c.r.at(
+            h.path.span(),
+            format!("upstreams.{cluster}.health_check: path {path:?} must start with '/' and hold no spaces"),
+        );
+    }
+    let interval = positive(
+        c,
+        &h.interval,
+        defaults::HEALTH_INTERVAL,
+        &format!("upstreams.{cluster}.health_check.interval"),
+    );
+    let timeout = positive(
+        c,
+        &h.timeout,
+        defaults::HEALTH_TIMEOUT,
+        &format!("upstreams.{cluster}.health_check.timeout"),
+    );
+    let mut threshold = |v: &Option<Spanned<i64>>, field: &str| -> usize {
+        let n = v.as_ref().map_or(defaults::HEALTH_THRESHOLD, |n| *n.get_ref());
+        match usize::try_from(n) {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                let at = v.as_ref().map_or(h.path.span(), |n| n.span());
+                c.r.at(
+                    at,
+                    format!("upstreams.{cluster}.health_check.{field} must be 1..1000, not {n}"),
+                );
+                1
+            }
+        }
+    };
+    let unhealthy_after = threshold(&h.unhealthy_after, "unhealthy_after");
+    let healthy_after = threshold(&h.healthy_after, "healthy_after");
+    HealthCheckSettings {
+        path: path.clone(),
+        interval,
+        timeout,
+        unhealthy_after,
+        healthy_after,
+    }
+}
+
+/// A duration that must be more than zero (a zero timeout would fail every request).
+/// A bad value is reported and the default returned, so validation goes on.
+fn positive(c: &mut Ctx<'_, '_>, v: &Option<Spanned<String>>, default: &str, field: &str) -> Duration {
+    let d = c.duration(v, default, field);
+    if !d.is_zero() {
+        return d;
+    }
+    if let Some(s) = v.as_ref().filter(|s| parse_duration(s.get_ref()).is_ok()) {
+        c.r.at(s.span(), format!("{field} must be more than 0"));
+    }
+    parse_duration(default).unwrap_or(Duration::from_secs(1))
+}
+
+/// A route's `upstream` (an existing cluster, `"default"` when absent) and `read_timeout`.
+fn route_upstream(c: &mut Ctx<'_, '_>, rt: &RouteFile, clusters: &[ClusterSettings]) -> RouteUpstream {
+    let name = rt.name.get_ref();
+    let wanted = rt.upstream.as_ref().map_or(defaults::CLUSTER, |u| u.get_ref().as_str());
+    let cluster = match clusters.iter().position(|cl| &*cl.name == wanted) {
+        Some(i) => i,
+        None => {
+            // No cluster at all is reported once, by `clusters`.
+            if !clusters.is_empty() {
+                let (span, hint) = match &rt.upstream {
+                    Some(u) => (u.span(), String::new()),
+                    None => (
+                        rt.name.span(),
+                        " (set upstream = \"<cluster>\" on the route, or name a cluster \"default\")".to_string(),
+                    ),
+                };
+                let known: Vec<&str> = clusters.iter().map(|cl| &*cl.name).collect();
+                c.r.at(
+                    span,
+                    format!(
+                        "routes.{name}: upstream {wanted:?} is not a defined cluster{hint}; defined: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            0
+        }
+    };
+    let read_timeout = rt.read_timeout.as_ref().map(|_| {
+        positive(
+            c,
+            &rt.read_timeout,
+            defaults::READ_TIMEOUT,
+            &format!("routes.{name}.read_timeout"),
+        )
+    });
+    RouteUpstream { cluster, read_timeout }
+}
+
 /// A JWKS URL must be https, or http to a loopback host (`127.0.0.0/8`, `::1`,
 /// `localhost`): keys fetched in clear text over a network could be anyone's.
 pub(crate) fn jwks_url(url: &str) -> Result<(), String> {
@@ -831,6 +1064,53 @@ mod tests {
 
         let (s, problems) = settings_with("", "");
         assert!(s.tls.is_none() && problems.is_empty());
+    }
+
+    #[test]
+    fn clusters_and_the_routes_that_pick_them() {
+        let text = "[server]\nlisten = \"127.0.0.1:8443\"\n\
+             [upstream]\naddress = \"127.0.0.1:3000\"\nread_timeout = \"2s\"\n\
+             [[upstreams]]\nname = \"org-api\"\nbackends = [\"127.0.0.1:3001\", \"localhost:3002\"]\n\
+             selection = \"consistent_hash\"\n\
+             health_check = { path = \"/health\", interval = \"250ms\", unhealthy_after = 3 }\n\
+             [policies]\nfile = \"partners.toml\"\n\
+             [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n\
+             [[routes]]\nname = \"stream\"\npath = \"/v1/stream/**\"\nauth = \"none\"\n\
+             upstream = \"org-api\"\nread_timeout = \"5m\"\n";
+        let (s, problems) = crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), text);
+        assert!(problems.is_empty(), "{problems}");
+        let s = s.unwrap();
+        let names: Vec<&str> = s.upstreams.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["default", "org-api"]);
+        let default = &s.upstreams[0];
+        assert_eq!(default.selection, Selection::RoundRobin);
+        assert_eq!(default.read_timeout, Duration::from_secs(2));
+        assert!(default.health_check.is_none());
+        assert_eq!(default.backends[0].addr, Some("127.0.0.1:3000".parse().unwrap()));
+        let org = &s.upstreams[1];
+        assert_eq!(org.selection, Selection::ConsistentHash);
+        assert_eq!(org.read_timeout, Duration::from_secs(30), "the default");
+        // an IP:port is known at once; a name waits for config::load to resolve it
+        assert_eq!(org.backends[0].addr, Some("127.0.0.1:3001".parse().unwrap()));
+        assert_eq!((org.backends[1].addr, org.backends[1].line), (None, 8));
+        let hc = org.health_check.as_ref().unwrap();
+        assert_eq!(hc.interval, Duration::from_millis(250));
+        assert_eq!(hc.timeout, Duration::from_secs(1), "the default");
+        assert_eq!((hc.unhealthy_after, hc.healthy_after), (3, 2));
+        assert_eq!(
+            s.route_upstream(0),
+            RouteUpstream {
+                cluster: 0,
+                read_timeout: None
+            }
+        );
+        assert_eq!(
+            s.route_upstream(1),
+            RouteUpstream {
+                cluster: 1,
+                read_timeout: Some(Duration::from_secs(300))
+            }
+        );
     }
 
     #[test]

@@ -57,14 +57,12 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(1);
     }
     crate::logging::init("warn", crate::config::LogFormat::Text);
-    if let Err(e) = start_upstream(&loaded) {
-        eprintln!(
-            "authgate demo: cannot start the demo upstream on {}: {e}",
-            loaded.settings.upstream.address
-        );
+    let instances = demo_instances(&loaded.settings);
+    if let Err(e) = start_upstream(&loaded, &instances) {
+        eprintln!("authgate demo: cannot start the demo upstream: {e}");
         return ExitCode::from(1);
     }
-    print_walkthrough(&config, &loaded.settings);
+    print_walkthrough(&config, &loaded.settings, &instances);
     match crate::server::run(loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -120,10 +118,41 @@ fn add_demo_ed_key(loaded: &mut Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_upstream(loaded: &Loaded) -> anyhow::Result<()> {
-    let addr = loaded.settings.upstream.address.clone();
-    let listener = std::net::TcpListener::bind(&addr)?;
-    listener.set_nonblocking(true)?;
+/// One demo upstream instance: a backend of a configured cluster.
+struct Instance {
+    /// `<cluster>-<n>`, sent back in the `X-Demo-Instance` header.
+    name: String,
+    addr: std::net::SocketAddr,
+}
+
+/// An instance for every distinct backend address of every cluster (the shipped config:
+/// two behind `partner-api`, one behind `org-api`).
+fn demo_instances(s: &Settings) -> Vec<Instance> {
+    let mut out: Vec<Instance> = Vec::new();
+    for c in &s.upstreams {
+        for (i, b) in c.backends.iter().enumerate() {
+            match b.addr {
+                Some(addr) if !out.iter().any(|x| x.addr == addr) => out.push(Instance {
+                    name: format!("{}-{}", c.name, i + 1),
+                    addr,
+                }),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Binds every instance (failing fast on a taken port) and serves them all from one
+/// thread, over one in-memory store: an org created through one instance is known to all.
+fn start_upstream(loaded: &Loaded, instances: &[Instance]) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for i in instances {
+        let listener =
+            std::net::TcpListener::bind(i.addr).map_err(|e| anyhow::anyhow!("{} on {}: {e}", i.name, i.addr))?;
+        listener.set_nonblocking(true)?;
+        listeners.push((listener, Arc::<str>::from(i.name.as_str())));
+    }
     let settings = loaded.settings.clone();
     let minter: upstream::OrgKeyMinter = Arc::new(move |org: &str, key_id: &str| {
         let opts = MintOptions {
@@ -144,13 +173,20 @@ fn start_upstream(loaded: &Loaded) -> anyhow::Result<()> {
                 }
             };
             rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = upstream::serve(l, upstream::DemoApi::new(Some(minter))).await {
-                            eprintln!("demo upstream stopped: {e}");
-                        }
+                let api = upstream::DemoApi::new(Some(minter));
+                let mut tasks = Vec::new();
+                for (listener, name) in listeners {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => tasks.push(tokio::spawn(upstream::serve(l, api.clone(), name))),
+                        Err(e) => eprintln!("demo upstream {name}: {e}"),
                     }
-                    Err(e) => eprintln!("demo upstream: {e}"),
+                }
+                for t in tasks {
+                    match t.await {
+                        Ok(Err(e)) => eprintln!("demo upstream stopped: {e}"),
+                        Err(e) => eprintln!("demo upstream stopped: {e}"),
+                        Ok(Ok(())) => {}
+                    }
                 }
             });
         })?;
@@ -166,7 +202,7 @@ fn token(settings: &Settings, subject: Subject, jti: &str, kid: &str) -> String 
     mint(settings, &subject, &opts).unwrap_or_else(|e| format!("<cannot mint: {e}>"))
 }
 
-fn print_walkthrough(config: &Path, s: &Settings) {
+fn print_walkthrough(config: &Path, s: &Settings, instances: &[Instance]) {
     let port = s.listen.port();
     let base = format!("http://127.0.0.1:{port}");
     let admin = format!("http://{}", s.admin_listen);
@@ -184,7 +220,7 @@ fn print_walkthrough(config: &Path, s: &Settings) {
     let own_org = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
     println!(
         r#"
-authgate demo — gateway on {base} (admin {admin}), demo Partner API on {upstream}
+authgate demo — gateway on {base} (admin {admin}), demo upstream instances {upstream}
 config: {config}
 
 Paste these into another shell (tokens are valid for 24 h):
@@ -222,13 +258,21 @@ curl -s {base}/org -H "Authorization: Bearer $ORGKEY"
 curl -s {base}/v1/org/info -H 'X-API-Key: {key}'
 curl -si {base}/v1/org/info -H 'X-API-Key: org_not_a_real_key_000000'
 
+# round robin: the partner-api cluster has two demo instances; X-Demo-Instance names the one that answered
+for i in 1 2 3 4; do curl -s -o /dev/null -D - {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" | grep -i '^x-demo-instance'; done
+curl -s {admin}/metrics | grep '^authgate_upstream_backend_healthy'
+
 # 400: path hygiene; metrics
 curl -si --path-as-is '{base}/partner/v1/orgs/{own_org}/../x' -H "Authorization: Bearer $ACME"
 curl -s {admin}/metrics | grep '^authgate_'
 
 Ctrl-C stops the demo.
 "#,
-        upstream = s.upstream.address,
+        upstream = instances
+            .iter()
+            .map(|i| format!("{}@{}", i.name, i.addr))
+            .collect::<Vec<_>>()
+            .join(" "),
         config = config.display(),
         key = DEMO_API_KEY,
     );

@@ -605,8 +605,18 @@ async fn respond(api: &DemoApi, req: Request<Incoming>) -> Response<Full<Bytes>>
     to_http(out)
 }
 
-/// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive, one task per connection).
-pub(crate) async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc<DemoApi>) -> std::io::Result<()> {
+/// The response header that names the demo instance which answered, so the demo's curl
+/// lines show the gateway balancing over several instances.
+pub(crate) const INSTANCE_HEADER: &str = "x-demo-instance";
+
+/// Serves `api` on an already-bound listener until the process ends (HTTP/1.1 keep-alive,
+/// one task per connection). Several instances may share one `api` (one in-memory store
+/// behind a cluster); each names itself in [`INSTANCE_HEADER`].
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    api: std::sync::Arc<DemoApi>,
+    instance: Arc<str>,
+) -> std::io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -618,10 +628,16 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, api: std::sync::Arc
             }
         };
         let api = Arc::clone(&api);
+        let name = HeaderValue::from_str(&instance).unwrap_or(HeaderValue::from_static("demo"));
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let api = Arc::clone(&api);
-                async move { Ok::<_, Infallible>(respond(&api, req).await) }
+                let name = name.clone();
+                async move {
+                    let mut resp = respond(&api, req).await;
+                    resp.headers_mut().insert(INSTANCE_HEADER, name);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
@@ -1186,7 +1202,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let api = DemoApi::new(None);
-        let server = tokio::spawn(serve(listener, Arc::clone(&api)));
+        let server = tokio::spawn(serve(listener, Arc::clone(&api), Arc::from("demo-a")));
 
         let work = async {
             let (head, body) = raw_request(
@@ -1198,6 +1214,7 @@ mod tests {
             let lower = head.to_ascii_lowercase();
             assert!(lower.contains("content-type: application/json"), "{head}");
             assert!(lower.contains(&format!("content-length: {}", body.len())), "{head}");
+            assert!(lower.contains("x-demo-instance: demo-a\r\n"), "{head}");
             assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "status": "ok" }));
 
             // A larger body goes through the body collector intact.

@@ -1,6 +1,8 @@
 //! The pingora plumbing: gather request facts, run [`crate::policy::pipeline::decide`],
 //! write denials through the one renderer, and shape what the upstream receives.
 
+pub(crate) mod clusters;
+pub(crate) mod least_conn;
 pub(crate) mod request_id;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +16,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use self::clusters::{Attempt, Clusters};
 use crate::gateway::{Gateway, InFlight};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::{render, Denial};
@@ -41,6 +44,8 @@ pub(crate) struct RequestCtx {
     upstream_started: Option<Instant>,
     upstream_status: Option<u16>,
     learn: Option<LearnBuffer>,
+    /// Backends tried so far (retry once on connect failure, docs/reference.md#upstream-clusters).
+    attempt: Attempt,
     /// The connection's TLS client certificate is no longer trusted: close without an answer.
     tls_refused: bool,
     _in_flight: Option<InFlight>,
@@ -56,22 +61,13 @@ struct LearnBuffer {
 /// The authgate `ProxyHttp` implementation.
 pub(crate) struct AuthProxy {
     gw: Arc<Gateway>,
-    peer: HttpPeer,
+    clusters: Clusters,
 }
 
 impl AuthProxy {
-    /// A proxy for the gateway; the upstream address is resolved once, here.
-    pub(crate) fn new(gw: Arc<Gateway>) -> anyhow::Result<Self> {
-        let up = &gw.settings.upstream;
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&up.address)?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("upstream.address {} does not resolve", up.address))?;
-        let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.total_connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(AuthProxy { gw, peer })
+    /// A proxy for the gateway, forwarding to `clusters` (see [`Clusters::build`]).
+    pub(crate) fn new(gw: Arc<Gateway>, clusters: Clusters) -> Self {
+        AuthProxy { gw, clusters }
     }
 
     async fn write_denial(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
@@ -155,6 +151,7 @@ impl ProxyHttp for AuthProxy {
             upstream_started: None,
             upstream_status: None,
             learn: None,
+            attempt: Attempt::default(),
             tls_refused: false,
             _in_flight: Some(self.gw.enter()),
         }
@@ -267,23 +264,51 @@ impl ProxyHttp for AuthProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(self.peer.clone()))
+        let client = ctx.client_ip.addr().or(ctx.peer);
+        match self.clusters.peer(ctx.route, client, &mut ctx.attempt) {
+            Some(peer) => Ok(peer),
+            None => {
+                // Every backend is out (health checks), or the retry found no other one.
+                ctx.denial = Some(Denial::UpstreamUnavailable);
+                let mut e = Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("upstream {}: no eligible backend", self.clusters.name(&ctx.attempt)),
+                );
+                e.set_retry(false);
+                Err(e.into_up())
+            }
+        }
     }
 
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // Nothing was sent: try another backend of the cluster, once.
+        e.set_retry(self.clusters.may_retry(&ctx.attempt));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        // Bytes of the request may have reached the upstream: never send it twice.
+        let mut e = e.more_context(format!("Peer: {peer}"));
         e.set_retry(false);
         e
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -291,6 +316,15 @@ impl ProxyHttp for AuthProxy {
             return Ok(());
         }
         ctx.upstream_status = Some(resp.status.as_u16());
+        let no_body = matches!(resp.status.as_u16(), 204 | 304)
+            || session.req_header().method == http::Method::HEAD
+            || resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        if no_body {
+            ctx.attempt.response_done();
+        }
         if let Some(t) = ctx.upstream_started {
             self.gw.metrics.upstream(ctx.route, t.elapsed().as_secs_f64());
         }
@@ -322,6 +356,9 @@ impl ProxyHttp for AuthProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.attempt.response_done();
+        }
         let Some(learn) = ctx.learn.as_mut().filter(|l| l.active) else {
             return Ok(None);
         };

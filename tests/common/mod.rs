@@ -8,6 +8,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backend;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -1215,6 +1216,9 @@ pub struct Cfg {
     pub limits_extra: String,
     /// Routes tried after the base routes.
     pub routes_extra: String,
+    /// `[[upstreams]]` tables; when set they replace `[upstream]` (the base routes use the
+    /// cluster named "default").
+    pub upstreams: String,
 }
 
 impl Default for Cfg {
@@ -1230,6 +1234,7 @@ impl Default for Cfg {
             jwks: String::new(),
             limits_extra: String::new(),
             routes_extra: String::new(),
+            upstreams: String::new(),
         }
     }
 }
@@ -1240,11 +1245,16 @@ impl Cfg {
         s.push_str("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n");
         s.push_str(&format!("max_body_bytes = {}\n", self.max_body_bytes));
         s.push_str(&format!("shutdown_grace = \"{}\"\n", self.shutdown_grace));
-        s.push_str("\n[upstream]\naddress = \"{upstream}\"\ntls = false\n");
-        s.push_str(&format!(
-            "connect_timeout = \"{}\"\nread_timeout = \"{}\"\n",
-            self.connect_timeout, self.read_timeout
-        ));
+        if self.upstreams.is_empty() {
+            s.push_str("\n[upstream]\naddress = \"{upstream}\"\ntls = false\n");
+            s.push_str(&format!(
+                "connect_timeout = \"{}\"\nread_timeout = \"{}\"\n",
+                self.connect_timeout, self.read_timeout
+            ));
+        } else {
+            s.push('\n');
+            s.push_str(&self.upstreams);
+        }
         s.push_str("\n[client_ip]\nsource = \"x-forwarded-for\"\n");
         s.push_str(&format!("trusted_proxies = {}\n", self.trusted_proxies));
         s.push_str("\n[jwt]\nalgorithms = [\"HS256\", \"RS256\", \"ES256\", \"EdDSA\"]\n");
