@@ -2,7 +2,8 @@
 //! file structs accept, every metric `src/metrics.rs` registers (with its labels), every
 //! denial reason and every command, so adding one without documenting it fails here. Plain
 //! file reading, no network. That the shipped, annotated `config/` files pass `authgate check`
-//! is `tests/shipped.rs` (`shipped_config_passes_check`).
+//! is `tests/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
+//! example of the reference passes `check` here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -483,5 +484,111 @@ fn links_stay_inside_the_repository() {
         offenders.is_empty(),
         "links out of the repository (point into docs/reference.md instead):\n{}",
         offenders.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The worked example passes `check`
+// ---------------------------------------------------------------------------------------
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install Debian's `openssl` package"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The "Putting it together" set-up (Cloudflare, TLS with origin pulls, two clusters,
+/// Redis) is the page a new operator copies: it must be a config `authgate check` accepts,
+/// given the files it names (made here: a certificate, a CA, an Ed25519 key, a policy).
+#[test]
+fn the_putting_it_together_example_passes_check() {
+    let text = read(REFERENCE);
+    let section = text
+        .split_once("## Putting it together")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("{REFERENCE} has no '## Putting it together' section"));
+    let toml = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(toml, _)| toml)
+        .unwrap_or_else(|| panic!("'Putting it together' has no ```toml block"));
+    assert!(toml.contains("[[upstreams]]") && toml.contains("[redis]") && toml.contains("[server.tls]"));
+
+    let dir = std::env::temp_dir().join(format!("authgate-docs-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["certs", "keys"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    let write = |rel: &str, text: &str| {
+        std::fs::write(dir.join(rel), text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    };
+    // an absolute state path would need root: keep it inside the temp dir
+    let learned = "learned_orgs_file = ";
+    let config: String = toml
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with(learned) {
+                format!("{learned}\"learned-orgs.jsonl\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write("authgate.toml", &config);
+    write(
+        "partners.toml",
+        "[[partner]]\nid = \"acme\"\nip_allow_list = [\"203.0.113.0/24\"]\n",
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "certs/origin.key",
+            "-out",
+            "certs/origin.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=origin.example",
+        ],
+    );
+    std::fs::copy(dir.join("certs/origin.pem"), dir.join("certs/origin-pull-ca.pem")).unwrap_or_else(|e| panic!("{e}"));
+    openssl(&dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
+    openssl(
+        &dir,
+        &["pkey", "-in", "ed.key", "-pubout", "-out", "keys/prod-ed-2026.pub.pem"],
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["check", "--config"])
+        .arg(dir.join("authgate.toml"))
+        // a closed port: check warns that Redis is unreachable, it does not fail on it
+        .env("AUTHGATE_REDIS_URL", "redis://127.0.0.1:1/0")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run authgate: {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "check refused the 'Putting it together' example:\n{said}"
     );
 }
