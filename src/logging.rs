@@ -1,5 +1,5 @@
-//! Logging setup: JSON (default) or text lines on stdout; access-log events go through
-//! [`crate::access_log::AccessLayer`].
+//! Logging setup: JSON (default) or text lines on stdout; the access log
+//! ([`crate::access_log::AccessRecord`]) writes its lines into the same queue.
 //!
 //! Request threads never block on or wake the log writer: each event is formatted into its
 //! own buffer and queued; one background thread drains the queue every few milliseconds
@@ -13,13 +13,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::access_log::{AccessLayer, TARGET};
 use crate::config::LogFormat;
 
 /// How often the writer thread drains the queue.
@@ -132,34 +130,29 @@ fn drain_into(rx: &Receiver<Vec<u8>>, out: &mut impl Write) {
 pub fn init(level: &str, format: LogFormat) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let not_access = filter_fn(|m| m.target() != TARGET);
     let general = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_writer(BatchedStdout)
-            .with_filter(not_access)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(BatchedStdout)
-            .with_filter(not_access)
             .boxed(),
     };
-    let access = AccessLayer.with_filter(filter_fn(|m| m.target() == TARGET));
     let max = filter.max_level_hint();
     if tracing_subscriber::registry()
         .with(filter)
         .with(general)
-        .with(access)
         .try_init()
         .is_err()
     {
         return;
     }
-    // Per-layer filters hide the level hint from tracing-log, which would then forward
-    // every pingora `debug!`/`trace!` record into tracing just to discard it.
+    // tracing-log forwards every `log` record that log's own max level lets through: set it
+    // from the filter, so pingora's `debug!`/`trace!` records are dropped at the call site.
     log::set_max_level(match max.and_then(|m| m.into_level()) {
         None if max.is_some() => log::LevelFilter::Off,
         None | Some(tracing::Level::TRACE) => log::LevelFilter::Trace,

@@ -5,6 +5,8 @@
 //! is `tests/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
 //! example of the reference passes `check` here.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
@@ -491,19 +493,6 @@ fn links_stay_inside_the_repository() {
 // The worked example passes `check`
 // ---------------------------------------------------------------------------------------
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install Debian's `openssl` package"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The "Putting it together" set-up (Cloudflare, TLS with origin pulls, two clusters,
 /// Redis) is the page a new operator copies: it must be a config `authgate check` accepts,
 /// given the files it names (made here: a certificate, a CA, an Ed25519 key, a policy).
@@ -521,14 +510,12 @@ fn the_putting_it_together_example_passes_check() {
         .unwrap_or_else(|| panic!("'Putting it together' has no ```toml block"));
     assert!(toml.contains("[[upstreams]]") && toml.contains("[redis]") && toml.contains("[server.tls]"));
 
-    let dir = std::env::temp_dir().join(format!("authgate-docs-example-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = common::TempDir::new("docs-example");
+    let dir = &tmp.path;
     for sub in ["certs", "keys"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }
-    let write = |rel: &str, text: &str| {
-        std::fs::write(dir.join(rel), text).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    };
+    let write = |rel: &str, text: &str| tmp.write(rel, text.as_bytes());
     // an absolute state path would need root: keep it inside the temp dir
     let learned = "learned_orgs_file = ";
     let config: String = toml
@@ -547,8 +534,8 @@ fn the_putting_it_together_example_passes_check() {
         "partners.toml",
         "[[partner]]\nid = \"acme\"\nip_allow_list = [\"203.0.113.0/24\"]\n",
     );
-    openssl(
-        &dir,
+    common::openssl(
+        dir,
         &[
             "req",
             "-x509",
@@ -568,9 +555,9 @@ fn the_putting_it_together_example_passes_check() {
         ],
     );
     std::fs::copy(dir.join("certs/origin.pem"), dir.join("certs/origin-pull-ca.pem")).unwrap_or_else(|e| panic!("{e}"));
-    openssl(&dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
-    openssl(
-        &dir,
+    common::openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
+    common::openssl(
+        dir,
         &["pkey", "-in", "ed.key", "-pubout", "-out", "keys/prod-ed-2026.pub.pem"],
     );
 
@@ -586,7 +573,6 @@ fn the_putting_it_together_example_passes_check() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "check refused the 'Putting it together' example:\n{said}"

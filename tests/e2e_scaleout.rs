@@ -42,6 +42,15 @@ fn replicas(n: usize, up: &Upstream, redis: &RedisServer, on_error: &str) -> Vec
         .collect()
 }
 
+/// `authgate <command> --config <gw's config> <args>`, run in the gateway's config directory.
+fn ops(gw: &Gateway, command: &[&str], args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    let cfg = gw.config_path();
+    let mut all = command.to_vec();
+    all.extend(["--config", cfg.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    run_cli(&gw.conf, &all, stdin, DEADLINE)
+}
+
 fn wait_redis_up(gw: &Gateway, up: f64) {
     gw.wait_metric_where(&format!("authgate_redis_up == {up}"), |m| {
         m.sum("authgate_redis_up", &[]) == up
@@ -171,22 +180,12 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
         assert_eq!(gw.get_auth(&path, &tok, &[]).status, 200);
         assert_eq!(gw.get_auth(&path, &tok, &[]).status, 200);
     }
-    let cfg = gws[0].config_path();
-    let cwd = gws[0].conf.clone();
     let started = Instant::now();
-    let out = run_cli(
-        &cwd,
-        &[
-            "revoke",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--partner",
-            "acme",
-            "--key-id",
-            "key-acme",
-        ],
+    let out = ops(
+        &gws[0],
+        &["revoke"],
+        &["--partner", "acme", "--key-id", "key-acme"],
         None,
-        DEADLINE,
     );
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert!(out.stdout.contains("2 replica(s)"), "{}", out.all());
@@ -215,19 +214,11 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
     );
     assert_eq!(gws[0].get_auth(&path, &other, &[]).status, 200);
 
-    let out = run_cli(
-        &cwd,
-        &[
-            "unrevoke",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--partner",
-            "acme",
-            "--key-id",
-            "key-acme",
-        ],
+    let out = ops(
+        &gws[0],
+        &["unrevoke"],
+        &["--partner", "acme", "--key-id", "key-acme"],
         None,
-        DEADLINE,
     );
     assert_eq!(out.code(), Some(0), "{}", out.all());
     for gw in &gws {
@@ -238,20 +229,7 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
 
     // without [redis] the command exits 1 and points at the policy file
     let (_plain_up, plain) = base();
-    let out = run_cli(
-        &plain.conf,
-        &[
-            "revoke",
-            "--config",
-            plain.config_path().to_str().unwrap(),
-            "--partner",
-            "acme",
-            "--key-id",
-            "k",
-        ],
-        None,
-        DEADLINE,
-    );
+    let out = ops(&plain, &["revoke"], &["--partner", "acme", "--key-id", "k"], None);
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
         out.stderr.contains("revoked_keys") && out.stderr.contains("partners.toml"),
@@ -269,21 +247,7 @@ fn a_replica_restarted_while_redis_is_down_still_refuses_a_revoked_key() {
     wait_redis_up(gw, 1.0);
     let path = format!("/partner/v1/orgs/{ORG_ACME}/users");
     let tok = token("acme");
-    let cfg = gw.config_path();
-    let out = run_cli(
-        &gw.conf,
-        &[
-            "revoke",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--partner",
-            "acme",
-            "--key-id",
-            "key-acme",
-        ],
-        None,
-        DEADLINE,
-    );
+    let out = ops(gw, &["revoke"], &["--partner", "acme", "--key-id", "key-acme"], None);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     wait_for(DEADLINE, "revoked", || {
         (gw.get_auth(&path, &tok, &[]).status == 401).then_some(())
@@ -317,38 +281,21 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
     let list = format!("# orgs from before the gateway\n{}\n", ids.join("\n"));
     let dir = TempDir::new("import");
     let file = dir.write("orgs.txt", list.as_bytes());
-    let cfg = gw.config_path();
     let started = Instant::now();
-    let out = run_cli(
-        &gw.conf,
-        &[
-            "orgs",
-            "import",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--partner",
-            "acme",
-            file.to_str().unwrap(),
-        ],
+    let out = ops(
+        gw,
+        &["orgs", "import"],
+        &["--partner", "acme", file.to_str().unwrap()],
         None,
-        DEADLINE,
     );
     eprintln!("orgs import of 10k ids took {:?}", started.elapsed());
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "10000", "{}", out.all());
-    let again = run_cli(
-        &gw.conf,
-        &[
-            "orgs",
-            "import",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--partner",
-            "acme",
-            "-",
-        ],
+    let again = ops(
+        gw,
+        &["orgs", "import"],
+        &["--partner", "acme", "-"],
         Some(list.as_bytes()),
-        DEADLINE,
     );
     assert_eq!(again.code(), Some(0), "{}", again.all());
     assert_eq!(again.stdout.trim(), "0", "{}", again.all());
@@ -367,31 +314,17 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
         403,
         "not imported",
     );
-    let listed = run_cli(
-        &gw.conf,
-        &["orgs", "list", "--config", cfg.to_str().unwrap(), "--partner", "acme"],
-        None,
-        DEADLINE,
-    );
+    let listed = ops(gw, &["orgs", "list"], &["--partner", "acme"], None);
     assert_eq!(listed.code(), Some(0), "{}", listed.all());
     assert_eq!(listed.stdout.lines().count(), 10_000);
 
     // without [redis]: into the journal, under its lock; a SIGHUP picks them up
     let (_plain_up, plain) = base();
-    let pcfg = plain.config_path();
-    let out = run_cli(
-        &plain.conf,
-        &[
-            "orgs",
-            "import",
-            "--config",
-            pcfg.to_str().unwrap(),
-            "--partner",
-            "globex",
-            "-",
-        ],
+    let out = ops(
+        &plain,
+        &["orgs", "import"],
+        &["--partner", "globex", "-"],
         Some(b"legacy-1\nlegacy-2\n"),
-        DEADLINE,
     );
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "2");
@@ -403,19 +336,7 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
     );
     plain.reload();
     assert_eq!(plain.get_auth("/partner/v1/orgs/legacy-1/users", &g, &[]).status, 200);
-    let listed = run_cli(
-        &plain.conf,
-        &[
-            "orgs",
-            "list",
-            "--config",
-            pcfg.to_str().unwrap(),
-            "--partner",
-            "globex",
-        ],
-        None,
-        DEADLINE,
-    );
+    let listed = ops(&plain, &["orgs", "list"], &["--partner", "globex"], None);
     assert_eq!(listed.stdout, "legacy-1\nlegacy-2\n");
 }
 

@@ -500,6 +500,17 @@ mod tests {
     }
 
     fn run(w: &World, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Identity, Denial> {
+        run_on(w, &w.embedded(), method, target, headers)
+    }
+
+    /// One decision of `w`'s gate against `shared`, polled once.
+    fn run_on<S: SharedState<FakeRelativeClock>>(
+        w: &World,
+        shared: &S,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Identity, Denial> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
@@ -521,7 +532,7 @@ mod tests {
             content_length: None,
             now: NOW,
         };
-        ready(decide(&gate, &w.embedded(), &facts))
+        ready(decide(&gate, shared, &facts))
             .map(|a| a.identity)
             .map_err(|r| r.denial)
     }
@@ -683,30 +694,7 @@ mod tests {
     }
 
     fn run_with(w: &World, shared: &Remote, target: &str, headers: &[(&str, &str)]) -> Result<Identity, Denial> {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        let gate = Gate {
-            fixed: &w.fixed,
-            snapshot: &w.snapshot,
-            tokens: &w.tokens,
-            revoked: &w.revoked,
-        };
-        let facts = RequestFacts {
-            method: "GET",
-            target: target.as_bytes(),
-            headers: &map,
-            peer: "127.0.0.1".parse().unwrap(),
-            content_length: None,
-            now: NOW,
-        };
-        ready(decide(&gate, shared, &facts))
-            .map(|a| a.identity)
-            .map_err(|r| r.denial)
+        run_on(w, shared, "GET", target, headers)
     }
 
     #[test]

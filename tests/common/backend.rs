@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use super::{Gate, DEADLINE};
+use super::{header_pairs, Gate, DEADLINE};
 
 /// A request a backend received (health checks are only counted).
 #[derive(Clone, Debug)]
@@ -234,16 +234,7 @@ async fn handle(st: Arc<State>, req: hyper::Request<Incoming>) -> Result<hyper::
         let status = if st.sick { 503 } else { 200 };
         return Ok(respond(status, "text/plain", full("ok")));
     }
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(req.headers());
     let body = req
         .into_body()
         .collect()

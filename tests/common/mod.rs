@@ -99,6 +99,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs the `openssl` CLI in `dir` (test certificates and keys); panics naming the Debian
+/// package when it is missing, and with openssl's stderr when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the openssl CLI ({e}): install Debian's `openssl` package"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `n` distinct ports that were free a moment ago (bound together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let socks: Vec<TcpListener> = (0..n)
@@ -375,12 +390,9 @@ fn fresh_uuid(n: u64) -> String {
     )
 }
 
-async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let method = req.method().to_string();
-    let target = req.uri().to_string();
-    let path = req.uri().path().to_string();
-    let headers: Vec<(String, String)> = req
-        .headers()
+/// The request's headers as (lower-case name, value) pairs, in order, for the recorders.
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|(k, v)| {
             (
@@ -388,7 +400,14 @@ async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+async fn handle(st: Arc<UpState>, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let target = req.uri().to_string();
+    let path = req.uri().path().to_string();
+    let headers = header_pairs(req.headers());
     let mut body_stream = req.into_body();
     let mut body = Vec::new();
     let mut complete = true;
