@@ -10,6 +10,7 @@
 #
 # Environment (defaults): ROUNDS=3 DURATION=10s CONNS=32 THREADS=1 (wrk), PROXY_THREADS=1
 # (worker threads of every proxy), WARMUP=2s (per config, before the rounds; 0 = none),
+# PACE_MS=6 (paced rows: each connection's pause between requests, benches/load/paced.lua),
 # SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
 # OUT_MD=benches/load-results.md, ONLY="row ..." (run only these rows, e.g. ONLY="passthrough
 # authgate-hs256 authgate-hs256-tls" for plain vs TLS). Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10s} CONNS=${CONNS:-32} THREADS=${THREADS:-1}
-PROXY_THREADS=${PROXY_THREADS:-1} WARMUP=${WARMUP:-2s}
+PROXY_THREADS=${PROXY_THREADS:-1} WARMUP=${WARMUP:-2s} PACE_MS=${PACE_MS:-6}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TPL=$ROOT/benches/load
 OUT_MD=${OUT_MD:-$ROOT/benches/load-results.md}
@@ -29,7 +30,7 @@ CLIENT_IP=203.0.113.9 DENIED_IP=198.51.100.200
 REQ_PATH=/partner/v1/orgs/$ORG/members
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/authgate-load.XXXXXX")
 declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=() ROW_SCHEME=()
-declare -A ROW_FLOOD=() ROW_PROC2=()
+declare -A ROW_FLOOD=() ROW_PROC2=() ROW_PACED=()
 ROWS=() ALL_PIDS=()
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -191,7 +192,12 @@ start_all() {
 
 add_row() { # id label process port token auth(yes|no) [scheme, default http]
   ROWS+=("$1"); ROW_LABEL[$1]=$2 ROW_PROC[$1]=$3 ROW_PORT[$1]=$4 ROW_TOKEN[$1]=$5 ROW_AUTH[$1]=$6
-  ROW_SCHEME[$1]=${7:-http} ROW_FLOOD[$1]=0 ROW_PROC2[$1]=""
+  ROW_SCHEME[$1]=${7:-http} ROW_FLOOD[$1]=0 ROW_PROC2[$1]="" ROW_PACED[$1]=0
+}
+
+add_paced_row() { # id label process port token: like add_row, but every connection waits PACE_MS between requests
+  add_row "$1" "$2" "$3" "$4" "$5" yes
+  ROW_PACED[$1]=1
 }
 
 add_flood_row() { # id label process port token: like add_row, but wrk varies the signature
@@ -252,6 +258,10 @@ run_wrk() { # row duration [round]: timed run, appends to results.tsv when a rou
   if [[ ${ROW_FLOOD[$r]} == 1 ]]; then
     out=$(FLOOD_TOKEN=${ROW_TOKEN[$r]} FLOOD_PATH=$REQ_PATH FLOOD_XFF=$CLIENT_IP \
       wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/flood.lua" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
+  elif [[ ${ROW_PACED[$r]} == 1 ]]; then
+    out=$(PACE_MS=$PACE_MS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/paced.lua" \
+      -H "Authorization: Bearer ${ROW_TOKEN[$r]}" -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") ||
+      die "wrk failed on $r"
   else
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer ${ROW_TOKEN[$r]}" \
       -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
@@ -304,6 +314,9 @@ main() {
   add_row authgate-es256 "(d) authgate, all layers, ES256" authgate "$AG_PORT" "$es" yes
   add_row authgate-redis-hs256 "(g) authgate + Redis (shared limits), HS256" authgate-redis "$AG_REDIS_PORT" "$hs" yes
   ROW_PROC2[authgate-redis-hs256]=redis
+  add_paced_row authgate-hs256-paced "(g) authgate, HS256, paced (same offered load as the next row)" authgate "$AG_PORT" "$hs"
+  add_paced_row authgate-redis-hs256-paced "(g) authgate + Redis, HS256, paced" authgate-redis "$AG_REDIS_PORT" "$hs"
+  ROW_PROC2[authgate-redis-hs256-paced]=redis
   add_row haproxy-hs256 "(e) HAProxy jwt_verify, HS256" haproxy-jwt "$HA_JWT_PORT" "$hs" yes
   add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
   add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
@@ -369,6 +382,7 @@ main() {
     printf 'commit\t%s\n' "$git_rev"
     printf 'proxy worker threads\t%s (authgate, pass-through, HAProxy nbthread); nginx upstream: 1 worker\n' "$PROXY_THREADS"
     printf 'wrk\t-t%s -c%s -d%s --latency, %s interleaved rounds (order rotated), %s warm-up\n' "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" "$WARMUP"
+    printf 'paced rows\twrk with benches/load/paced.lua: each connection pauses %s ms after every response, so both rows get about the same offered load below saturation (CPU per request is only comparable at equal load)\n' "$PACE_MS"
     printf 'request\tGET %s with a Bearer token and X-Forwarded-For: %s\n' "/partner/v1/orgs/{org_id}/members" "$CLIENT_IP"
     printf 'versions\t%s; %s; %s\n' "$(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     printf 'load average (1 min)\t%s before the runs%s; %s at the end (includes the benchmark itself)\n' \

@@ -492,3 +492,56 @@ fn redis_restarted_empty_resumes_sharing_and_gets_orgs_learned_meanwhile() {
     }
     assert_burst(admitted, started.elapsed(), 30, 30, "after the restart");
 }
+
+/// Connections the gateway holds to `redis` (every client but the one asking).
+fn gateway_clients(redis: &RedisServer) -> usize {
+    match redis.cmd(&["CLIENT", "LIST"]) {
+        common::redis::Reply::Bulk(Some(list)) => list.lines().count().saturating_sub(1),
+        other => panic!("CLIENT LIST answered {other:?}"),
+    }
+}
+
+#[test]
+fn request_commands_move_to_worker_connections_which_are_reopened_after_redis_drops_them() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    // one worker, so every request meets the same worker connection
+    let one_worker = config(&redis, "local", "200ms").replace("threads = 2\n", "threads = 1\n");
+    assert!(one_worker.contains("threads = 1\n"));
+    let gw = Gateway::start(&up.address(), &one_worker, &base_policy(), &[]);
+    wait_redis_up(&gw, 1.0);
+    let tok = token("acme");
+    // the shared connection and the revocation subscription
+    let housekeeping = wait_for(DEADLINE, "the subscription", || {
+        let n = gateway_clients(&redis);
+        (n >= 2).then_some(n)
+    });
+    let served = |what: &str| {
+        let r = gw.get_auth("/tiny", &tok, &[]);
+        assert!(matches!(r.status, 200 | 429), "{what}: {r}");
+    };
+    // a worker opens its own connection in the background after its first command
+    wait_for(DEADLINE, "a worker connection", || {
+        served("while the worker connects");
+        (gateway_clients(&redis) > housekeeping).then_some(())
+    });
+    // Redis drops every connection: the next command on a worker connection fails, the
+    // request falls back (never a 5xx), and after the circuit closes again the workers
+    // open new connections
+    let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    // the shared connection and the worker's (the subscription is not of TYPE normal)
+    assert_eq!(killed, common::redis::Reply::Int(2));
+    served("right after the kill");
+    assert_eq!(gw.metrics().sum("authgate_redis_errors_total", &[("op", "limit")]), 1.0);
+    wait_redis_up(&gw, 1.0);
+    wait_for(DEADLINE, "worker connections again", || {
+        served("after the kill");
+        (gateway_clients(&redis) > housekeeping).then_some(())
+    });
+    served("once reconnected");
+    assert_eq!(
+        gw.metrics().sum("authgate_redis_errors_total", &[("op", "limit")]),
+        1.0,
+        "a request on the new worker connection failed"
+    );
+}

@@ -55,7 +55,7 @@ def main():
         rps, p50, p99, cpu, cpu2 = med[row]
         rss = f"{int(rss_kb) / 1024:.1f}" if rss_kb.isdigit() else "?"
         helper = f"{cpu2:.1f}" if cpu2 > 0 else ""
-        vs = "" if row.endswith("-flood") else f"{rps / base:.2f}x"
+        vs = "" if row.endswith(("-flood", "-paced")) else f"{rps / base:.2f}x"
         table.append([label, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", vs, f"{cpu:.1f}", helper, rss, proc])
     targets = target_table(med)
 
@@ -115,11 +115,19 @@ def target_table(med):
                     "<= +1.5 us"])
         out.append(["valid cached HS256, p99 ms", f"{a[2]:.2f}", f"bare pingora {b[2]:.2f}", f"{a[2] - b[2]:+.2f} ms",
                     "<= +0.2 ms"])
-    if have("authgate-redis-hs256", "authgate-hs256"):
-        a, b = med["authgate-redis-hs256"], med["authgate-hs256"]
-        out.append(["HS256 with [redis], authgate CPU us/req", f"{a[3]:.1f}", f"embedded {b[3]:.1f}", f"{a[3] - b[3]:+.1f} us",
-                    "<= +10 us"])
-        out.append(["HS256 with [redis], p99 ms", f"{a[2]:.2f}", f"embedded {b[2]:.2f}", f"{a[2] - b[2]:+.2f} ms", "<= +0.5 ms"])
+    # The Redis target is judged at equal offered load (the paced rows): at saturation the
+    # embedded row serves more requests per event-loop wake-up than the Redis row, whose
+    # redis-server takes CPU from wrk and nginx on a small machine, and CPU per request
+    # falls with load. The saturated pair is shown as well.
+    for suffix, how in (("-paced", "paced, same offered load"), ("", "saturated")):
+        r, e = f"authgate-redis-hs256{suffix}", f"authgate-hs256{suffix}"
+        if have(r, e):
+            a, b = med[r], med[e]
+            target = ("<= +10 us", "<= +0.5 ms") if suffix else ("(see the paced rows)", "(see the paced rows)")
+            out.append([f"HS256 with [redis] ({how}), authgate CPU us/req", f"{a[3]:.1f}", f"embedded {b[3]:.1f}",
+                        f"{a[3] - b[3]:+.1f} us", target[0]])
+            out.append([f"HS256 with [redis] ({how}), p99 ms", f"{a[2]:.2f}", f"embedded {b[2]:.2f}",
+                        f"{a[2] - b[2]:+.2f} ms", target[1]])
     if have("authgate-hs256-tls", "authgate-hs256"):
         a, b = med["authgate-hs256-tls"], med["authgate-hs256"]
         out.append(["HS256 over TLS (keep-alive), CPU us/req", f"{a[3]:.1f}", f"plain {b[3]:.1f}", f"{a[3] - b[3]:+.1f} us", "(no target)"])

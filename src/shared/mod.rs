@@ -10,14 +10,16 @@
 //! lost or never saw are written back.
 //!
 //! All Redis I/O that is not a request's own command runs on a dedicated runtime thread
-//! (`authgate-redis`), so housekeeping never competes with the proxy workers.
+//! (`authgate-redis`), so housekeeping never competes with the proxy workers. A request's
+//! own commands run on its worker's connection ([`local_conn`]), so they cross no thread.
 
 pub(crate) mod limits;
+pub(crate) mod local_conn;
 pub(crate) mod orgs;
 pub(crate) mod revocations;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,7 @@ use redis::RedisResult;
 
 use crate::config::settings::{redacted_url, OnError, RedisSettings};
 use crate::gateway::Gateway;
+use local_conn::{Conn, Lookup};
 
 /// Longest wait between two reconnection probes.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -99,7 +102,14 @@ pub(crate) struct Shared {
     merge_script: redis::Script,
     /// The runtime that owns the maintainer and the subscription.
     runtime: tokio::runtime::Handle,
+    /// Tells this instance's worker connections apart from another's (tests run several).
+    id: u64,
+    /// Bumped each time Redis comes back, so workers reopen their own connections.
+    generation: AtomicU64,
 }
+
+/// Source of [`Shared::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
     /// A client for `settings` (nothing is connected yet; [`maintain`] does that).
@@ -121,6 +131,8 @@ impl Shared {
             limit_script: redis::Script::new(limits::GCRA_SCRIPT),
             merge_script: redis::Script::new(revocations::MERGE_SCRIPT),
             runtime,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -147,32 +159,71 @@ impl Shared {
     /// count an error and open the circuit.
     pub(crate) async fn call<T, F, Fut>(&self, op: Op, f: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.up() {
             return None;
         }
+        let generation = self.generation.load(Ordering::Acquire);
+        match local_conn::lookup(self.id, generation) {
+            Lookup::Ready(c) => {
+                let out = self.run(op, f(Conn::Local(c)), self.settings.timeout).await;
+                if out.is_none() {
+                    local_conn::forget(self.id);
+                }
+                return out;
+            }
+            Lookup::Open => self.open_local(generation),
+            Lookup::Wait => {}
+        }
         let conn = self.conn.load_full()?;
-        self.run(op, f((*conn).clone()), self.settings.timeout).await
+        self.run(op, f(Conn::Manager((*conn).clone())), self.settings.timeout)
+            .await
+    }
+
+    /// Opens this worker's own connection in the background, on this worker's runtime.
+    fn open_local(&self, generation: u64) {
+        let (client, id) = (self.client.clone(), self.id);
+        let limit = self.settings.timeout.max(Duration::from_millis(500));
+        // no response timer of redis-rs's own: `run` bounds every command
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(limit))
+            .set_response_timeout(None);
+        tokio::spawn(async move {
+            let made =
+                tokio::time::timeout(limit * 2, client.get_multiplexed_async_connection_with_config(&config)).await;
+            let conn = match made {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    tracing::debug!("redis: worker connection failed, using the shared one: {e}");
+                    None
+                }
+                Err(_) => None,
+            };
+            local_conn::opened(id, generation, conn);
+        });
     }
 
     /// Like [`Shared::call`] but tries even while the circuit is open, and waits up to 5 s
     /// (or `timeout`, if longer): for resyncs and the CLI, not for requests.
     pub(crate) async fn run_unbounded<T, F, Fut>(&self, op: Op, f: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let conn = self.conn.load_full()?;
         let limit = self.settings.timeout.max(Duration::from_secs(5));
-        self.run(op, f((*conn).clone()), limit).await
+        self.run(op, f(Conn::Manager((*conn).clone())), limit).await
     }
 
-    /// Runs `fut` with a time bound, counting its duration and any failure.
+    /// Runs `fut` with a time bound, counting its duration and any failure. The bound is
+    /// pingora's fast timeout (10 ms ticks, one shared timer per tick), as pingora's own I/O
+    /// timeouts are: a tokio timer per command costs a wake-up of the worker's event loop
+    /// (an eventfd write) whenever it is the earliest deadline, i.e. on nearly every request.
     async fn run<T>(&self, op: Op, fut: impl Future<Output = RedisResult<T>>, limit: Duration) -> Option<T> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(limit, fut).await;
+        let outcome = pingora::time::fast_timeout::fast_timeout(limit, fut).await;
         self.metrics.duration.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(v)) => Some(v),
@@ -204,6 +255,7 @@ impl Shared {
 
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             self.metrics.up.set(1);
             tracing::info!(url = %redacted_url(&self.settings.url), "redis available");
         }
