@@ -108,6 +108,15 @@ def target_table(med):
             out.append([f"bad-signature flood {alg.upper()}, req/s (CPU us/req)",
                         f"{med[a][0]:,.0f} ({med[a][3]:.1f})", f"HAProxy {med[h][0]:,.0f} ({med[h][3]:.1f})",
                         f"{med[a][0] / med[h][0]:.2f}x", target])
+    if have("pingora-deny-flood", "haproxy-hs256-flood"):
+        a, h = med["pingora-deny-flood"], med["haproxy-hs256-flood"]
+        out.append(["bare pingora answering the 401 itself (no checks), req/s (CPU us/req)",
+                     f"{a[0]:,.0f} ({a[3]:.1f})", f"HAProxy HS256 flood {h[0]:,.0f} ({h[3]:.1f})",
+                     f"{a[0] / h[0]:.2f}x", "(the floor under every authgate flood row)"])
+        if have("authgate-hs256-flood"):
+            g = med["authgate-hs256-flood"]
+            out.append(["authgate HS256 flood over that floor, CPU us/req", f"{g[3]:.1f}", f"floor {a[3]:.1f}",
+                        f"{g[3] - a[3]:+.1f} us", "(all of authgate's layers and the HMAC)"])
     if have("authgate-hs256", "passthrough"):
         a, b = med["authgate-hs256"], med["passthrough"]
         out.append(["valid cached HS256, req/s", f"{a[0]:,.0f}", f"bare pingora {b[0]:,.0f}", f"{a[0] / b[0]:.2f}x", ">= 0.95x"])
