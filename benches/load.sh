@@ -234,6 +234,10 @@ probe() { # row -> empty when the row answers as it must, else what went wrong
   c=$(status_of "$p" "" "$CLIENT_IP"); [[ $c == 401 ]] || echo "no token -> $c, want 401"
 }
 
+probe_row() { # row -> probe, or for a row that refuses everything by design (the pingora 401 floor) probe_flood
+  if [[ ${ROW_FLOOD[$1]} == 1 && ${ROW_AUTH[$1]} == no ]]; then probe_flood "$1"; else probe "$1"; fi
+}
+
 probe_flood() { # flood row -> empty when a tampered token of its kind is answered 401
   local c
   c=$(status_of "$(base_url "$1")" "$(tamper "${ROW_TOKEN[$1]}")" "$CLIENT_IP")
@@ -345,11 +349,7 @@ main() {
   say "checking that every config answers and enforces"
   local kept=()
   for r in "${ROWS[@]}"; do
-    if [[ ${ROW_FLOOD[$r]} == 1 && ${ROW_AUTH[$r]} == no ]]; then
-      why="" # refuses every request by design (the pingora refusal floor): only the 401 is checked below
-    else
-      why=$(probe "$r")
-    fi
+    why=$(probe_row "$r")
     [[ ${ROW_AUTH[$r]} == yes && -z $why ]] && why=$(enforcement "$r")
     [[ ${ROW_FLOOD[$r]} == 1 && -z $why ]] && why=$(probe_flood "$r")
     if [[ -z $why ]]; then kept+=("$r")
@@ -369,7 +369,7 @@ main() {
     say "round $round/$ROUNDS (wrk -t$THREADS -c$CONNS -d$DURATION, proxies at $PROXY_THREADS thread(s))"
     for ((i = 0; i < n; i++)); do
       r=${ROWS[(i + round - 1) % n]}
-      why=$(probe "$r"); [[ -z $why ]] || die "$r failed its probe before the timed run: $why"
+      why=$(probe_row "$r"); [[ -z $why ]] || die "$r failed its probe before the timed run: $why"
       run_wrk "$r" "$DURATION" "$round"
     done
   done
