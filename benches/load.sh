@@ -391,7 +391,7 @@ main() {
     printf 'commit\t%s\n' "$git_rev"
     printf 'proxy worker threads\t%s (authgate, pass-through, HAProxy nbthread); nginx upstream: 1 worker\n' "$PROXY_THREADS"
     printf 'wrk\t-t%s -c%s -d%s --latency, %s interleaved rounds (order rotated), %s warm-up\n' "$THREADS" "$CONNS" "$DURATION" "$ROUNDS" "$WARMUP"
-    printf 'paced rows\twrk with benches/load/paced.lua: each connection pauses %s ms after every response, so both rows get about the same offered load below saturation (CPU per request is only comparable at equal load)\n' "$PACE_MS"
+    printf 'paced rows\twrk with benches/load/paced.lua: each connection pauses a random time averaging %s ms after every response, so both rows get about the same offered load below saturation (CPU per request is only comparable at equal load)\n' "$PACE_MS"
     printf 'request\tGET %s with a Bearer token and X-Forwarded-For: %s\n' "/partner/v1/orgs/{org_id}/members" "$CLIENT_IP"
     printf 'versions\t%s; %s; %s\n' "$(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3)" "$(nginx -v 2>&1)" "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     printf 'load average (1 min)\t%s before the runs%s; %s at the end (includes the benchmark itself)\n' \
