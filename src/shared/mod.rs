@@ -154,9 +154,10 @@ impl Shared {
         k
     }
 
-    /// Runs one command with the per-command timeout. `None` when Redis is down (without
-    /// trying), when the command fails, or when it takes longer than `timeout`; the last two
-    /// count an error and open the circuit.
+    /// Runs one command of a request with the per-command timeout, on this worker's own
+    /// connection when it is ready (else on the shared one, and this worker starts opening
+    /// its own). `None` when Redis is down (without trying), when the command fails, or when
+    /// it takes longer than `timeout`; the last two count an error and open the circuit.
     pub(crate) async fn call<T, F, Fut>(&self, op: Op, f: F) -> Option<T>
     where
         F: FnOnce(Conn) -> Fut,
