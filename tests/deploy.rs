@@ -53,24 +53,14 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 /// Metric names `src/metrics.rs` registers, with the `_bucket`/`_sum`/`_count` series of
 /// its histograms.
 fn registered_metrics() -> BTreeSet<String> {
-    let src = read("src/metrics.rs");
     let mut names = BTreeSet::new();
-    let mut histograms = BTreeSet::new();
-    for (i, _) in src.match_indices("\"authgate_") {
-        let name: String = src[i + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let before = &src[..i];
-        if before.trim_end().ends_with("HistogramOpts::new(") {
-            histograms.insert(name.clone());
+    for (name, m) in common::registered_metrics(&read("src/metrics.rs")) {
+        if m.histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
         }
         names.insert(name);
-    }
-    for h in histograms {
-        for suffix in ["_bucket", "_sum", "_count"] {
-            names.insert(format!("{h}{suffix}"));
-        }
     }
     assert!(names.contains("authgate_requests_total"), "{names:?}");
     assert!(names.contains("authgate_request_duration_seconds_bucket"), "{names:?}");

@@ -318,39 +318,15 @@ fn every_policy_file_key_is_in_the_reference() {
 // Metrics, from src/metrics.rs (and src/shared, where the Redis metrics are declared)
 // ---------------------------------------------------------------------------------------
 
-/// Every metric name registered in `src`, with the label names its constructor declares.
-fn registered_metrics(src: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out = BTreeMap::new();
-    for (i, _) in src.match_indices("\"authgate_") {
-        let name: String = src[i + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        // the constructor ends at its `)?`; the label list, if any, is the `&[...]` in it
-        let end = src[i..].find(")?").map_or(src.len(), |e| i + e);
-        let call = &src[i..end];
-        let mut labels = BTreeSet::new();
-        if let Some(open) = call.find("&[") {
-            let list = &call[open + 2..];
-            let list = &list[..list.find(']').unwrap_or(list.len())];
-            for label in list.split(',') {
-                let label = label.trim().trim_matches('"');
-                if !label.is_empty() {
-                    labels.insert(label.to_string());
-                }
-            }
-        }
-        out.entry(name).or_insert_with(BTreeSet::new).extend(labels);
-    }
-    out
-}
-
 #[test]
 fn every_registered_metric_and_label_is_in_the_reference() {
     let src = read("src/metrics.rs");
     // the unit tests at the end quote rendered samples, not registrations
     let src = src.split("#[cfg(test)]").next().unwrap_or_default();
-    let metrics = registered_metrics(src);
+    let metrics: BTreeMap<String, BTreeSet<String>> = common::registered_metrics(src)
+        .into_iter()
+        .map(|(name, m)| (name, m.labels))
+        .collect();
     assert!(
         metrics
             .get("authgate_requests_total")
@@ -534,26 +510,7 @@ fn the_putting_it_together_example_passes_check() {
         "partners.toml",
         "[[partner]]\nid = \"acme\"\nip_allow_list = [\"203.0.113.0/24\"]\n",
     );
-    common::openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "certs/origin.key",
-            "-out",
-            "certs/origin.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=origin.example",
-        ],
-    );
+    common::self_signed_p256(dir, "certs/origin.key", "certs/origin.pem", "/CN=origin.example", &[]);
     std::fs::copy(dir.join("certs/origin.pem"), dir.join("certs/origin-pull-ca.pem")).unwrap_or_else(|e| panic!("{e}"));
     common::openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
     common::openssl(

@@ -55,24 +55,12 @@ impl Pki {
 
     /// A self-signed CA named `name` (files `<name>.pem`, `<name>.key`).
     fn ca(&self, name: &str) -> Issued {
-        openssl(
+        self_signed_p256(
             &self.dir.path,
+            &format!("{name}.key"),
+            &format!("{name}.pem"),
+            &format!("/CN=authgate test {name}"),
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN=authgate test {name}"),
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",

@@ -114,6 +114,68 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A self-signed P-256 certificate valid for 30 days, `key` and `cert` written under `dir`;
+/// `extra` goes after the subject (e.g. `-addext` pairs for a CA).
+pub fn self_signed_p256(dir: &Path, key: &str, cert: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "30",
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
+/// A metric some source registers: the label names its constructor declares, and whether
+/// it is a histogram (so it also has `_bucket`/`_sum`/`_count` series).
+#[derive(Debug, Default)]
+pub struct RegisteredMetric {
+    pub labels: std::collections::BTreeSet<String>,
+    pub histogram: bool,
+}
+
+/// Every `"authgate_*"` name registered in `src` (read as Rust source: the name is a string
+/// literal in a prometheus `Opts`/`HistogramOpts` constructor that ends at its `)?`).
+pub fn registered_metrics(src: &str) -> std::collections::BTreeMap<String, RegisteredMetric> {
+    let mut out = std::collections::BTreeMap::<String, RegisteredMetric>::new();
+    for (i, _) in src.match_indices("\"authgate_") {
+        let name: String = src[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let entry = out.entry(name).or_default();
+        if src[..i].trim_end().ends_with("HistogramOpts::new(") {
+            entry.histogram = true;
+        }
+        // the label list, if any, is the `&[...]` in the constructor
+        let end = src[i..].find(")?").map_or(src.len(), |e| i + e);
+        let call = &src[i..end];
+        if let Some(open) = call.find("&[") {
+            let list = &call[open + 2..];
+            let list = &list[..list.find(']').unwrap_or(list.len())];
+            for label in list.split(',') {
+                let label = label.trim().trim_matches('"');
+                if !label.is_empty() {
+                    entry.labels.insert(label.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `n` distinct ports that were free a moment ago (bound together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let socks: Vec<TcpListener> = (0..n)
