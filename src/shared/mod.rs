@@ -187,21 +187,17 @@ impl Shared {
     fn open_local(&self, generation: u64) {
         let (client, id) = (self.client.clone(), self.id);
         let limit = self.settings.timeout.max(Duration::from_millis(500));
-        // no response timer of redis-rs's own: `run` bounds every command
+        // connection_timeout bounds the whole set-up (connect, handshake); no response
+        // timer of redis-rs's own: `run` bounds every command
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(limit))
             .set_response_timeout(None);
         tokio::spawn(async move {
-            let made =
-                tokio::time::timeout(limit * 2, client.get_multiplexed_async_connection_with_config(&config)).await;
-            let conn = match made {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(e)) => {
-                    tracing::debug!("redis: worker connection failed, using the shared one: {e}");
-                    None
-                }
-                Err(_) => None,
-            };
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| tracing::debug!("redis: worker connection failed, using the shared one: {e}"))
+                .ok();
             local_conn::opened(id, generation, conn);
         });
     }
