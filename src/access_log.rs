@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::json_text::escape_into;
 use crate::logging::queue_line;
 
 /// Target name of the access log: `RUST_LOG`/`log_level` directives for `access` decide
@@ -78,36 +79,6 @@ impl AccessRecord<'_> {
         out.extend_from_slice(b"}\n");
         out
     }
-}
-
-/// Appends `s` JSON-escaped (without quotes).
-pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => {
-                out.extend_from_slice(&bytes[start..i]);
-                let _ = write!(out, "\\u{b:04x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 thread_local! {
@@ -187,13 +158,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&rec.line(SystemTime::now())).unwrap();
         assert_eq!(v["upstream_status"], 200);
         assert_eq!(v["error"], "ConnectRefused");
-    }
-
-    #[test]
-    fn escaping() {
-        let mut out = Vec::new();
-        escape_into(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(String::from_utf8(out).unwrap(), "a\\\"b\\\\c\\nd\\u0001é");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod demo;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod journal;
+pub(crate) mod json_text;
 #[cfg(feature = "gateway")]
 pub mod jwks_fetch;
 pub mod logging;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::jwt::TokenError;
 use super::path::PathProblem;
 use super::routes::{AuthKind, ErrorFormat};
+use crate::json_text::push_quoted;
 
 /// A refused request. Variants map 1:1 onto the reason names of docs/reference.md#pipeline (`reason()`),
 /// except that the api-key variants share `missing_token` / `invalid_token`.
@@ -255,16 +256,16 @@ pub(crate) fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
     let body = match style.error_format {
         ErrorFormat::Simple => {
             let mut b = String::from("{\"error\":");
-            push_json_string(&mut b, &message);
+            push_quoted(&mut b, &message);
             b.push('}');
             b
         }
         ErrorFormat::Dto => {
             let mut b = String::with_capacity(96);
             let _ = write!(b, "{{\"statusCode\":{status},\"message\":");
-            push_json_string(&mut b, &message);
+            push_quoted(&mut b, &message);
             b.push_str(",\"error\":");
-            push_json_string(&mut b, reason_phrase(status));
+            push_quoted(&mut b, reason_phrase(status));
             b.push('}');
             b
         }
@@ -287,11 +288,6 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Error",
     }
-}
-
-fn push_json_string(out: &mut String, s: &str) {
-    // serde_json escapes exactly as JSON requires; a String never fails to serialize.
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
 #[cfg(test)]

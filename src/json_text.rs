@@ -1,0 +1,65 @@
+//! JSON string escaping without allocating: the access log and the error bodies both write
+//! user-influenced text (paths, names) into JSON they format by hand.
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Hands `s`, escaped for the inside of a JSON string, to `put` in pieces (one piece when
+/// nothing needs escaping). Control characters and DEL become `\u00XX` unless they have a
+/// short form.
+pub(crate) fn escape(s: &str, mut put: impl FnMut(&str)) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let mut unicode = [b'\\', b'u', b'0', b'0', b'0', b'0'];
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => {
+                unicode[4] = HEX[usize::from(b >> 4)];
+                unicode[5] = HEX[usize::from(b & 0xf)];
+                std::str::from_utf8(&unicode).unwrap_or("")
+            }
+            _ => continue,
+        };
+        // every byte escaped is ASCII, so `i` is a char boundary
+        put(&s[start..i]);
+        put(esc);
+        start = i + 1;
+    }
+    put(&s[start..]);
+}
+
+/// [`escape`] appended to a byte buffer.
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
+    escape(s, |piece| out.extend_from_slice(piece.as_bytes()));
+}
+
+/// `s` as a quoted JSON string, appended to `out`.
+pub(crate) fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    escape(s, |piece| out.push_str(piece));
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        let mut out = Vec::new();
+        escape_into(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(String::from_utf8(out).unwrap(), "a\\\"b\\\\c\\nd\\u0001é");
+    }
+
+    #[test]
+    fn quoted_strings_parse_back_to_the_input() {
+        for s in ["", "plain", "a\"b\\c\nd\u{1}é\u{7f}\t\r"] {
+            let mut out = String::new();
+            push_quoted(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+        }
+    }
+}
