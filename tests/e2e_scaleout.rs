@@ -83,7 +83,15 @@ fn replicas_share_one_bucket_sequentially_and_concurrently() {
     for i in 0.. {
         let r = gws[i % 2].get_auth("/tiny", &tok, &[]);
         match r.status {
-            200 => admitted += 1,
+            200 => {
+                admitted += 1;
+                // the headroom comes from the shared bucket, whichever replica answered
+                assert_eq!(r.header("x-ratelimit-limit"), Some("30"), "{r}");
+                let remaining: usize = r.header("x-ratelimit-remaining").unwrap_or("").parse().unwrap();
+                let refills = (started.elapsed().as_secs_f64() / 2.0).floor() as usize;
+                let least = 30usize.saturating_sub(admitted);
+                assert!((least..=least + refills).contains(&remaining), "after {admitted}: {r}");
+            }
             429 => {
                 assert_eq!(r.header("x-ratelimit-limit"), Some("30"));
                 assert!(r.header("retry-after").is_some());

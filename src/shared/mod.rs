@@ -146,6 +146,11 @@ impl Shared {
         self.settings.on_error
     }
 
+    /// Every key this replica writes starts with it (several deployments can share a Redis).
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.settings.key_prefix
+    }
+
     /// `key_prefix` + `rest`.
     pub(crate) fn key(&self, rest: &str) -> String {
         let mut k = String::with_capacity(self.settings.key_prefix.len() + rest.len());
