@@ -108,6 +108,17 @@ pub(crate) struct Shared {
     generation: AtomicU64,
 }
 
+/// A client for `settings.url` with `TCP_NODELAY` on. redis-rs 1.x leaves Nagle's algorithm
+/// on, so a command written while an earlier one is unacknowledged waits for that ACK: on a
+/// multiplexed connection, where requests' commands overlap, that is most of them
+/// (redis-rs issue #2195; 2.0 turns it on by default, and Redis sets it on its own side).
+fn client(settings: &RedisSettings) -> RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = settings.url.as_str().into_connection_info()?;
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp))
+}
+
 /// Source of [`Shared::id`].
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -118,8 +129,8 @@ impl Shared {
         metrics: RedisMetrics,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Shared> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| anyhow::anyhow!("redis url {}: {e}", redacted_url(&settings.url)))?;
+        let client =
+            client(&settings).map_err(|e| anyhow::anyhow!("redis url {}: {e}", redacted_url(&settings.url)))?;
         metrics.up.set(0);
         Ok(Shared {
             settings,
@@ -419,7 +430,7 @@ pub(crate) fn start_runtime() -> anyhow::Result<tokio::runtime::Handle> {
 pub(crate) fn ping_once(settings: &RedisSettings, limit: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let client = client(settings)?;
         let mut c = tokio::time::timeout(limit, client.get_multiplexed_async_connection())
             .await
             .map_err(|_| anyhow::anyhow!("no connection within {limit:?}"))??;
@@ -428,4 +439,23 @@ pub(crate) fn ping_once(settings: &RedisSettings, limit: Duration) -> anyhow::Re
             .map_err(|_| anyhow::anyhow!("no PING answer within {limit:?}"))??;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_turn_nagle_off_for_plain_and_tls_urls() {
+        for url in ["redis://127.0.0.1:6379", "rediss://cache.example:6380/0"] {
+            let settings = RedisSettings {
+                url: url.into(),
+                key_prefix: "ag:".into(),
+                timeout: Duration::from_millis(50),
+                on_error: OnError::Local,
+            };
+            let c = client(&settings).unwrap();
+            assert!(c.get_connection_info().tcp_settings().nodelay(), "{url}");
+        }
+    }
 }
