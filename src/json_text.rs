@@ -7,9 +7,14 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// nothing needs escaping). Control characters and DEL become `\u00XX` unless they have a
 /// short form.
 pub(crate) fn escape(s: &str, mut put: impl FnMut(&str)) {
+    // the common case (nothing to escape) in one pass and one piece
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
+        put(s);
+        return;
+    }
     let mut start = 0;
+    let mut unicode = [b'\\', b'u', b'0', b'0', b'0', b'0'];
     for (i, b) in s.bytes().enumerate() {
-        let mut unicode = [b'\\', b'u', b'0', b'0', b'0', b'0'];
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
