@@ -83,24 +83,12 @@ impl Pki {
         };
         self.dir.write(&format!("{name}.ext"), ext.as_bytes());
         let d = &self.dir.path;
-        openssl(
-            d,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={}", if server { "localhost" } else { name }),
-            ],
-        );
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        let subject = format!("/CN={}", if server { "localhost" } else { name });
+        let mut args = vec!["req", "-new"];
+        args.extend_from_slice(&NEW_P256_KEY);
+        args.extend_from_slice(&[&key, "-out", &csr, "-subj", &subject]);
+        openssl(d, &args);
         openssl(
             d,
             &[

@@ -114,26 +114,22 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new, unencrypted P-256 key (followed by the key's file name).
+pub const NEW_P256_KEY: [&str; 6] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+];
+
 /// A self-signed P-256 certificate valid for 30 days, `key` and `cert` written under `dir`;
 /// `extra` goes after the subject (e.g. `-addext` pairs for a CA).
 pub fn self_signed_p256(dir: &Path, key: &str, cert: &str, subject: &str, extra: &[&str]) {
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-        "-days",
-        "30",
-        "-subj",
-        subject,
-    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(&NEW_P256_KEY);
+    args.extend_from_slice(&[key, "-out", cert, "-days", "30", "-subj", subject]);
     args.extend_from_slice(extra);
     openssl(dir, &args);
 }
