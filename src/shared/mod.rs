@@ -164,8 +164,9 @@ impl Shared {
 
     /// `key_prefix` + `rest`.
     pub(crate) fn key(&self, rest: &str) -> String {
-        let mut k = String::with_capacity(self.settings.key_prefix.len() + rest.len());
-        k.push_str(&self.settings.key_prefix);
+        let prefix = self.key_prefix();
+        let mut k = String::with_capacity(prefix.len() + rest.len());
+        k.push_str(prefix);
         k.push_str(rest);
         k
     }
