@@ -42,8 +42,13 @@ end
 return string.format('1 %.0f %.0f', best_rem, best_pm)
 "#;
 
-/// `<prefix>rl:{<kind>:<id>}:<per_minute>:<len>:<limit>`, built by hand: it runs once per
-/// limit on every request, and `format!` costs several times more.
+/// The bucket key of one limit for one principal,
+/// `<prefix>rl:{<kind>:<id>}:<per_minute>:<len>:<limit>`. The per-minute figure is part of
+/// the key, so a changed per-partner override starts with a full bucket
+/// (docs/reference.md#reload) while unchanged ones keep their state; the limit name is
+/// length-prefixed so no two (limit, principal) pairs can spell the same key; the
+/// `{kind:id}` hash tag keeps one principal's buckets in one cluster slot. Built by hand:
+/// it runs once per limit on every request, and `format!` costs several times more.
 fn limit_key(prefix: &str, principal: &Principal, limit: &str, per_minute: u32) -> String {
     let (kind, id) = (principal.kind().as_str(), principal.id());
     let (mut pm, mut len) = (itoa::Buffer::new(), itoa::Buffer::new());
@@ -85,15 +90,6 @@ fn integer(field: &[u8]) -> Option<i64> {
 }
 
 impl Shared {
-    /// The bucket key of one limit for one principal. The per-minute figure is part of the
-    /// key, so a changed per-partner override starts with a full bucket (docs/reference.md#reload) while
-    /// unchanged ones keep their state; the limit name is length-prefixed so no two
-    /// (limit, principal) pairs can spell the same key; the `{kind:id}` hash tag keeps one
-    /// principal's buckets in one cluster slot.
-    pub(crate) fn limit_key(&self, principal: &Principal, limit: &str, per_minute: u32) -> String {
-        limit_key(self.key_prefix(), principal, limit, per_minute)
-    }
-
     /// Step 6 for `principal` on a route with `limits`. Falls back per `on_error` when
     /// Redis is unavailable: `local` charges this replica's own buckets, `deny` refuses with
     /// 503 `shared_state_unavailable`.
@@ -110,7 +106,7 @@ impl Shared {
         let mut invocation = self.limit_script.prepare_invoke();
         for &i in limits {
             let (name, per_minute) = embedded.plan(overrides, i, principal);
-            invocation.key(self.limit_key(principal, name, per_minute));
+            invocation.key(limit_key(self.key_prefix(), principal, name, per_minute));
             invocation.arg(per_minute);
         }
         let reply: Option<redis::Value> = self
