@@ -56,41 +56,26 @@ fn signing_key(k: &KeySource) -> Result<EncodingKey, String> {
     }
 }
 
-/// DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410), followed by the 32-byte seed.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
-pub(crate) const ED25519_SPKI_PREFIX: [u8; 12] =
-    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-
-/// A fresh Ed25519 pair as (PKCS#8 private PEM, SPKI public PEM), for `authgate demo`.
+/// A fresh Ed25519 pair as (PKCS#8 private PEM, SPKI public PEM), for `authgate demo`: the
+/// demo makes its own keys at run time, so no private key ships in the repository. aws-lc-rs
+/// (the signature backend already) writes the DER, the `pem` crate the armour.
 pub(crate) fn generate_ed25519_pem() -> anyhow::Result<(String, String)> {
-    use ring::signature::KeyPair as _;
-    let mut seed = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
-        .map_err(|_| anyhow::anyhow!("cannot derive an Ed25519 key"))?;
-    let private: Vec<u8> = ED25519_PKCS8_PREFIX.iter().chain(seed.iter()).copied().collect();
-    let public: Vec<u8> = ED25519_SPKI_PREFIX
-        .iter()
-        .chain(pair.public_key().as_ref())
-        .copied()
-        .collect();
-    Ok((pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public)))
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    let failed = |_| anyhow::anyhow!("cannot generate an Ed25519 key pair");
+    let pair = Ed25519KeyPair::generate().map_err(failed)?;
+    let private = pair.to_pkcs8v1().map_err(failed)?;
+    let public = pair.public_key().as_der().map_err(failed)?;
+    Ok((
+        pem_text("PRIVATE KEY", private.as_ref()),
+        pem_text("PUBLIC KEY", public.as_ref()),
+    ))
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+/// PEM with `\n` line ends, as the key files the config names usually are.
+fn pem_text(tag: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(tag, der), config)
 }
 
 fn can_sign(k: &KeySource) -> bool {
@@ -143,4 +128,34 @@ pub fn mint(settings: &Settings, subject: &Subject, opts: &MintOptions) -> Resul
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, &Value::Object(claims), &signing_key(key)?).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+    /// The demo's pair must work end to end: its private half signs what its public half
+    /// verifies, and every call makes a new key.
+    #[test]
+    fn generated_ed25519_pair_signs_and_verifies() {
+        let (private, public) = generate_ed25519_pem().unwrap();
+        assert_eq!(pem::parse(&private).unwrap().tag(), "PRIVATE KEY");
+        assert_eq!(pem::parse(&public).unwrap().tag(), "PUBLIC KEY");
+        assert!(!private.contains('\r') && !public.contains('\r'));
+
+        let claims = serde_json::json!({ "partner_id": "p1" });
+        let signing = EncodingKey::from_ed_pem(private.as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signing).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.required_spec_claims.clear();
+        let verifying = DecodingKey::from_ed_pem(public.as_bytes()).unwrap();
+        let data = jsonwebtoken::decode::<Value>(&token, &verifying, &validation).unwrap();
+        assert_eq!(data.claims, claims);
+
+        let (_, other_public) = generate_ed25519_pem().unwrap();
+        assert_ne!(public, other_public);
+        let other = DecodingKey::from_ed_pem(other_public.as_bytes()).unwrap();
+        assert!(jsonwebtoken::decode::<Value>(&token, &other, &validation).is_err());
+    }
 }
