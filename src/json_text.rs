@@ -7,14 +7,15 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// nothing needs escaping). Control characters and DEL become `\u00XX` unless they have a
 /// short form.
 pub(crate) fn escape(s: &str, mut put: impl FnMut(&str)) {
-    // the common case (nothing to escape) in one pass and one piece
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f) {
+    // the common case (nothing to escape) in one pass and one piece; otherwise the loop
+    // starts at the first byte to escape, so no byte is looked at twice
+    let Some(first) = s.bytes().position(needs_escape) else {
         put(s);
         return;
-    }
+    };
     let mut start = 0;
     let mut unicode = [b'\\', b'u', b'0', b'0', b'0', b'0'];
-    for (i, b) in s.bytes().enumerate() {
+    for (i, b) in s.bytes().enumerate().skip(first) {
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -34,6 +35,11 @@ pub(crate) fn escape(s: &str, mut put: impl FnMut(&str)) {
         start = i + 1;
     }
     put(&s[start..]);
+}
+
+/// A byte JSON cannot hold as it is inside a string: `"`, `\`, control characters, DEL.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
 /// [`escape`] appended to a byte buffer.
