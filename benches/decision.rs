@@ -275,6 +275,7 @@ fn bench_pipeline(c: &mut Criterion) {
         snapshot: &snapshot,
         tokens: &tokens,
         revoked: &revoked,
+        revocations_usable: true,
     };
     let stores = Embedded {
         limits: &limits,

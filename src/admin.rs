@@ -59,7 +59,7 @@ fn respond(gw: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into(), "text/plain"),
         "/metrics" => text(
             StatusCode::OK,
-            gw.metrics.render(),
+            gw.render_metrics(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),

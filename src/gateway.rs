@@ -14,13 +14,12 @@ use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::Denial;
 use crate::policy::jwt::{KeySet, VerifyKey};
 use crate::policy::ownership::LearnedOrgs;
-use crate::policy::pipeline::{decide, Gate, Identity, RequestFacts, SharedState, Snapshot};
+use crate::policy::pipeline::{decide, Embedded, Gate, Identity, RequestFacts, SharedState, Snapshot};
 use crate::policy::principal::Principal;
 use crate::policy::rate_limit::{Headroom, OverrideBuckets, RateLimits};
-use crate::policy::revocations::Revocations;
 use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
-use crate::shared::revocations::RevocationState;
-use crate::shared::Shared;
+use crate::shared::view::RevocationView;
+use crate::shared::{Handles, Shared};
 use crate::tls::{TlsMaterial, TlsState};
 
 /// State shared by the proxy workers, the admin listener and the reload task.
@@ -29,15 +28,14 @@ pub(crate) struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub(crate) limits: RateLimits,
     pub(crate) tokens: TokenCache,
-    pub(crate) learned: LearnedOrgs,
-    pub(crate) journal: Journal,
+    learned: Arc<LearnedOrgs>,
+    journal: Journal,
     pub(crate) metrics: Metrics,
     /// Redis (`[redis]`); `None` = the embedded default.
-    pub(crate) shared: Option<Arc<Shared>>,
-    /// Revocations made with `authgate revoke`, as this replica knows them.
-    pub(crate) revoked: ArcSwap<Revocations>,
-    /// Every revocation record seen, and the local state file that keeps them.
-    pub(crate) revocation_state: RevocationState,
+    shared: Option<Arc<Shared>>,
+    /// Revocations made with `authgate revoke`, as this replica knows them, with the local
+    /// state file that keeps them and how fresh they are.
+    revocations: Arc<RevocationView>,
     /// Keys from `[[jwt.keys]]` and the JWKS file (replaced on reload).
     file_keys: ArcSwap<Vec<Arc<VerifyKey>>>,
     /// Keys from the JWKS URL (replaced on each good fetch).
@@ -100,6 +98,16 @@ struct Stores<'a> {
     gw: &'a Gateway,
 }
 
+impl Stores<'_> {
+    /// This process's memory: the whole store without `[redis]`, the `local` fallback with it.
+    fn embedded(&self) -> Embedded<'_> {
+        Embedded {
+            limits: &self.gw.limits,
+            learned: &self.gw.learned,
+        }
+    }
+}
+
 impl SharedState for Stores<'_> {
     async fn charge(
         &self,
@@ -108,15 +116,15 @@ impl SharedState for Stores<'_> {
         principal: &Principal,
     ) -> Result<Option<Headroom>, Denial> {
         match &self.gw.shared {
-            Some(s) => s.charge(&self.gw.limits, overrides, limits, principal).await,
-            None => self.gw.limits.check(overrides, limits, principal),
+            Some(s) => s.charge(&self.embedded(), overrides, limits, principal).await,
+            None => self.embedded().charge(overrides, limits, principal).await,
         }
     }
 
     async fn learned(&self, partner: &str, org: &str) -> Result<bool, Denial> {
         match &self.gw.shared {
             Some(s) => s.learned(&self.gw.learned, partner, org).await,
-            None => Ok(self.gw.learned.owns(partner, org)),
+            None => self.embedded().learned(partner, org).await,
         }
     }
 }
@@ -139,22 +147,17 @@ impl Gateway {
             (&*r.name, upstream)
         });
         let metrics = Metrics::new(routes, settings.redis.is_some())?;
-        let shared = match (&settings.redis, metrics.redis()) {
-            (Some(redis), Some(m)) => {
-                let runtime = crate::shared::start_runtime()?;
-                Some(Arc::new(Shared::new(redis.clone(), m, runtime)?))
-            }
-            _ => None,
-        };
-        let (revocation_state, revoked) = RevocationState::open(&settings.revocations_file()).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the revocation state file {}: {e}",
-                settings.revocations_file().display()
-            )
-        })?;
-        metrics.set_revocations(revoked.len());
+        let max_age = settings.redis.as_ref().map(|r| r.revocations_max_age);
+        let revocations =
+            RevocationView::open(&settings.revocations_file(), max_age, metrics.redis()).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the revocation state file {}: {e}",
+                    settings.revocations_file().display()
+                )
+            })?;
+        let revocations = Arc::new(revocations);
         let limits = RateLimits::new(settings.limits.clone(), Default::default());
-        let learned = LearnedOrgs::new();
+        let learned = Arc::new(LearnedOrgs::new());
         let journal = Journal::open(&settings.learned_orgs_file, &learned).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the learned-orgs journal {}: {e}",
@@ -176,6 +179,19 @@ impl Gateway {
             keys: Arc::new(KeySet::from_shared(policy.keys.iter().cloned())),
             overrides: Arc::new(overrides),
         };
+        // The stores start here and belong to the gateway: Redis gets the handles it needs.
+        let shared = match (&settings.redis, metrics.redis()) {
+            (Some(redis), Some(m)) => {
+                let runtime = crate::shared::start_runtime()?;
+                let shared = Arc::new(Shared::new(redis.clone(), m, runtime)?);
+                shared.start(Handles {
+                    learned: learned.clone(),
+                    view: revocations.clone(),
+                });
+                Some(shared)
+            }
+            _ => None,
+        };
         Ok(Arc::new(Gateway {
             settings: Arc::new(settings),
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -185,8 +201,7 @@ impl Gateway {
             journal,
             metrics,
             shared,
-            revoked: ArcSwap::from_pointee(revoked),
-            revocation_state,
+            revocations,
             file_keys: ArcSwap::from_pointee(policy.keys),
             url_keys: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
@@ -204,12 +219,18 @@ impl Gateway {
     /// limits and learned orgs in Redis when `[redis]` is configured.
     pub(crate) async fn admit(&self, facts: &RequestFacts<'_>) -> Result<Pass, Block> {
         let snapshot = self.snapshot.load_full();
-        let revoked = self.revoked.load_full();
+        let revoked = self.revocations.current();
+        let on_error = self
+            .settings
+            .redis
+            .as_ref()
+            .map_or(crate::config::settings::OnError::Local, |r| r.on_error);
         let gate = Gate {
             fixed: &self.settings.fixed,
             snapshot: &snapshot,
             tokens: &self.tokens,
             revoked: &revoked,
+            revocations_usable: self.revocations.usable(on_error),
         };
         match decide(&gate, &Stores { gw: self }, facts).await {
             Ok(a) => Ok(Pass {
@@ -226,6 +247,34 @@ impl Gateway {
                 client_ip: r.client_ip,
             }),
         }
+    }
+
+    /// A create response taught `partner` the org `org` (`learn_org_from_response`): kept in
+    /// memory, appended to the journal (fsync) and, with `[redis]`, written to Redis, all
+    /// before the response completes, so every replica accepts the org once the client has
+    /// its answer. Runs in the synchronous response-body phase, on purpose.
+    pub(crate) fn learn_org(&self, partner: &str, org: &str, request_id: &str) {
+        if self.learned.learn(partner, org) {
+            if let Err(e) = self.journal.append(partner, org) {
+                self.metrics.journal_failure();
+                tracing::error!(request_id, "learned org not persisted: {e}");
+            }
+            self.metrics.set_learned_orgs(self.learned.len());
+        }
+        if let Some(shared) = &self.shared {
+            if !shared.record_blocking(partner, org) {
+                tracing::warn!(
+                    request_id,
+                    "learned org not yet in redis; it is written back when redis is available"
+                );
+            }
+        }
+    }
+
+    /// The Prometheus text of `/metrics`, with the gauges read at scrape time brought up to date.
+    pub(crate) fn render_metrics(&self) -> String {
+        self.revocations.publish_gauges();
+        self.metrics.render()
     }
 
     /// Re-reads the policy file, the key files and the TLS files (SIGHUP). On any problem
@@ -349,9 +398,11 @@ impl Gateway {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// `/readyz`: listener up, not draining, and able to verify tokens if any route needs them.
+    /// `/readyz`: listener up, not draining, the revocation view known (read from Redis
+    /// once, or from a state file: docs/reference.md#redis), and able to verify tokens if
+    /// any route needs them.
     pub(crate) fn ready(&self) -> bool {
-        if !self.listener_up.load(Ordering::Acquire) || self.draining() {
+        if !self.listener_up.load(Ordering::Acquire) || self.draining() || !self.revocations.known() {
             return false;
         }
         let needs_keys = self.settings.fixed.routes.iter().any(|r| {

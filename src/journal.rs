@@ -8,13 +8,13 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::policy::ownership::LearnedOrgs;
+use crate::state_file::{read_all, AppendFile};
 
 #[derive(Serialize, Deserialize)]
 struct Entry<'a> {
@@ -90,36 +90,14 @@ impl Drop for WriterLock {
     }
 }
 
-/// Reads the whole journal; a missing file is an empty journal.
-fn read_all(path: &Path) -> io::Result<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(d) => Ok(d),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+/// Rewrites the journal with each (partner, org) once (see [`crate::state_file::replace`]). Caller
+/// holds the lock.
+fn compact(file: &AppendFile, entries: &[(String, String)]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(entries.len() * 64);
+    for (p, o) in entries {
+        buf.extend_from_slice(&line(p, o)?);
     }
-}
-
-/// Rewrites the journal with each (partner, org) once, through a temp file that is fsynced
-/// and renamed over it, so a crash leaves either the old or the new file. Caller holds the lock.
-fn compact(path: &Path, entries: &[(String, String)]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
-        let mut buf = Vec::with_capacity(entries.len() * 64);
-        for (p, o) in entries {
-            buf.extend_from_slice(&line(p, o)?);
-        }
-        f.write_all(&buf)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // the rename itself must survive a crash
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    file.replace(&buf)
 }
 
 /// Distinct entries, first occurrence order.
@@ -130,8 +108,7 @@ fn dedupe(entries: Vec<(String, String)>) -> Vec<(String, String)> {
 
 /// Append-only journal of learned orgs.
 pub struct Journal {
-    path: PathBuf,
-    file: Mutex<Option<File>>,
+    file: AppendFile,
 }
 
 impl Journal {
@@ -141,8 +118,7 @@ impl Journal {
     /// learned orgs would deny partners.
     pub fn open(path: &Path, learned: &LearnedOrgs) -> io::Result<Journal> {
         let journal = Journal {
-            path: path.to_path_buf(),
-            file: Mutex::new(None),
+            file: AppendFile::new(path),
         };
         let lock = WriterLock::take(path);
         let data = read_all(path)?;
@@ -161,45 +137,30 @@ impl Journal {
         let needs_compaction = entries.len() < read || replay.torn_tail || replay.unreadable > 0;
         match lock {
             Ok(_held) if needs_compaction => {
-                compact(path, &entries)?;
+                compact(&journal.file, &entries)?;
                 tracing::info!(file = %path.display(), before = read, after = entries.len(), "journal compacted");
             }
             Ok(_) => {}
             Err(e) => tracing::error!(file = %path.display(), "cannot lock the learned-orgs journal: {e}"),
         }
         tracing::info!(file = %path.display(), orgs = entries.len(), "learned orgs replayed");
-        if let Err(e) = journal.handle() {
+        if let Err(e) = journal.file.open_now() {
             tracing::error!(file = %path.display(), "learned-orgs journal is not writable: {e}");
         }
         Ok(journal)
     }
 
-    fn handle(&self) -> io::Result<std::sync::MutexGuard<'_, Option<File>>> {
-        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
-        }
-        Ok(guard)
-    }
-
     /// Appends one entry under the writer lock and waits until it is on disk.
     pub fn append(&self, partner: &str, org: &str) -> io::Result<()> {
         let line = line(partner, org)?;
-        let mut guard = self.handle()?;
-        let result = WriterLock::take(&self.path).and_then(|_lock| match guard.as_mut() {
-            Some(f) => f.write_all(&line).and_then(|_| f.sync_data()),
-            None => Err(io::Error::other("journal not open")),
-        });
-        if result.is_err() {
-            *guard = None; // reopen on the next append
-        }
-        result
+        let _lock = WriterLock::take(self.file.path())?;
+        self.file.append(&line)
     }
 
     /// Re-reads the journal and learns what other writers (`authgate orgs import`) appended
     /// since start. Returns how many orgs were new to this process.
     pub(crate) fn refresh(&self, learned: &LearnedOrgs) -> io::Result<usize> {
-        let replay = parse(&read_all(&self.path)?);
+        let replay = parse(&read_all(self.file.path())?);
         Ok(replay.entries.iter().filter(|(p, o)| learned.learn(p, o)).count())
     }
 }
@@ -218,9 +179,7 @@ pub(crate) fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<
         }
     }
     if !buf.is_empty() {
-        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-        f.write_all(&buf)?;
-        f.sync_data()?;
+        AppendFile::new(path).append(&buf)?;
     }
     Ok(added.len())
 }

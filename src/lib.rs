@@ -32,5 +32,6 @@ pub mod proxy;
 pub mod server;
 #[cfg(feature = "gateway")]
 pub(crate) mod shared;
+pub(crate) mod state_file;
 #[cfg(feature = "gateway")]
 pub(crate) mod tls;

@@ -94,6 +94,10 @@ struct RevokeArgs {
     /// The org whose key it is.
     #[arg(long)]
     org: Option<String>,
+    /// How long to wait for every replica announced in the last 10 s to apply it (exit 3
+    /// when some did not).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    wait: String,
 }
 
 impl RevokeArgs {
@@ -116,6 +120,9 @@ enum OrgsAction {
         partner: String,
         /// One org id per line; `-` or nothing reads stdin.
         file: Option<PathBuf>,
+        /// Import for a partner the policy file does not list (refused otherwise).
+        #[arg(long)]
+        allow_unknown_partner: bool,
     },
     /// Print a partner's learned orgs, one per line.
     List {
@@ -124,6 +131,17 @@ enum OrgsAction {
         #[arg(long)]
         partner: String,
     },
+}
+
+/// `authgate revoke` / `unrevoke` with a parsed `--wait`.
+fn revoke(a: &RevokeArgs, revoked: bool) -> ExitCode {
+    match authgate::config::validate::parse_duration(&a.wait) {
+        Ok(wait) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, revoked, wait),
+        Err(e) => {
+            eprintln!("--wait: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -144,14 +162,20 @@ fn main() -> ExitCode {
         ) => token(&config, partner, org, key_id, kid, ttl),
         (Some(Command::HashKey), _) => hash_key(),
         (Some(Command::Health { admin }), _) => health(admin),
-        (Some(Command::Revoke(a)), _) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, true),
-        (Some(Command::Unrevoke(a)), _) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, false),
+        (Some(Command::Revoke(a)), _) => revoke(&a, true),
+        (Some(Command::Unrevoke(a)), _) => revoke(&a, false),
         (
             Some(Command::Orgs {
-                action: OrgsAction::Import { config, partner, file },
+                action:
+                    OrgsAction::Import {
+                        config,
+                        partner,
+                        file,
+                        allow_unknown_partner,
+                    },
             }),
             _,
-        ) => authgate::ops::orgs_import(&config, &partner, file.as_deref()),
+        ) => authgate::ops::orgs_import(&config, &partner, file.as_deref(), allow_unknown_partner),
         (
             Some(Command::Orgs {
                 action: OrgsAction::List { config, partner },

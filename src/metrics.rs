@@ -6,11 +6,10 @@
 use std::sync::OnceLock;
 
 use crate::policy::denial::Reason;
-use crate::shared::RedisMetrics;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Route label for requests that matched no route (404, and 400/413 before routing).
@@ -40,21 +39,115 @@ struct RouteMetrics {
     denied: Vec<OnceLock<IntCounter>>,
 }
 
-/// The metrics of the shared state (Redis), registered only when `[redis]` is configured.
-struct SharedMetrics {
-    redis: RedisMetrics,
-    revocations: IntGauge,
+/// What a Redis command was for: the `op` label of `authgate_redis_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedisOp {
+    /// Step 6: the rate-limit script.
+    Limit,
+    /// Step 7: is this org one a replica learned?
+    OrgRead,
+    /// A create response taught an org, or `authgate orgs import`.
+    OrgWrite,
+    /// Revocation reads, writes and the subscription.
+    Revocation,
+    /// Writing back what Redis lost.
+    Resync,
+    /// Connecting and probing.
+    Connect,
+    /// A replica telling the others (and `authgate revoke`) what it has applied.
+    Announce,
+}
+
+impl RedisOp {
+    /// Every op, for pre-declared metric children.
+    pub(crate) const ALL: [RedisOp; 7] = [
+        RedisOp::Limit,
+        RedisOp::OrgRead,
+        RedisOp::OrgWrite,
+        RedisOp::Revocation,
+        RedisOp::Resync,
+        RedisOp::Connect,
+        RedisOp::Announce,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RedisOp::Limit => "limit",
+            RedisOp::OrgRead => "org_read",
+            RedisOp::OrgWrite => "org_write",
+            RedisOp::Revocation => "revocation",
+            RedisOp::Resync => "resync",
+            RedisOp::Connect => "connect",
+            RedisOp::Announce => "announce",
+        }
+    }
+}
+
+/// Which of a replica's Redis connections was replaced: the `connection` label of
+/// `authgate_redis_connections_replaced_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedisConnection {
+    /// The housekeeping connection (probes, resyncs, announcements, org writes).
+    Shared,
+    /// A proxy worker's own connection for request commands.
+    Worker,
+    /// The revocation subscription.
+    Subscription,
+}
+
+impl RedisConnection {
+    /// Every connection kind, for pre-declared metric children.
+    pub(crate) const ALL: [RedisConnection; 3] = [
+        RedisConnection::Shared,
+        RedisConnection::Worker,
+        RedisConnection::Subscription,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RedisConnection::Shared => "shared",
+            RedisConnection::Worker => "worker",
+            RedisConnection::Subscription => "subscription",
+        }
+    }
+}
+
+/// The shared-state (Redis) metrics (docs/reference.md#metrics), registered only when
+/// `[redis]` is configured, so a "Redis down" alert never fires on an embedded deployment.
+/// Cloned handles: the stores update them without knowing the registry.
+#[derive(Clone)]
+pub(crate) struct RedisMetrics {
+    /// `authgate_redis_up`.
+    pub(crate) up: IntGauge,
+    errors: IntCounterVec,
+    /// `authgate_redis_duration_seconds`.
+    pub(crate) duration: Histogram,
+    /// `authgate_revocations`: runtime revocations in force on this replica.
+    pub(crate) revocations: IntGauge,
+    /// `authgate_revocations_age_seconds`: how old this replica's view of them may be.
+    pub(crate) revocations_age: Gauge,
+    replaced: IntCounterVec,
 }
 
 impl RedisMetrics {
     /// Handles that no registry exports (the CLI talks to Redis too).
     pub(crate) fn unregistered() -> Result<RedisMetrics, prometheus::Error> {
-        Ok(SharedMetrics::register(&Registry::new())?.redis)
+        RedisMetrics::register(&Registry::new())
     }
-}
 
-impl SharedMetrics {
-    fn register(registry: &Registry) -> Result<SharedMetrics, prometheus::Error> {
+    /// Counts a failed (or timed-out) command.
+    pub(crate) fn error(&self, op: RedisOp) {
+        self.errors.with_label_values(&[op.as_str()]).inc();
+    }
+
+    /// Counts a connection thrown away for a new one.
+    pub(crate) fn replaced(&self, conn: RedisConnection) {
+        self.replaced.with_label_values(&[conn.as_str()]).inc();
+    }
+
+    fn register(registry: &Registry) -> Result<RedisMetrics, prometheus::Error> {
         let up = IntGauge::new(
             "authgate_redis_up",
             "1 while Redis answers (requests use the shared state), 0 while they fall back per on_error.",
@@ -77,16 +170,37 @@ impl SharedMetrics {
             "authgate_revocations",
             "Keys revoked at runtime (authgate revoke) and in force on this replica.",
         )?;
+        let revocations_age = Gauge::new(
+            "authgate_revocations_age_seconds",
+            "Age of this replica's view of the shared revocations: 0-1 s while its subscription is live; \
+             past [redis] revocations_max_age the view is stale (on_error = deny answers 503).",
+        )?;
+        let replaced = IntCounterVec::new(
+            Opts::new(
+                "authgate_redis_connections_replaced_total",
+                "Redis connections dropped for a new one (timeout, failed probe, READONLY/LOADING/MASTERDOWN/OOM).",
+            ),
+            &["connection"],
+        )?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(revocations.clone()))?;
-        for op in crate::shared::Op::ALL {
+        registry.register(Box::new(revocations_age.clone()))?;
+        registry.register(Box::new(replaced.clone()))?;
+        for op in RedisOp::ALL {
             errors.with_label_values(&[op.as_str()]);
         }
-        Ok(SharedMetrics {
-            redis: RedisMetrics { up, errors, duration },
+        for conn in RedisConnection::ALL {
+            replaced.with_label_values(&[conn.as_str()]);
+        }
+        Ok(RedisMetrics {
+            up,
+            errors,
+            duration,
             revocations,
+            revocations_age,
+            replaced,
         })
     }
 }
@@ -119,7 +233,7 @@ pub(crate) struct Metrics {
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
     backend_healthy: IntGaugeVec,
-    shared: Option<SharedMetrics>,
+    redis: Option<RedisMetrics>,
     routes: Vec<RouteMetrics>,
 }
 
@@ -215,8 +329,8 @@ impl Metrics {
         registry.register(Box::new(learned_orgs.clone()))?;
         registry.register(Box::new(journal_failures.clone()))?;
         registry.register(Box::new(backend_healthy.clone()))?;
-        let shared = if redis {
-            Some(SharedMetrics::register(&registry)?)
+        let redis = if redis {
+            Some(RedisMetrics::register(&registry)?)
         } else {
             None
         };
@@ -247,7 +361,7 @@ impl Metrics {
             learned_orgs,
             journal_failures,
             backend_healthy,
-            shared,
+            redis,
             routes: per_route,
         })
     }
@@ -357,15 +471,8 @@ impl Metrics {
     }
 
     /// Handles on the Redis metrics, when `[redis]` is configured.
-    pub(crate) fn redis(&self) -> Option<crate::shared::RedisMetrics> {
-        self.shared.as_ref().map(|s| s.redis.clone())
-    }
-
-    /// Sets the runtime-revocations gauge (only exported with `[redis]`).
-    pub(crate) fn set_revocations(&self, n: usize) {
-        if let Some(s) = &self.shared {
-            s.revocations.set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+    pub(crate) fn redis(&self) -> Option<RedisMetrics> {
+        self.redis.clone()
     }
 
     /// Counts a failed journal append.

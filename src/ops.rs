@@ -7,18 +7,25 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::settings::RedisSettings;
 use crate::config::Settings;
+use crate::metrics::RedisMetrics;
 use crate::policy::principal::Principal;
-use crate::shared::revocations::Record;
-use crate::shared::{RedisMetrics, Shared};
+use crate::shared::announce::{verdicts, RECENT};
+use crate::shared::view::Record;
+use crate::shared::Shared;
+
+/// Exit code of `revoke` when the record is stored but some replica did not apply it in time.
+const SOME_NOT_APPLIED: u8 = 3;
 
 /// `authgate revoke` (`revoked = true`) and `authgate unrevoke`: a record in the shared
-/// revocation hash, published to every replica. Needs `[redis]`.
-pub fn revoke(config: &Path, principal: &Principal, key_id: &str, revoked: bool) -> ExitCode {
+/// revocation hash, published to every replica; then waits up to `wait` until every replica
+/// announced in the last 10 s has applied it, and prints one line per replica. Exit 0: all
+/// applied; 3: stored, but some did not (yet); 1: Redis unreachable, nothing stored.
+pub fn revoke(config: &Path, principal: &Principal, key_id: &str, revoked: bool, wait: Duration) -> ExitCode {
     let Some(settings) = settings(config) else {
         return ExitCode::from(1);
     };
@@ -41,26 +48,23 @@ pub fn revoke(config: &Path, principal: &Principal, key_id: &str, revoked: bool)
         let current = shared
             .current(principal, key_id)
             .await
-            .ok_or("cannot read the revocation hash")?;
+            .ok_or("cannot read the revocation hash; nothing was stored")?;
         let mut record = Record::new(principal, key_id, revoked);
         if let Some(c) = current {
             record.at = record.at.max(c.at + 1); // an immediate unrevoke still wins
         }
-        let stored = shared.merge(&record).await.ok_or("cannot write the revocation hash")?;
-        let receivers = shared.publish(&stored).await.ok_or("cannot publish the revocation")?;
-        Ok::<_, &str>((stored, receivers))
+        let (stored, seq) = shared
+            .store(&record)
+            .await
+            .ok_or("cannot write the revocation hash; nothing was stored")?;
+        if seq == 0 || stored.revoked != revoked {
+            return Ok(None);
+        }
+        Ok(Some((stored, seq, wait_for_replicas(&shared, seq, wait).await)))
     });
     match outcome {
-        Ok((stored, receivers)) if stored.revoked == revoked => {
-            println!(
-                "{}d {} {:?} key {key_id:?} ({receivers} replica(s) subscribed)",
-                verb,
-                principal.kind().as_str(),
-                &**principal.id()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
+        Ok(Some((stored, seq, replicas))) => report(verb, &stored, seq, replicas, wait),
+        Ok(None) => {
             eprintln!("authgate {verb}: a newer record of this key is in force; nothing changed");
             ExitCode::from(1)
         }
@@ -68,6 +72,54 @@ pub fn revoke(config: &Path, principal: &Principal, key_id: &str, revoked: bool)
             eprintln!("authgate {verb}: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Polls the replicas' announcements until every one has applied record `seq` or `wait`
+/// passed; the last list read (`None`: it could not be read).
+async fn wait_for_replicas(shared: &Shared, seq: u64, wait: Duration) -> Option<Vec<(String, u64)>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let replicas = shared.replicas().await;
+        let all = replicas
+            .as_ref()
+            .is_some_and(|r| verdicts(r, seq).iter().all(|(_, applied)| *applied));
+        if all || Instant::now() >= deadline {
+            return replicas;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints one line per replica and the summary; the exit code.
+fn report(verb: &str, stored: &Record, seq: u64, replicas: Option<Vec<(String, u64)>>, wait: Duration) -> ExitCode {
+    let Some(replicas) = replicas else {
+        eprintln!(
+            "authgate {verb}: stored {} (record {seq}), but the replicas' announcements could not be read",
+            stored.describe()
+        );
+        return ExitCode::from(SOME_NOT_APPLIED);
+    };
+    let verdicts = verdicts(&replicas, seq);
+    for (id, applied) in &verdicts {
+        println!("{id} {}", if *applied { "applied" } else { "NOT applied" });
+    }
+    let applied = verdicts.iter().filter(|(_, a)| *a).count();
+    eprintln!(
+        "authgate {verb}: {verb}d {} (record {seq}); {applied} of {} replica(s) announced in the last {}s applied it{}",
+        stored.describe(),
+        verdicts.len(),
+        RECENT.as_secs(),
+        if applied == verdicts.len() {
+            String::new()
+        } else {
+            format!(" within {wait:?}; the record stays stored and the others apply it when they can")
+        }
+    );
+    if applied == verdicts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(SOME_NOT_APPLIED)
     }
 }
 
@@ -87,7 +139,7 @@ where
         let metrics = RedisMetrics::unregistered().map_err(|e| e.to_string())?;
         let shared =
             Arc::new(Shared::new(redis, metrics, tokio::runtime::Handle::current()).map_err(|e| e.to_string())?);
-        if !shared.probe().await {
+        if !shared.ping().await {
             return Err(format!("redis at {url} does not answer"));
         }
         f(shared).await.map_err(str::to_string)
@@ -95,11 +147,17 @@ where
 }
 
 /// `authgate orgs import`: one org id per line from `file` (or stdin for `-`/none), blank
-/// lines and `#` comments skipped; prints how many were new.
-pub fn orgs_import(config: &Path, partner: &str, file: Option<&Path>) -> ExitCode {
+/// lines and `#` comments skipped; prints how many were new. All or nothing: with `[redis]`
+/// the orgs go to Redis in one atomic script, then to the journal; if either fails, nothing
+/// stays written and the command says to run it again. A partner the policy file does not
+/// list is refused unless `allow_unknown_partner`.
+pub fn orgs_import(config: &Path, partner: &str, file: Option<&Path>, allow_unknown_partner: bool) -> ExitCode {
     let Some(settings) = settings(config) else {
         return ExitCode::from(1);
     };
+    if !allow_unknown_partner && !partner_listed(&settings, partner) {
+        return ExitCode::from(1);
+    }
     let text = match read_input(file) {
         Ok(t) => t,
         Err(e) => {
@@ -108,42 +166,72 @@ pub fn orgs_import(config: &Path, partner: &str, file: Option<&Path>) -> ExitCod
         }
     };
     let orgs = org_lines(&text);
-    let in_journal = match crate::journal::import(&settings.learned_orgs_file, partner, &orgs) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!(
-                "authgate orgs import: cannot write {}: {e}",
-                settings.learned_orgs_file.display()
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let journal = &settings.learned_orgs_file;
     let Some(redis) = settings.redis.clone() else {
-        println!("{in_journal}");
-        eprintln!(
-            "authgate orgs import: {in_journal} of {} org(s) new for partner {partner:?} in {} \
-             (running gateways pick them up on SIGHUP)",
-            orgs.len(),
-            settings.learned_orgs_file.display()
-        );
-        return ExitCode::SUCCESS;
+        return match crate::journal::import(journal, partner, &orgs) {
+            Ok(n) => {
+                println!("{n}");
+                eprintln!(
+                    "authgate orgs import: {n} of {} org(s) new for partner {partner:?} in {} \
+                     (running gateways pick them up on SIGHUP)",
+                    orgs.len(),
+                    journal.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("authgate orgs import: cannot write {}: {e}", journal.display());
+                ExitCode::from(1)
+            }
+        };
     };
     let count = orgs.len();
-    match with_redis(redis, |shared| async move {
-        shared.import(partner, &orgs).await.ok_or("cannot write to redis")
-    }) {
+    let outcome = with_redis(redis, |shared| async move {
+        let new = shared.import(partner, &orgs).await.ok_or("cannot write to redis")?;
+        match crate::journal::import(journal, partner, &orgs) {
+            Ok(_) => Ok(new.len()),
+            Err(e) => {
+                eprintln!("authgate orgs import: cannot write {}: {e}", journal.display());
+                match shared.unimport(partner, &new).await {
+                    Some(_) => Err("the orgs it added to redis were taken back"),
+                    None => Err("the orgs it added to redis could not be taken back (they are harmless there)"),
+                }
+            }
+        }
+    });
+    match outcome {
         Ok(new) => {
             println!("{new}");
             eprintln!(
                 "authgate orgs import: {new} of {count} org(s) new for partner {partner:?} in redis \
-                 (every replica accepts them now); {in_journal} new in {}",
-                settings.learned_orgs_file.display()
+                 (every replica accepts them now) and recorded in {}",
+                journal.display()
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("authgate orgs import: {e} (the journal has them; replicas write them back to redis)");
+            eprintln!("authgate orgs import: {e}; nothing was imported, run the import again");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Whether the policy file lists `partner` (an import for a typo would teach orgs to
+/// nobody); says why not on stderr.
+fn partner_listed(settings: &Settings, partner: &str) -> bool {
+    match crate::config::load::load_directory(settings) {
+        Ok(dir) if dir.partner(partner).is_some() => true,
+        Ok(_) => {
+            eprintln!(
+                "authgate orgs import: partner {partner:?} is not in {}; nothing was written \
+                 (--allow-unknown-partner imports anyway)",
+                settings.policy_file.display()
+            );
+            false
+        }
+        Err(problems) => {
+            eprintln!("authgate orgs import: cannot read the policy file:\n{problems}");
+            false
         }
     }
 }

@@ -29,7 +29,6 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let Loaded { settings, policy } = loaded;
     install_panic_hook();
     let gw = Gateway::new(settings, policy)?;
-    crate::shared::start(&gw);
     let s = gw.settings.clone();
 
     // Fail fast, with a clear message, if an address is taken.

@@ -11,50 +11,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{ops, redis_config, wait_redis_up, RedisServer};
 use common::*;
 
 /// The base config with a 30/min limit on `/tiny` and `[redis]` pointing at `redis`.
 fn config(redis: &RedisServer, on_error: &str, timeout: &str) -> String {
-    let mut text = Cfg {
-        limits_extra: "\n[[limits]]\nname = \"tiny\"\nper_minute = 30\n".into(),
-        routes_extra: r#"
-[[routes]]
-name = "tiny"
-path = "/tiny"
-auth = "partner"
-limits = ["tiny"]
-"#
-        .into(),
-        ..Cfg::default()
-    }
-    .render();
-    text.push_str(&format!(
-        "\n[redis]\nurl = \"{}\"\nkey_prefix = \"e2e:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n",
-        redis.url()
-    ));
-    text
+    redis_config(&redis.url(), on_error, timeout, "", None)
 }
 
 fn replicas(n: usize, up: &Upstream, redis: &RedisServer, on_error: &str) -> Vec<Gateway> {
     (0..n)
         .map(|_| Gateway::start(&up.address(), &config(redis, on_error, "50ms"), &base_policy(), &[]))
         .collect()
-}
-
-/// `authgate <command> --config <gw's config> <args>`, run in the gateway's config directory.
-fn ops(gw: &Gateway, command: &[&str], args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
-    let cfg = gw.config_path();
-    let mut all = command.to_vec();
-    all.extend(["--config", cfg.to_str().unwrap()]);
-    all.extend_from_slice(args);
-    run_cli(&gw.conf, &all, stdin, DEADLINE)
-}
-
-fn wait_redis_up(gw: &Gateway, up: f64) {
-    gw.wait_metric_where(&format!("authgate_redis_up == {up}"), |m| {
-        m.sum("authgate_redis_up", &[]) == up
-    });
 }
 
 /// At least `burst`, at most `burst` + the refills `elapsed` allows (the suite's rule).
@@ -196,7 +164,10 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
         None,
     );
     assert_eq!(out.code(), Some(0), "{}", out.all());
-    assert!(out.stdout.contains("2 replica(s)"), "{}", out.all());
+    // one line per replica, each applied before the command returned
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.all());
+    assert!(lines.iter().all(|l| l.ends_with(" applied")), "{}", out.all());
     for gw in &gws {
         wait_for(DEADLINE, "401 revoked_key on every replica", || {
             let r = gw.get_auth(&path, &tok, &[]);

@@ -37,6 +37,8 @@ pub(crate) struct RedisFile {
     pub(crate) key_prefix: Option<String>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) on_error: Option<Spanned<String>>,
+    /// How old the revocation view may get before it is stale (docs/reference.md#redis).
+    pub(crate) revocations_max_age: Option<Spanned<String>>,
 }
 
 /// `[server]`.
@@ -46,6 +48,8 @@ pub(crate) struct ServerFile {
     pub(crate) listen: Spanned<String>,
     pub(crate) admin_listen: Option<Spanned<String>>,
     pub(crate) threads: Option<usize>,
+    /// How this replica names itself in Redis and to `authgate revoke` (default hostname-pid).
+    pub(crate) instance_id: Option<Spanned<String>>,
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) shutdown_grace: Option<Spanned<String>>,
     /// `error`, `warn`, `info` (default), `debug`, `trace`.

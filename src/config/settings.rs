@@ -121,6 +121,11 @@ pub(crate) struct RedisSettings {
     /// Per command.
     pub(crate) timeout: Duration,
     pub(crate) on_error: OnError,
+    /// How old the revocation view may be while the subscription is not known live
+    /// (docs/reference.md#redis); past it the view is stale.
+    pub(crate) revocations_max_age: Duration,
+    /// `[server] instance_id`: this replica's name in its announcements.
+    pub(crate) instance_id: String,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -130,6 +135,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("on_error", &self.on_error)
+            .field("revocations_max_age", &self.revocations_max_age)
+            .field("instance_id", &self.instance_id)
             .finish()
     }
 }

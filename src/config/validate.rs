@@ -38,6 +38,7 @@ pub(crate) mod defaults {
     pub(crate) const API_KEY_HEADER: &str = "X-API-Key";
     pub(crate) const REDIS_TIMEOUT: &str = "50ms";
     pub(crate) const REDIS_KEY_PREFIX: &str = "authgate:";
+    pub(crate) const REVOCATIONS_MAX_AGE: &str = "5s";
     /// The cluster `[upstream]` defines and routes use unless they name another.
     pub(crate) const CLUSTER: &str = "default";
     pub(crate) const HEALTH_INTERVAL: &str = "5s";
@@ -328,7 +329,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
     };
 
     // [redis]
-    let redis = file.redis.as_ref().and_then(|r| redis(&mut c, r));
+    let instance = instance_id(&mut c, s.instance_id.as_ref());
+    let redis = file.redis.as_ref().and_then(|r| redis(&mut c, r, instance));
 
     // [[limits]]
     let mut limits: Vec<LimitDef> = Vec::new();
@@ -400,9 +402,43 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
     }
 }
 
+/// `[server] instance_id`: how this replica names itself to the others and to
+/// `authgate revoke` (default `<hostname>-<pid>`): 1-128 characters of `[A-Za-z0-9._:-]`,
+/// so it can stand in a Redis hash field and a terminal line as it is.
+fn instance_id(c: &mut Ctx<'_, '_>, id: Option<&Spanned<String>>) -> String {
+    let Some(id) = id else {
+        return format!("{}-{}", hostname(), std::process::id());
+    };
+    let v = id.get_ref();
+    let ok = (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    if !ok {
+        c.r.at(
+            id.span(),
+            format!("server.instance_id: {v:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
+        );
+    }
+    v.clone()
+}
+
+/// This host's name (Linux), or `authgate` when it cannot be read.
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || ".-_".contains(*c))
+        .take(100)
+        .collect();
+    if name.is_empty() {
+        "authgate".into()
+    } else {
+        name
+    }
+}
+
 /// `[redis]`: a `redis://` or `rediss://` URL from `url` or the variable `url_env` names
-/// (exactly one), a per-command timeout, and `on_error`.
-fn redis(c: &mut Ctx<'_, '_>, r: &Spanned<RedisFile>) -> Option<RedisSettings> {
+/// (exactly one), a per-command timeout, `on_error`, and how old the revocation view may be.
+fn redis(c: &mut Ctx<'_, '_>, r: &Spanned<RedisFile>, instance_id: String) -> Option<RedisSettings> {
     let span = r.span();
     let r = r.get_ref();
     let url = match (&r.url, &r.url_env) {
@@ -442,6 +478,15 @@ fn redis(c: &mut Ctx<'_, '_>, r: &Spanned<RedisFile>) -> Option<RedisSettings> {
             OnError::Local
         }
     };
+    let revocations_max_age = c.duration(
+        &r.revocations_max_age,
+        defaults::REVOCATIONS_MAX_AGE,
+        "redis.revocations_max_age",
+    );
+    if revocations_max_age < Duration::from_secs(1) || revocations_max_age > Duration::from_secs(3600) {
+        let at = r.revocations_max_age.as_ref().map_or(span.clone(), |t| t.span());
+        c.r.at(at, "redis.revocations_max_age must be between 1s and 1h");
+    }
     Some(RedisSettings {
         url: url?,
         key_prefix: r
@@ -450,6 +495,8 @@ fn redis(c: &mut Ctx<'_, '_>, r: &Spanned<RedisFile>) -> Option<RedisSettings> {
             .unwrap_or_else(|| defaults::REDIS_KEY_PREFIX.into()),
         timeout,
         on_error,
+        revocations_max_age,
+        instance_id,
     })
 }
 

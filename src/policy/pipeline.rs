@@ -57,6 +57,10 @@ pub struct Gate<'a, C: Clock = DefaultClock> {
     pub tokens: &'a TokenCache,
     /// Revocations made at runtime (`authgate revoke`), besides the policy file's.
     pub revoked: &'a Revocations,
+    /// Whether `revoked` may be relied on now (docs/reference.md#redis): false while this
+    /// replica has never read the shared set, or under `on_error = "deny"` while its view is
+    /// stale. Then step 3 answers 503 `shared_state_unavailable` on authenticating routes.
+    pub revocations_usable: bool,
 }
 
 /// The request as the decision sees it.
@@ -275,7 +279,8 @@ fn credential(
                     id: id.clone(),
                     key_id: verified.key_id.clone(),
                 };
-                let shared_revoked = key_id.is_some_and(|k| gate.revoked.contains(PrincipalKind::Partner, id, k));
+                let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
+                let shared_revoked = key_id.is_some_and(|k| revoked.contains(PrincipalKind::Partner, id, k));
                 match directory::admit_partner(dir, id, key_id, shared_revoked, client_ip) {
                     Ok(p) => Ok((identity, Principal::partner(p.id.clone()))),
                     Err(d) => Err((d, identity)),
@@ -289,7 +294,8 @@ fn credential(
                     id: id.clone(),
                     key_id: verified.key_id.clone(),
                 };
-                let shared_revoked = key_id.is_some_and(|k| gate.revoked.contains(PrincipalKind::Org, id, k));
+                let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
+                let shared_revoked = key_id.is_some_and(|k| revoked.contains(PrincipalKind::Org, id, k));
                 let must_be_listed = gate.fixed.jwt.org_must_be_listed;
                 match directory::admit_org(dir, id, key_id, shared_revoked, client_ip, must_be_listed) {
                     Ok(_) => Ok((identity, Principal::org(id.clone()))),
@@ -318,7 +324,8 @@ fn credential(
             if entry.disabled {
                 return Err((Denial::KeyDisabled, identity));
             }
-            let shared_revoked = gate.revoked.contains(PrincipalKind::Org, &entry.org, &entry.id);
+            let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
+            let shared_revoked = revoked.contains(PrincipalKind::Org, &entry.org, &entry.id);
             let must_be_listed = gate.fixed.jwt.org_must_be_listed;
             match directory::admit_org(dir, &entry.org, None, shared_revoked, client_ip, must_be_listed) {
                 Ok(_) => Ok((identity, Principal::org(entry.org.clone()))),
@@ -326,6 +333,16 @@ fn credential(
             }
         }
         AuthKind::None => Ok((Identity::Anonymous, Principal::partner(""))),
+    }
+}
+
+/// Step 3's first question: may the runtime revocations be relied on now? A replica that
+/// cannot tell whether a key was revoked refuses (503) rather than admit it.
+fn revocations_in_force<'r, C: Clock>(gate: &'r Gate<'_, C>) -> Result<&'r Revocations, Denial> {
+    if gate.revocations_usable {
+        Ok(gate.revoked)
+    } else {
+        Err(Denial::SharedStateUnavailable)
     }
 }
 
@@ -405,6 +422,7 @@ mod tests {
         tokens: TokenCache,
         learned: LearnedOrgs,
         revoked: Revocations,
+        revocations_usable: bool,
     }
 
     impl World {
@@ -496,6 +514,7 @@ mod tests {
             tokens: TokenCache::new(100),
             learned: LearnedOrgs::new(),
             revoked: Revocations::default(),
+            revocations_usable: true,
         }
     }
 
@@ -523,6 +542,7 @@ mod tests {
             snapshot: &w.snapshot,
             tokens: &w.tokens,
             revoked: &w.revoked,
+            revocations_usable: w.revocations_usable,
         };
         let facts = RequestFacts {
             method,
@@ -758,6 +778,50 @@ mod tests {
         );
     }
 
+    /// Fault: this replica cannot rely on its revocation view (never read from Redis, or
+    /// stale under `on_error = "deny"`). What must hold: no authenticating route admits a
+    /// request (503 at step 3, after the credential was checked), and routes without
+    /// authentication still pass.
+    #[test]
+    fn an_unusable_revocation_view_refuses_authenticating_routes_at_step_3() {
+        let mut w = world();
+        w.revocations_usable = false;
+        let auth = bearer(&mint(&claims(), Some("hs-1")));
+        assert_eq!(
+            run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth)]),
+            Err(Denial::SharedStateUnavailable)
+        );
+        let mut org_claims = claims();
+        org_claims["org_id"] = "o-7".into();
+        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        assert_eq!(
+            run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]),
+            Err(Denial::SharedStateUnavailable)
+        );
+        assert_eq!(
+            run(&w, "GET", "/v1/org/info", &[("x-api-key", "org_aaaaaaaaaaaaaaaaaaaa")]),
+            Err(Denial::SharedStateUnavailable)
+        );
+        // a bad token is still a 401: the credential is checked first
+        assert_eq!(
+            run(
+                &w,
+                "GET",
+                "/partner/v1/orgs/o-1/x",
+                &[("Authorization", "Bearer x.y.z")]
+            )
+            .map(|_| ()),
+            run(
+                &world(),
+                "GET",
+                "/partner/v1/orgs/o-1/x",
+                &[("Authorization", "Bearer x.y.z")]
+            )
+            .map(|_| ())
+        );
+        assert!(run(&w, "GET", "/health", &[]).is_ok());
+    }
+
     #[test]
     fn declared_body_too_large() {
         let w = world();
@@ -766,6 +830,7 @@ mod tests {
             snapshot: &w.snapshot,
             tokens: &w.tokens,
             revoked: &w.revoked,
+            revocations_usable: w.revocations_usable,
         };
         let headers = HeaderMap::new();
         let facts = RequestFacts {

@@ -373,23 +373,7 @@ impl ProxyHttp for AuthProxy {
         }
         if end_of_stream {
             if let Some(org) = org_from_response(&learn.body, &learn.pointer) {
-                // Synchronous on purpose: the entry must be on disk before the body completes.
-                if self.gw.learned.learn(&learn.partner, &org) {
-                    if let Err(e) = self.gw.journal.append(&learn.partner, &org) {
-                        self.gw.metrics.journal_failure();
-                        tracing::error!(request_id = %ctx.request_id, "learned org not persisted: {e}");
-                    }
-                    self.gw.metrics.set_learned_orgs(self.gw.learned.len());
-                }
-                // Every replica must accept the org once this response has completed.
-                if let Some(shared) = &self.gw.shared {
-                    if !shared.record_blocking(&learn.partner, &org) {
-                        tracing::warn!(
-                            request_id = %ctx.request_id,
-                            "learned org not yet in redis; it is written back when redis is available"
-                        );
-                    }
-                }
+                self.gw.learn_org(&learn.partner, &org, &ctx.request_id);
             }
             learn.active = false;
             *body = Some(Bytes::from(std::mem::take(&mut learn.body)));

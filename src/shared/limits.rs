@@ -3,11 +3,14 @@
 //! semantics (a burst of N refilled evenly over the minute), on Redis's clock (`TIME`), so
 //! replicas with skewed clocks still share one bucket.
 
-use super::{Op, Shared};
+use super::faults::unexpected;
+use super::Shared;
 use crate::config::settings::OnError;
+use crate::metrics::RedisOp;
 use crate::policy::denial::Denial;
+use crate::policy::pipeline::{Embedded, SharedState};
 use crate::policy::principal::Principal;
-use crate::policy::rate_limit::{whole_seconds_at_least_one, Headroom, OverrideBuckets, RateLimits};
+use crate::policy::rate_limit::{whole_seconds_at_least_one, Headroom, OverrideBuckets};
 
 /// GCRA over all of a request's limits, in order. `KEYS[i]` is limit i's bucket (its
 /// theoretical arrival time, µs), `ARGV[i]` its per-minute figure. A limit that allows
@@ -91,11 +94,12 @@ fn integer(field: &[u8]) -> Option<i64> {
 
 impl Shared {
     /// Step 6 for `principal` on a route with `limits`. Falls back per `on_error` when
-    /// Redis is unavailable: `local` charges this replica's own buckets, `deny` refuses with
-    /// 503 `shared_state_unavailable`.
+    /// Redis is unavailable: `local` charges this replica's own buckets (the embedded store,
+    /// the same one a gateway without `[redis]` runs), `deny` refuses with 503
+    /// `shared_state_unavailable`.
     pub(crate) async fn charge(
         &self,
-        embedded: &RateLimits,
+        embedded: &Embedded<'_>,
         overrides: &OverrideBuckets,
         limits: &[usize],
         principal: &Principal,
@@ -105,27 +109,33 @@ impl Shared {
         }
         let mut invocation = self.limit_script.prepare_invoke();
         for &i in limits {
-            let (name, per_minute) = embedded.plan(overrides, i, principal);
+            let (name, per_minute) = embedded.limits.plan(overrides, i, principal);
             invocation.key(limit_key(self.key_prefix(), principal, name, per_minute));
             invocation.arg(per_minute);
         }
-        let reply: Option<redis::Value> = self
-            .call(Op::Limit, |mut c| async move { invocation.invoke_async(&mut c).await })
+        let count = limits.len();
+        let reply = self
+            .call(RedisOp::Limit, |mut c| async move {
+                let v: redis::Value = invocation.invoke_async(&mut c).await?;
+                match script_reply(&v) {
+                    Some(answer @ [1, _, _]) => Ok(answer),
+                    Some(answer @ [0, index, _]) if (1..=count as i64).contains(&index) => Ok(answer),
+                    _ => Err(unexpected("the rate-limit script answered an unexpected shape")),
+                }
+            })
             .await;
-        let Some(reply) = reply else {
-            return self.fallback(embedded, overrides, limits, principal);
-        };
-        match script_reply(&reply) {
+        match reply {
+            None => self.fallback(embedded, overrides, limits, principal).await,
             Some([1, remaining, per_minute]) => Ok(Some(Headroom {
                 per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
                 remaining: u32::try_from(remaining).unwrap_or(0),
             })),
-            Some([0, index, wait_us]) => {
+            Some([_, index, wait_us]) => {
                 let i = usize::try_from(index - 1).ok().and_then(|k| limits.get(k)).copied();
                 let Some(i) = i else {
-                    return self.fallback(embedded, overrides, limits, principal);
+                    return self.fallback(embedded, overrides, limits, principal).await;
                 };
-                let (name, per_minute) = embedded.plan(overrides, i, principal);
+                let (name, per_minute) = embedded.limits.plan(overrides, i, principal);
                 let wait = std::time::Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
                 Err(Denial::RateLimited {
                     limit: name.to_string(),
@@ -133,22 +143,18 @@ impl Shared {
                     retry_after_secs: whole_seconds_at_least_one(wait),
                 })
             }
-            _ => {
-                tracing::warn!("rate-limit script answered {reply:?}");
-                self.fallback(embedded, overrides, limits, principal)
-            }
         }
     }
 
-    fn fallback(
+    async fn fallback(
         &self,
-        embedded: &RateLimits,
+        embedded: &Embedded<'_>,
         overrides: &OverrideBuckets,
         limits: &[usize],
         principal: &Principal,
     ) -> Result<Option<Headroom>, Denial> {
         match self.on_error() {
-            OnError::Local => embedded.check(overrides, limits, principal),
+            OnError::Local => embedded.charge(overrides, limits, principal).await,
             OnError::Deny => Err(Denial::SharedStateUnavailable),
         }
     }

@@ -1,111 +1,87 @@
-//! Shared state across replicas through Redis (docs/reference.md#shared-state-across-replicas): rate-limit buckets, learned
-//! orgs and revocations, so N replicas behind one load balancer act as one gateway.
+//! Shared state across replicas through Redis (docs/reference.md#shared-state-across-replicas): rate-limit
+//! buckets, learned orgs and revocations, so N replicas behind one load balancer act as one gateway.
 //!
-//! The client is redis-rs's `ConnectionManager` (one multiplexed connection that reconnects
-//! by itself), chosen over fred for being the Redis project's own Rust client, with the
-//! widest use and a small API. On top of it sits a circuit: every command has `timeout`;
-//! a command that fails or times out marks Redis down, and until a probe (`PING`, with
-//! backoff) succeeds again, requests do not wait on Redis at all — they fall back as
-//! `on_error` says. Coming back up runs a resync: learned orgs and revocations that Redis
-//! lost or never saw are written back.
+//! The client is redis-rs (the Redis project's own Rust client): plain multiplexed
+//! connections, each replaced by a new one to the configured address when it times out,
+//! breaks, or answers `READONLY`/`LOADING`/`MASTERDOWN`/`OOM` ([`faults`]); a demoted primary
+//! or a failed probe replaces every connection of the replica at once (an *epoch* bump).
+//! On top sits a circuit: a command that fails opens it, and until the maintainer's probe (a
+//! write, with back-off) succeeds again, requests do not wait on Redis at all; they fall
+//! back as `on_error` says. Coming back up writes back what Redis lost.
 //!
-//! All Redis I/O that is not a request's own command runs on a dedicated runtime thread
-//! (`authgate-redis`), so housekeeping never competes with the proxy workers. A request's
-//! own commands run on its worker's connection ([`local_conn`]), so they cross no thread.
+//! The stores know no application: they work on narrow [`Handles`] (the learned-org set,
+//! the revocation view) and their metrics, which the `Gateway` owns and hands over.
+//! Housekeeping runs on a dedicated runtime thread (`authgate-redis`); a request's own
+//! commands run on its worker's connection ([`local_conn`]), so they cross no thread.
 
+pub(crate) mod announce;
+pub(crate) mod faults;
 pub(crate) mod limits;
 pub(crate) mod local_conn;
+mod maintain;
 pub(crate) mod orgs;
 pub(crate) mod revocations;
+pub(crate) mod view;
 
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use prometheus::{Histogram, IntCounterVec, IntGauge};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use crate::config::settings::{redacted_url, OnError, RedisSettings};
-use crate::gateway::Gateway;
-use local_conn::{Conn, Lookup};
+use crate::metrics::{RedisConnection, RedisMetrics, RedisOp};
+use crate::policy::ownership::LearnedOrgs;
+use faults::{Fault, LogLimiter, Replace};
+use local_conn::Lookup;
+use view::RevocationView;
 
-/// Longest wait between two reconnection probes.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// First wait after Redis was found down.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// How often a healthy replica re-reads the shared revocations (besides pub/sub).
-const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// Least time a housekeeping probe (or connect) may take: a 50 ms request bound is right
+/// for a request, not for opening a connection across a loaded network.
+const PROBE_FLOOR: Duration = Duration::from_millis(500);
+/// Time bound of resyncs and CLI commands.
+const BULK_FLOOR: Duration = Duration::from_secs(5);
 
-/// What a Redis command was for (the `op` label of `authgate_redis_errors_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// Step 6: the rate-limit script.
-    Limit,
-    /// Step 7: is this org one a replica learned?
-    OrgRead,
-    /// A create response taught an org.
-    OrgWrite,
-    /// Revocation reads, writes and the subscription.
-    Revocation,
-    /// Writing back what Redis lost.
-    Resync,
-    /// Connecting and probing.
-    Connect,
-}
-
-impl Op {
-    /// Every op, for pre-declared metric children.
-    pub(crate) const ALL: [Op; 6] = [
-        Op::Limit,
-        Op::OrgRead,
-        Op::OrgWrite,
-        Op::Revocation,
-        Op::Resync,
-        Op::Connect,
-    ];
-
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Op::Limit => "limit",
-            Op::OrgRead => "org_read",
-            Op::OrgWrite => "org_write",
-            Op::Revocation => "revocation",
-            Op::Resync => "resync",
-            Op::Connect => "connect",
-        }
-    }
-}
-
-/// The Redis metrics (docs/reference.md#metrics) (registered only when `[redis]` is configured, so a
-/// "Redis down" alert never fires on an embedded deployment).
+/// What the stores work on: state the `Gateway` owns and shares with them.
 #[derive(Clone)]
-pub(crate) struct RedisMetrics {
-    pub(crate) up: IntGauge,
-    pub(crate) errors: IntCounterVec,
-    pub(crate) duration: Histogram,
+pub(crate) struct Handles {
+    /// Orgs learned from create responses (written back when Redis lost them).
+    pub(crate) learned: Arc<LearnedOrgs>,
+    /// The revocations this replica has applied, and how fresh they are.
+    pub(crate) view: Arc<RevocationView>,
 }
 
-/// The Redis connection, its circuit and its metrics.
+/// The housekeeping connection and the epoch it belongs to.
+struct Housekeeping {
+    epoch: u64,
+    conn: MultiplexedConnection,
+}
+
+/// The Redis connections, their circuit and their metrics.
 pub(crate) struct Shared {
     settings: RedisSettings,
     client: redis::Client,
-    conn: ArcSwapOption<ConnectionManager>,
+    conn: ArcSwapOption<Housekeeping>,
     up: AtomicBool,
+    /// Bumped to replace every connection; each connection remembers the epoch it was
+    /// opened in and is not used in another.
+    epoch: AtomicU64,
+    /// The subscription watches it to replace itself with the rest.
+    epochs: tokio::sync::watch::Sender<u64>,
     /// Wakes the maintainer when a command failed.
     trouble: tokio::sync::Notify,
     metrics: RedisMetrics,
     limit_script: redis::Script,
-    merge_script: redis::Script,
     /// The runtime that owns the maintainer and the subscription.
     runtime: tokio::runtime::Handle,
     /// Tells this instance's worker connections apart from another's (tests run several).
     id: u64,
-    /// Bumped each time Redis comes back, so workers reopen their own connections.
-    generation: AtomicU64,
+    logs: LogLimiter,
+    origin: Instant,
 }
 
 /// A client for `settings.url` with `TCP_NODELAY` on. redis-rs 1.x leaves Nagle's algorithm
@@ -119,11 +95,19 @@ fn client(settings: &RedisSettings) -> RedisResult<redis::Client> {
     redis::Client::open(info.set_tcp_settings(tcp))
 }
 
+/// Opening a connection: bounded as a whole (connect, handshake), and no response timer of
+/// redis-rs's own, because every command is bounded where it is sent.
+fn connection_config(limit: Duration) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(None)
+}
+
 /// Source of [`Shared::id`].
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
-    /// A client for `settings` (nothing is connected yet; [`maintain`] does that).
+    /// A client for `settings` (nothing is connected yet: the maintainer does that).
     pub(crate) fn new(
         settings: RedisSettings,
         metrics: RedisMetrics,
@@ -137,17 +121,26 @@ impl Shared {
             client,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            epoch: AtomicU64::new(1),
+            epochs: tokio::sync::watch::Sender::new(1),
             trouble: tokio::sync::Notify::new(),
             metrics,
             limit_script: redis::Script::new(limits::GCRA_SCRIPT),
-            merge_script: redis::Script::new(revocations::MERGE_SCRIPT),
             runtime,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
+            logs: LogLimiter::new(),
+            origin: Instant::now(),
         })
     }
 
-    /// Whether the last command or probe succeeded.
+    /// Starts the background work on the Redis runtime: the maintainer (probes,
+    /// announcements, write-backs) and the revocation subscription.
+    pub(crate) fn start(self: &Arc<Self>, handles: Handles) {
+        self.runtime.spawn(maintain::maintain(self.clone(), handles.clone()));
+        self.runtime.spawn(revocations::follow(self.clone(), handles.view));
+    }
+
+    /// Whether the last probe succeeded and no command failed since.
     pub(crate) fn up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
@@ -155,6 +148,11 @@ impl Shared {
     /// What requests get while Redis is unavailable.
     pub(crate) fn on_error(&self) -> OnError {
         self.settings.on_error
+    }
+
+    /// This replica's name in its announcements.
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.settings.instance_id
     }
 
     /// Every key this replica writes starts with it (several deployments can share a Redis).
@@ -171,112 +169,209 @@ impl Shared {
         k
     }
 
+    /// The per-command time bound.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Runs one command of a request with the per-command timeout, on this worker's own
-    /// connection when it is ready (else on the shared one, and this worker starts opening
-    /// its own). `None` when Redis is down (without trying), when the command fails, or when
-    /// it takes longer than `timeout`; the last two count an error and open the circuit.
-    pub(crate) async fn call<T, F, Fut>(&self, op: Op, f: F) -> Option<T>
+    /// connection when it is ready (else on the housekeeping one, and this worker starts
+    /// opening its own). `None` when Redis is down (without trying) or when the command
+    /// failed or took longer than `timeout`; a failure opens the circuit.
+    pub(crate) async fn call<T, F, Fut>(&self, op: RedisOp, f: F) -> Option<T>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.up() {
             return None;
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        match local_conn::lookup(self.id, generation) {
+        let epoch = self.epoch();
+        match local_conn::lookup(self.id, epoch) {
             Lookup::Ready(c) => {
-                let out = self.run(op, f(Conn::Local(c)), self.settings.timeout).await;
-                if out.is_none() {
-                    local_conn::forget(self.id);
+                let out = self.run(op, f(c), self.settings.timeout).await;
+                if let Err(fault) = &out {
+                    if fault.replaces() != Replace::Nothing {
+                        local_conn::forget(self.id);
+                        self.metrics.replaced(RedisConnection::Worker);
+                    }
                 }
-                return out;
+                return out.ok();
             }
-            Lookup::Open => self.open_local(generation),
+            Lookup::Open => self.open_local(epoch),
             Lookup::Wait => {}
         }
-        let conn = self.conn.load_full()?;
-        self.run(op, f(Conn::Manager((*conn).clone())), self.settings.timeout)
-            .await
+        let hk = self.conn.load_full().filter(|h| h.epoch == epoch)?;
+        let out = self.run(op, f(hk.conn.clone()), self.settings.timeout).await;
+        self.after(&hk, &out);
+        out.ok()
     }
 
     /// Opens this worker's own connection in the background, on this worker's runtime.
-    fn open_local(&self, generation: u64) {
+    fn open_local(&self, epoch: u64) {
         let (client, id) = (self.client.clone(), self.id);
-        let limit = self.settings.timeout.max(Duration::from_millis(500));
-        // connection_timeout bounds the whole set-up (connect, handshake); no response
-        // timer of redis-rs's own: `run` bounds every command
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(limit))
-            .set_response_timeout(None);
+        let config = connection_config(self.settings.timeout.max(PROBE_FLOOR));
         tokio::spawn(async move {
             let conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(|e| tracing::debug!("redis: worker connection failed, using the shared one: {e}"))
                 .ok();
-            local_conn::opened(id, generation, conn);
+            local_conn::opened(id, epoch, conn);
         });
     }
 
-    /// Like [`Shared::call`] but tries even while the circuit is open, and waits up to 5 s
-    /// (or `timeout`, if longer): for resyncs and the CLI, not for requests.
-    pub(crate) async fn run_unbounded<T, F, Fut>(&self, op: Op, f: F) -> Option<T>
+    /// Runs a housekeeping command (resyncs, announcements, the CLI) on the housekeeping
+    /// connection, opening one if there is none, even while the circuit is open; bounded by
+    /// `timeout` or `floor`, whichever is longer.
+    pub(crate) async fn housekeeping<T, F, Fut>(&self, op: RedisOp, floor: Duration, f: F) -> Result<T, Fault>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let conn = self.conn.load_full()?;
-        let limit = self.settings.timeout.max(Duration::from_secs(5));
-        self.run(op, f(Conn::Manager((*conn).clone())), limit).await
+        let hk = self.housekeeping_conn(op).await?;
+        let out = self.run(op, f(hk.conn.clone()), self.settings.timeout.max(floor)).await;
+        self.after(&hk, &out);
+        out
     }
 
-    /// Runs `fut` with a time bound, counting its duration and any failure. The bound is
-    /// pingora's fast timeout (10 ms ticks, one shared timer per tick), as pingora's own I/O
-    /// timeouts are: a tokio timer per command costs a wake-up of the worker's event loop
-    /// (an eventfd write) whenever it is the earliest deadline, i.e. on nearly every request.
-    async fn run<T>(&self, op: Op, fut: impl Future<Output = RedisResult<T>>, limit: Duration) -> Option<T> {
+    /// A housekeeping command bounded for bulk work (resyncs, the CLI): `None` on failure.
+    pub(crate) async fn bulk<T, F, Fut>(&self, op: RedisOp, f: F) -> Option<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.housekeeping(op, BULK_FLOOR, f).await.ok()
+    }
+
+    /// The housekeeping connection of this epoch, opened when there is none.
+    async fn housekeeping_conn(&self, op: RedisOp) -> Result<Arc<Housekeeping>, Fault> {
+        let epoch = self.epoch();
+        if let Some(hk) = self.conn.load_full().filter(|h| h.epoch == epoch) {
+            return Ok(hk);
+        }
+        let limit = self.settings.timeout.max(PROBE_FLOOR);
+        let config = connection_config(limit);
+        let opened = self
+            .run(
+                op,
+                self.client.get_multiplexed_async_connection_with_config(&config),
+                limit * 2,
+            )
+            .await?;
+        let hk = Arc::new(Housekeeping { epoch, conn: opened });
+        self.conn.store(Some(hk.clone()));
+        Ok(hk)
+    }
+
+    /// After a command on the housekeeping connection: replace it when the fault says so.
+    fn after<T>(&self, hk: &Arc<Housekeeping>, out: &Result<T, Fault>) {
+        if matches!(out, Err(f) if f.replaces() == Replace::This) {
+            let current = self.conn.load();
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, hk)) {
+                self.conn.store(None);
+                self.metrics.replaced(RedisConnection::Shared);
+            }
+        }
+    }
+
+    /// Runs `fut` with a time bound, counting its duration and any failure; a failure
+    /// opens the circuit ([`Shared::failed`]). The bound is pingora's fast timeout (10 ms
+    /// ticks, one shared timer per tick), as pingora's own I/O timeouts are: a tokio timer
+    /// per command costs a wake-up of the worker's event loop (an eventfd write) whenever it
+    /// is the earliest deadline, i.e. on nearly every request.
+    async fn run<T>(
+        &self,
+        op: RedisOp,
+        fut: impl Future<Output = RedisResult<T>>,
+        limit: Duration,
+    ) -> Result<T, Fault> {
+        self.bounded(fut, limit).await.map_err(|(fault, why)| {
+            self.failed(op, fault, &why);
+            fault
+        })
+    }
+
+    /// `fut` within `limit`, its duration observed; a failure says what it was.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = RedisResult<T>>,
+        limit: Duration,
+    ) -> Result<T, (Fault, String)> {
         let started = Instant::now();
         let outcome = pingora::time::fast_timeout::fast_timeout(limit, fut).await;
         self.metrics.duration.observe(started.elapsed().as_secs_f64());
         match outcome {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(op, &format!("{e}"));
-                None
-            }
-            Err(_) => {
-                self.failed(op, &format!("no answer within {:?}", limit));
-                None
-            }
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err((Fault::of(&e), e.to_string())),
+            Err(_) => Err((Fault::Timeout, format!("no answer within {limit:?}"))),
         }
     }
 
-    fn failed(&self, op: Op, why: &str) {
-        self.metrics.errors.with_label_values(&[op.as_str()]).inc();
-        if self.up.swap(false, Ordering::AcqRel) {
+    /// A failure that says Redis cannot be relied on: counted and logged ([`Shared::note`]),
+    /// and the circuit opens, so requests stop waiting on Redis until a probe succeeds.
+    fn failed(&self, op: RedisOp, fault: Fault, why: &dyn Display) {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if was_up {
             self.metrics.up.set(0);
+            self.trouble.notify_one();
+        }
+        let state = if was_up {
+            "unavailable, requests fall back"
+        } else {
+            "still unavailable"
+        };
+        self.note(
+            op,
+            fault,
+            &format_args!("{state} ({:?}): {why}", self.settings.on_error),
+        );
+    }
+
+    /// Counts a failure, replaces every connection when the fault says so, and logs it
+    /// (each kind at most once a second).
+    fn note(&self, op: RedisOp, fault: Fault, why: &dyn Display) {
+        self.metrics.error(op);
+        if fault.replaces() == Replace::All {
+            self.replace_all();
+        }
+        if let Some(quiet) = self.logs.admit(fault, self.now_ms()) {
             tracing::warn!(
                 op = op.as_str(),
-                "redis unavailable, falling back ({:?}): {why}",
-                self.settings.on_error
+                fault = fault.as_str(),
+                unlogged = quiet,
+                "redis: {why}"
             );
-            self.trouble.notify_one();
-        } else {
-            tracing::debug!(op = op.as_str(), "redis command failed: {why}");
         }
+    }
+
+    /// Replaces every connection of this replica: the housekeeping one now, the workers'
+    /// at their next command, the subscription as soon as it sees the new epoch.
+    fn replace_all(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.conn.swap(None).is_some() {
+            self.metrics.replaced(RedisConnection::Shared);
+        }
+        self.epochs.send_replace(epoch);
     }
 
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
-            self.generation.fetch_add(1, Ordering::AcqRel);
             self.metrics.up.set(1);
             tracing::info!(url = %redacted_url(&self.settings.url), "redis available");
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Runs `fut` on the Redis runtime and blocks this (non-runtime) thread until it ends or
-    /// `timeout` passes. For the synchronous response-body phase: learning an org must reach
+    /// `limit` passes. For the synchronous response-body phase: learning an org must reach
     /// Redis before the create response completes.
     pub(crate) fn block_on_runtime<T: Send + 'static>(
         &self,
@@ -290,121 +385,35 @@ impl Shared {
         rx.recv_timeout(limit).ok()
     }
 
-    /// The per-command time bound.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.settings.timeout
+    /// Whether Redis answers PING (the CLI's check; it never announces itself).
+    pub(crate) async fn ping(&self) -> bool {
+        self.housekeeping(RedisOp::Connect, PROBE_FLOOR, |mut c| async move {
+            redis::cmd("PING").query_async::<redis::Value>(&mut c).await
+        })
+        .await
+        .is_ok_and(|v| matches!(v, redis::Value::SimpleString(ref s) if s == "PONG"))
     }
 
-    /// Connects (or probes an existing connection) once; true when Redis answered PING.
-    pub(crate) async fn probe(&self) -> bool {
-        let limit = self.settings.timeout.max(Duration::from_millis(500));
-        let conn = match self.conn.load_full() {
-            Some(c) => c,
-            None => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(limit))
-                    .set_number_of_retries(2)
-                    .set_min_delay(MIN_BACKOFF)
-                    .set_max_delay(MAX_BACKOFF);
-                let made = self.run(
-                    Op::Connect,
-                    ConnectionManager::new_with_config(self.client.clone(), config),
-                    limit * 2,
-                );
-                match made.await {
-                    Some(c) => {
-                        let c = Arc::new(c);
-                        self.conn.store(Some(c.clone()));
-                        c
-                    }
-                    None => return false,
-                }
-            }
-        };
-        let mut c = (*conn).clone();
-        let pong: Option<String> = self
-            .run(Op::Connect, redis::cmd("PING").query_async(&mut c), limit)
-            .await;
-        pong.is_some()
+    /// A separate connection for the revocation subscription, subscribed to `channel`.
+    /// Its failures are counted and logged but leave the circuit alone: requests do not need
+    /// the subscription, and the revocation view's freshness covers its absence.
+    async fn subscription(&self, channel: &str) -> Result<redis::aio::PubSub, Fault> {
+        let limit = self.settings.timeout.max(PROBE_FLOOR);
+        let opened = self.bounded(self.client.get_async_pubsub(), limit).await;
+        let mut pubsub = opened.map_err(|(f, why)| self.subscription_failed(f, &why))?;
+        let subscribed = self.bounded(pubsub.subscribe(channel), limit).await;
+        subscribed.map_err(|(f, why)| self.subscription_failed(f, &why))?;
+        Ok(pubsub)
     }
 
-    /// A separate connection for the revocation subscription.
-    async fn pubsub(&self) -> Option<redis::aio::PubSub> {
-        let limit = self.settings.timeout.max(Duration::from_millis(500));
-        self.run(Op::Revocation, self.client.get_async_pubsub(), limit).await
-    }
-}
-
-/// Keeps the connection healthy for the life of the process: connects with backoff, probes
-/// while the circuit is open, and after every (re)connect writes back what Redis may have
-/// lost (learned orgs, revocations). Spawned on the Redis runtime.
-pub(crate) async fn maintain(gw: Arc<Gateway>) {
-    let Some(shared) = gw.shared.as_ref() else {
-        return;
-    };
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        if shared.probe().await {
-            backoff = MIN_BACKOFF;
-            let first = !shared.up();
-            if first {
-                // Write back before admitting requests to Redis again, so a restarted,
-                // empty Redis never answers "not learned" / "not revoked" for long.
-                orgs::push_all(&gw).await;
-                revocations::sync(&gw).await;
-                shared.mark_up();
-            }
-            if first || !shared.sentinel_present().await {
-                // first contact, or Redis lost its data while we were connected (a restart
-                // without persistence between two probes)
-                if !first {
-                    orgs::push_all(&gw).await;
-                    revocations::sync(&gw).await;
-                }
-                shared.set_sentinel().await;
-            }
-            tokio::select! {
-                _ = shared.trouble.notified() => {}
-                _ = tokio::time::sleep(RESYNC_EVERY) => {
-                    revocations::sync(&gw).await;
-                }
-            }
-        } else {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-}
-
-impl Shared {
-    /// A key that exists while Redis keeps the data this replica wrote back; its absence
-    /// means Redis restarted empty.
-    async fn sentinel_present(&self) -> bool {
-        let key = self.key("alive");
-        let n: Option<i64> = self
-            .run_unbounded(Op::Resync, |mut c| async move {
-                redis::cmd("EXISTS").arg(&key).query_async(&mut c).await
-            })
-            .await;
-        n != Some(0)
-    }
-
-    async fn set_sentinel(&self) {
-        let key = self.key("alive");
-        let _: Option<()> = self
-            .run_unbounded(Op::Resync, |mut c| async move {
-                redis::cmd("SET").arg(&key).arg(1).query_async(&mut c).await
-            })
-            .await;
-    }
-}
-
-/// Starts the background work of `[redis]` on its runtime: the connection maintainer and
-/// the revocation subscription. Nothing without `[redis]`.
-pub(crate) fn start(gw: &Arc<Gateway>) {
-    if let Some(s) = &gw.shared {
-        s.runtime.spawn(maintain(gw.clone()));
-        s.runtime.spawn(revocations::subscribe(gw.clone()));
+    /// Counts and logs a failure of the subscription; returns the fault.
+    fn subscription_failed(&self, fault: Fault, why: &dyn Display) -> Fault {
+        self.note(
+            RedisOp::Revocation,
+            fault,
+            &format_args!("revocation subscription: {why}"),
+        );
+        fault
     }
 }
 
@@ -454,6 +463,8 @@ mod tests {
                 key_prefix: "ag:".into(),
                 timeout: Duration::from_millis(50),
                 on_error: OnError::Local,
+                revocations_max_age: Duration::from_secs(5),
+                instance_id: "test-1".into(),
             };
             let c = client(&settings).unwrap();
             assert!(c.get_connection_info().tcp_settings().nodelay(), "{url}");

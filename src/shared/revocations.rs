@@ -1,310 +1,208 @@
-//! Revocations across replicas (docs/reference.md#shared-state-across-replicas): `authgate revoke` writes a record into one
-//! Redis hash and publishes it; every replica applies published records at once, re-reads
-//! the hash on (re)connect and every few seconds, and keeps every record it has seen in a
-//! local state file that it applies at start, Redis or not. Revocations never fail open.
+//! Revocations across replicas, the Redis side (docs/reference.md#redis): `authgate revoke`
+//! stores a record in one hash, numbered by a counter in the same atomic script, and
+//! publishes it; every replica applies published records at once through its subscription,
+//! reads the whole hash when it (re)subscribes and every few seconds, and writes back
+//! records Redis lost (a restart without persistence) from its [`RevocationView`].
 //!
-//! A record is `(kind, id, key_id) -> {revoked, at}`; the newest `at` wins everywhere (in
-//! the hash, through a merge script, and locally), so an `unrevoke` is a record too and a
-//! replica that was away cannot resurrect a revocation that was taken back. Whatever Redis
-//! lost (a restart without persistence), replicas write back from their state files.
+//! The subscription is checked with a ping every second: a subscription that went silent
+//! (a dead path, or a demoted primary that no longer gets new records) is replaced, and the
+//! whole set read again, within about a second plus the probe's time bound.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Shared};
-use crate::gateway::Gateway;
-use crate::policy::principal::{Principal, PrincipalKind};
-use crate::policy::revocations::Revocations;
+use super::faults::unexpected;
+use super::view::{Record, RecordKey, RevocationView};
+use super::{Shared, PROBE_FLOOR};
+use crate::metrics::{RedisConnection, RedisOp};
+use crate::policy::principal::Principal;
 
-/// Sets a hash field only when the stored record is older (by `at`); returns the record in
-/// force. `KEYS[1]` the hash, `ARGV` field, record JSON, its `at`.
-pub(crate) const MERGE_SCRIPT: &str = r#"
+/// Sets a hash field only when the stored record is older (by `at`), numbering it from the
+/// counter; answers `{record in force, its number}` (number 0: the stored record was newer
+/// and nothing changed). `KEYS`: the hash, the counter; `ARGV`: field, record JSON, its `at`.
+const STORE_SCRIPT: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local ok, c = pcall(cjson.decode, cur)
   if ok and type(c) == 'table' and tonumber(c.at) and tonumber(c.at) >= tonumber(ARGV[3]) then
-    return cur
+    return {cur, 0}
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return ARGV[2]
+return {ARGV[2], redis.call('INCR', KEYS[2])}
 "#;
 
-/// One revocation or its withdrawal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Record {
-    pub(crate) kind: Kind,
-    pub(crate) id: String,
-    pub(crate) key_id: String,
-    pub(crate) revoked: bool,
-    /// Milliseconds since the Unix epoch; the newest record of a key wins.
-    pub(crate) at: u64,
+/// The counter and every record, read at one instant: `{counter, {field, record, ...}}`.
+const READ_SCRIPT: &str = r#"
+return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
+"#;
+
+/// How often the subscription is checked.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait before subscribing again after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A published record and its number.
+#[derive(Debug, Serialize, Deserialize)]
+struct Message {
+    seq: u64,
+    record: Record,
 }
 
-/// Serialisable principal kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Kind {
-    Partner,
-    Org,
-}
-
-impl From<PrincipalKind> for Kind {
-    fn from(k: PrincipalKind) -> Kind {
-        match k {
-            PrincipalKind::Partner => Kind::Partner,
-            PrincipalKind::Org => Kind::Org,
-        }
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        _ => None,
     }
 }
 
-/// Identifies the key a record is about.
-type RecordKey = (Kind, String, String);
-
-impl Record {
-    /// A record for `principal`'s `key_id`, now.
-    pub(crate) fn new(principal: &Principal, key_id: &str, revoked: bool) -> Record {
-        Record {
-            kind: principal.kind().into(),
-            id: principal.id().to_string(),
-            key_id: key_id.to_string(),
-            revoked,
-            at: now_ms(),
+/// [`READ_SCRIPT`]'s answer: the counter and the records that parse (a record that does
+/// not is logged and skipped: it cannot be applied either way). `None` for another shape.
+fn read_reply(v: &Value) -> Option<(u64, Vec<Record>)> {
+    let Value::Array(parts) = v else { return None };
+    let [seq, Value::Array(pairs)] = parts.as_slice() else {
+        return None;
+    };
+    let seq = text(seq)?.parse().ok()?;
+    if pairs.len() % 2 != 0 {
+        return None;
+    }
+    let mut records = Vec::with_capacity(pairs.len() / 2);
+    for pair in pairs.chunks(2) {
+        let (_field, value) = (text(&pair[0])?, text(&pair[1])?);
+        match serde_json::from_str(value) {
+            Ok(r) => records.push(r),
+            Err(_) => tracing::warn!("skipping an unreadable revocation record in redis"),
         }
     }
-
-    fn key(&self) -> RecordKey {
-        (self.kind, self.id.clone(), self.key_id.clone())
-    }
-
-    /// The hash field: a JSON array, so no two keys can spell the same field.
-    pub(crate) fn field(&self) -> String {
-        serde_json::to_string(&(self.kind, &self.id, &self.key_id)).unwrap_or_default()
-    }
-
-    fn principal(&self) -> Principal {
-        match self.kind {
-            Kind::Partner => Principal::partner(self.id.as_str()),
-            Kind::Org => Principal::org(self.id.as_str()),
-        }
-    }
+    Some((seq, records))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The records a replica has seen, and the state file that keeps them across restarts.
-pub(crate) struct RevocationState {
-    path: PathBuf,
-    records: Mutex<HashMap<RecordKey, Record>>,
-    file: Mutex<Option<File>>,
-}
-
-impl RevocationState {
-    /// Reads (and compacts) the state file; a missing file is an empty state. A file that
-    /// exists but cannot be read is an error: forgetting revocations would fail open.
-    pub(crate) fn open(path: &Path) -> io::Result<(RevocationState, Revocations)> {
-        let data = match std::fs::read(path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let mut records: HashMap<RecordKey, Record> = HashMap::new();
-        let mut lines = 0usize;
-        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            lines += 1;
-            match serde_json::from_slice::<Record>(line) {
-                Ok(r) => {
-                    let newer = records.get(&r.key()).is_none_or(|old| old.at < r.at);
-                    if newer {
-                        records.insert(r.key(), r);
-                    }
-                }
-                Err(_) => tracing::warn!(file = %path.display(), "skipping an unreadable revocation record"),
-            }
-        }
-        if lines > records.len() {
-            rewrite(path, records.values())?;
-        }
-        let revoked = revocations_of(records.values());
-        if !records.is_empty() {
-            tracing::info!(file = %path.display(), revoked = revoked.len(), "revocations applied from the state file");
-        }
-        Ok((
-            RevocationState {
-                path: path.to_path_buf(),
-                records: Mutex::new(records),
-                file: Mutex::new(None),
-            },
-            revoked,
-        ))
-    }
-
-    /// Takes `r` if it is newer than what is known about its key; persists it (fsync) and
-    /// returns the new revocation set to install, or `None` when nothing changed.
-    fn take(&self, r: Record) -> Option<Revocations> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if records.get(&r.key()).is_some_and(|old| old.at >= r.at) {
-            return None;
-        }
-        if let Err(e) = self.append(&r) {
-            tracing::error!(file = %self.path.display(), "revocation not persisted locally: {e}");
-        }
-        records.insert(r.key(), r);
-        Some(revocations_of(records.values()))
-    }
-
-    fn append(&self, r: &Record) -> io::Result<()> {
-        let mut line = serde_json::to_vec(r)?;
-        line.push(b'\n');
-        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
-        }
-        let result = match guard.as_mut() {
-            Some(f) => f.write_all(&line).and_then(|_| f.sync_data()),
-            None => Err(io::Error::other("state file not open")),
-        };
-        if result.is_err() {
-            *guard = None;
-        }
-        result
-    }
-
-    fn snapshot(&self) -> Vec<Record> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
-fn revocations_of<'a>(records: impl Iterator<Item = &'a Record>) -> Revocations {
-    records.filter(|r| r.revoked).fold(Revocations::default(), |acc, r| {
-        acc.with(&r.principal(), &r.key_id, true)
-    })
-}
-
-fn rewrite<'a>(path: &Path, records: impl Iterator<Item = &'a Record>) -> io::Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
-        for r in records {
-            let mut line = serde_json::to_vec(r)?;
-            line.push(b'\n');
-            f.write_all(&line)?;
-        }
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-/// Applies a record seen anywhere (pub/sub, the hash) to this replica.
-pub(crate) fn apply(gw: &Gateway, r: Record) {
-    let what = format!("{:?} {} key {}", r.kind, r.id, r.key_id);
-    let revoked = r.revoked;
-    if let Some(next) = gw.revocation_state.take(r) {
-        gw.revoked.store(std::sync::Arc::new(next));
-        gw.metrics.set_revocations(gw.revoked.load().len());
-        tracing::info!("{} {what}", if revoked { "revoked" } else { "revocation taken back:" });
-    }
+/// [`STORE_SCRIPT`]'s answer.
+fn store_reply(v: &Value) -> Option<(Record, u64)> {
+    let Value::Array(parts) = v else { return None };
+    let [record, Value::Int(seq)] = parts.as_slice() else {
+        return None;
+    };
+    Some((serde_json::from_str(text(record)?).ok()?, u64::try_from(*seq).ok()?))
 }
 
 impl Shared {
-    fn revocations_key(&self) -> String {
+    /// The hash of records, and the pub/sub channel.
+    pub(crate) fn revocations_key(&self) -> String {
         self.key("revocations")
     }
 
-    /// Writes `r` unless the hash holds a newer record of its key; returns the record in
-    /// force afterwards.
-    pub(crate) async fn merge(&self, r: &Record) -> Option<Record> {
-        let key = self.revocations_key();
-        let field = r.field();
-        let value = serde_json::to_string(r).ok()?;
+    fn sequence_key(&self) -> String {
+        self.key("revocations:seq")
+    }
+
+    /// Stores `r` unless the hash holds a newer record of its key, and publishes it when it
+    /// changed something. Returns the record in force and its number (0: nothing changed).
+    pub(crate) async fn store(&self, r: &Record) -> Option<(Record, u64)> {
+        let (hash, counter) = (self.revocations_key(), self.sequence_key());
+        let (field, value) = (r.field(), serde_json::to_string(r).ok()?);
         let at = r.at;
-        let stored: String = self
-            .run_unbounded(Op::Revocation, |mut c| async move {
-                self.merge_script
-                    .key(&key)
+        let script = redis::Script::new(STORE_SCRIPT);
+        let (stored, seq) = self
+            .bulk(RedisOp::Revocation, |mut c| async move {
+                let v: Value = script
+                    .key(&hash)
+                    .key(&counter)
                     .arg(&field)
                     .arg(&value)
                     .arg(at)
                     .invoke_async(&mut c)
-                    .await
+                    .await?;
+                store_reply(&v).ok_or_else(|| unexpected("revocation store answered an unexpected shape"))
             })
             .await?;
-        serde_json::from_str(&stored).ok()
+        let message = Message {
+            seq,
+            record: stored.clone(),
+        };
+        if seq > 0 && self.publish(&message).await.is_none() {
+            // stored all the same: replicas apply it at their next full read (a gap in the
+            // numbers they see triggers one)
+            tracing::warn!("revocation record {seq} stored but not published");
+        }
+        Some((stored, seq))
     }
 
-    /// Every record in the hash.
-    async fn all(&self) -> Option<Vec<Record>> {
-        let key = self.revocations_key();
-        let raw: HashMap<String, String> = self
-            .run_unbounded(Op::Revocation, |mut c| async move {
-                redis::cmd("HGETALL").arg(&key).query_async(&mut c).await
-            })
-            .await?;
-        Some(raw.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    /// Tells every subscribed replica.
+    async fn publish(&self, m: &Message) -> Option<()> {
+        let channel = self.revocations_key();
+        let message = serde_json::to_string(m).ok()?;
+        self.bulk(RedisOp::Revocation, |mut c| async move {
+            let v: Value = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&message)
+                .query_async(&mut c)
+                .await?;
+            match v {
+                Value::Int(_) => Ok(()),
+                _ => Err(unexpected("PUBLISH answered something other than an integer")),
+            }
+        })
+        .await
+    }
+
+    /// The counter and every record in the hash.
+    async fn read_all(&self) -> Option<(u64, Vec<Record>)> {
+        let (hash, counter) = (self.revocations_key(), self.sequence_key());
+        let script = redis::Script::new(READ_SCRIPT);
+        self.bulk(RedisOp::Revocation, |mut c| async move {
+            let v: Value = script.key(&hash).key(&counter).invoke_async(&mut c).await?;
+            read_reply(&v).ok_or_else(|| unexpected("revocation set of an unexpected shape"))
+        })
+        .await
     }
 
     /// The current record of one key, if any.
     pub(crate) async fn current(&self, principal: &Principal, key_id: &str) -> Option<Option<Record>> {
         let key = self.revocations_key();
         let field = Record::new(principal, key_id, true).field();
-        let raw: Option<String> = self
-            .run_unbounded(Op::Revocation, |mut c| async move {
-                redis::cmd("HGET").arg(&key).arg(&field).query_async(&mut c).await
-            })
-            .await?;
-        Some(raw.and_then(|v| serde_json::from_str(&v).ok()))
-    }
-
-    /// Tells every subscribed replica; returns how many received it.
-    pub(crate) async fn publish(&self, r: &Record) -> Option<i64> {
-        let channel = self.revocations_key();
-        let message = serde_json::to_string(r).ok()?;
-        self.run_unbounded(Op::Revocation, |mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&message)
-                .query_async(&mut c)
-                .await
+        self.bulk(RedisOp::Revocation, |mut c| async move {
+            let v: Value = redis::cmd("HGET").arg(&key).arg(&field).query_async(&mut c).await?;
+            match v {
+                Value::Nil => Ok(None),
+                Value::BulkString(b) => serde_json::from_slice(&b)
+                    .map(Some)
+                    .map_err(|_| unexpected("unreadable revocation record")),
+                _ => Err(unexpected("HGET answered something other than a string")),
+            }
         })
         .await
     }
 }
 
-/// Both ways between the hash and this replica: newer records from Redis are applied here;
-/// records Redis lacks (or holds older) are written back.
-pub(crate) async fn sync(gw: &Gateway) {
-    let Some(shared) = gw.shared.as_ref() else {
-        return;
-    };
-    let Some(remote) = shared.all().await else {
-        return;
+/// Both ways between the hash and this replica: every record in Redis is applied here (and
+/// the watermark moves to the counter read with them); records Redis lacks or holds older
+/// are written back. Confirms the view as of the moment the read was sent. `false` when
+/// Redis could not be read or written.
+pub(crate) async fn sync(shared: &Shared, view: &RevocationView) -> bool {
+    let sent = Instant::now();
+    let Some((seq, remote)) = shared.read_all().await else {
+        return false;
     };
     let mut in_redis: HashMap<RecordKey, u64> = HashMap::new();
     for r in remote {
         in_redis.insert(r.key(), r.at);
-        apply(gw, r);
+        view.apply(r);
     }
+    view.settle(seq);
+    view.confirm(sent);
+    view.keep_file();
     let mut written_back = 0usize;
-    for r in gw.revocation_state.snapshot() {
+    for r in view.records() {
         if in_redis.get(&r.key()).is_none_or(|at| *at < r.at) {
-            if shared.merge(&r).await.is_none() {
-                return;
+            if shared.store(&r).await.is_none() {
+                return false;
             }
             written_back += 1;
         }
@@ -312,37 +210,85 @@ pub(crate) async fn sync(gw: &Gateway) {
     if written_back > 0 {
         tracing::info!(records = written_back, "revocations written back to redis");
     }
+    true
 }
 
-/// Follows the revocation channel for the life of the process, resubscribing (and
-/// re-reading the hash, so nothing published in between is missed) after any drop.
-pub(crate) async fn subscribe(gw: std::sync::Arc<Gateway>) {
-    let Some(shared) = gw.shared.as_ref() else {
-        return;
-    };
+/// Follows the revocation channel for the life of the process: subscribes, reads the whole
+/// set (so nothing published in between is missed), then applies each message and pings
+/// every second. A subscription that fails a ping, closes, or outlives a replacement of
+/// every connection is replaced.
+pub(crate) async fn follow(shared: Arc<Shared>, view: Arc<RevocationView>) {
     let channel = shared.revocations_key();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(100);
     loop {
-        if let Some(mut pubsub) = shared.pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
-                backoff = Duration::from_millis(50);
-                sync(&gw).await;
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    match msg
-                        .get_payload::<String>()
-                        .ok()
-                        .and_then(|p| serde_json::from_str::<Record>(&p).ok())
-                    {
-                        Some(r) => apply(&gw, r),
-                        None => tracing::warn!("unreadable revocation message ignored"),
-                    }
-                }
-                tracing::warn!("revocation subscription dropped; resubscribing");
+        let epoch = shared.epoch();
+        if let Ok(pubsub) = shared.subscription(&channel).await {
+            let began = Instant::now();
+            let why = session(&shared, &view, pubsub, epoch).await;
+            shared.metrics.replaced(RedisConnection::Subscription);
+            tracing::info!("revocation subscription replaced: {why}");
+            if began.elapsed() > PING_EVERY * 2 {
+                backoff = Duration::from_millis(100);
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One subscription's life; returns why it ended.
+async fn session(shared: &Shared, view: &RevocationView, pubsub: redis::aio::PubSub, epoch: u64) -> &'static str {
+    if !sync(shared, view).await {
+        return "the revocation set could not be read";
+    }
+    let (mut sink, mut stream) = pubsub.split();
+    let mut epochs = shared.epochs.subscribe();
+    if *epochs.borrow_and_update() != epoch {
+        return "every connection was replaced";
+    }
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limit = shared.timeout().max(PROBE_FLOOR);
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { return "the subscription closed" };
+                if !receive(view, &msg) && !sync(shared, view).await {
+                    return "the revocation set could not be read";
+                }
+            }
+            _ = tick.tick() => {
+                let sent = Instant::now();
+                match shared.bounded(sink.ping::<Value>(), limit).await {
+                    Ok(_) => view.confirm(sent),
+                    Err((fault, why)) => {
+                        shared.subscription_failed(fault, &why);
+                        return "a ping went unanswered";
+                    }
+                }
+            }
+            _ = epochs.changed() => {
+                if *epochs.borrow_and_update() != epoch {
+                    return "every connection was replaced";
+                }
+            }
+        }
+    }
+}
+
+/// Applies one published message; `false` when records before it were missed (the caller
+/// reads the whole set).
+fn receive(view: &RevocationView, msg: &redis::Msg) -> bool {
+    let payload: Option<String> = msg.get_payload().ok();
+    match payload.as_deref().map(serde_json::from_str::<Message>) {
+        Some(Ok(m)) => {
+            view.apply(m.record);
+            view.advance(m.seq)
+        }
+        _ => {
+            tracing::warn!("unreadable revocation message; reading the whole set");
+            false
+        }
     }
 }
 
@@ -350,51 +296,30 @@ pub(crate) async fn subscribe(gw: std::sync::Arc<Gateway>) {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("authgate-revocations-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        p
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
     }
 
     #[test]
-    fn the_newest_record_wins_and_survives_a_restart() {
-        let path = tmp("restart");
-        let (state, revoked) = RevocationState::open(&path).unwrap();
-        assert!(revoked.is_empty());
-        let p = Principal::partner("acme");
-        let mut r = Record::new(&p, "k1", true);
-        r.at = 10;
-        let after = state.take(r.clone()).unwrap();
-        assert!(after.contains(PrincipalKind::Partner, "acme", "k1"));
-        assert!(state.take(r.clone()).is_none(), "same record twice changes nothing");
-        let mut older = Record::new(&p, "k1", false);
-        older.at = 5;
-        assert!(state.take(older).is_none(), "an older withdrawal loses");
-        drop(state);
-        let (state, revoked) = RevocationState::open(&path).unwrap();
-        assert!(
-            revoked.contains(PrincipalKind::Partner, "acme", "k1"),
-            "applied at start"
-        );
-        let mut back = Record::new(&p, "k1", false);
-        back.at = 11;
-        assert!(state.take(back).unwrap().is_empty());
-        drop(state);
-        let (_, revoked) = RevocationState::open(&path).unwrap();
-        assert!(revoked.is_empty());
-        // compacted to one line per key
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn fields_are_unambiguous() {
-        let a = Record::new(&Principal::partner("a\",\"b"), "c", true).field();
-        let b = Record::new(&Principal::partner("a"), "b\",\"c", true).field();
-        assert_ne!(a, b);
-        assert_ne!(
-            Record::new(&Principal::partner("x"), "k", true).field(),
-            Record::new(&Principal::org("x"), "k", true).field()
-        );
+    fn reads_are_a_counter_and_field_record_pairs() {
+        let r = Record::new(&Principal::partner("acme"), "k1", true);
+        let json = serde_json::to_string(&r).unwrap();
+        let v = Value::Array(vec![bulk("7"), Value::Array(vec![bulk(&r.field()), bulk(&json)])]);
+        assert_eq!(read_reply(&v), Some((7, vec![r.clone()])));
+        // a record that does not parse is skipped, the shape still holds
+        let v = Value::Array(vec![bulk("7"), Value::Array(vec![bulk("f"), bulk("{")])]);
+        assert_eq!(read_reply(&v), Some((7, vec![])));
+        for bad in [
+            Value::Array(vec![bulk("x"), Value::Array(vec![])]),
+            Value::Array(vec![bulk("1"), Value::Array(vec![bulk("f")])]),
+            Value::Array(vec![Value::Int(1), Value::Array(vec![])]),
+            Value::Array(vec![bulk("1")]),
+            Value::Okay,
+        ] {
+            assert_eq!(read_reply(&bad), None, "{bad:?}");
+        }
+        let stored = Value::Array(vec![bulk(&json), Value::Int(3)]);
+        assert_eq!(store_reply(&stored), Some((r, 3)));
+        assert_eq!(store_reply(&Value::Array(vec![bulk(&json), bulk("3")])), None);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod redis;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_ports, wait_for, DEADLINE};
+use super::free_ports;
+use super::{run_cli, wait_for, Cfg, CliOutput, Gateway, DEADLINE};
 
 /// A `redis-server` process on 127.0.0.1.
 pub struct RedisServer {
@@ -119,6 +120,36 @@ impl RedisServer {
         v
     }
 
+    /// The ports (as Redis sees the client's address) of the connections subscribed to a
+    /// channel.
+    pub fn subscriber_ports(&self) -> Vec<u16> {
+        self.clients()
+            .iter()
+            .filter(|c| c.get("sub").is_some_and(|n| n != "0"))
+            .filter_map(|c| {
+                c.get("addr")
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+            })
+            .collect()
+    }
+
+    /// `CLIENT LIST`, one map of fields per connection (the asking one included).
+    pub fn clients(&self) -> Vec<std::collections::HashMap<String, String>> {
+        match self.cmd(&["CLIENT", "LIST"]) {
+            Reply::Bulk(Some(list)) => list
+                .lines()
+                .map(|l| {
+                    l.split(' ')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .collect(),
+            other => panic!("CLIENT LIST answered {other:?}"),
+        }
+    }
+
     /// Keys matching a pattern (KEYS; test data only), sorted.
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         let mut v = self.cmd(&["KEYS", pattern]).strings();
@@ -197,4 +228,51 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
         }
         _ => Err(bad()),
     }
+}
+
+/// The base config with a 30/min limit on `/tiny`, a partner route without limits or
+/// ownership on `/plain` (it needs shared state only for revocations), and `[redis]` at
+/// `url` with `extra` lines in it; `instance` names the replica when given.
+pub fn redis_config(url: &str, on_error: &str, timeout: &str, extra: &str, instance: Option<&str>) -> String {
+    let mut text = Cfg {
+        limits_extra: "\n[[limits]]\nname = \"tiny\"\nper_minute = 30\n".into(),
+        routes_extra: r#"
+[[routes]]
+name = "tiny"
+path = "/tiny"
+auth = "partner"
+limits = ["tiny"]
+
+[[routes]]
+name = "plain"
+path = "/plain"
+auth = "partner"
+"#
+        .into(),
+        ..Cfg::default()
+    }
+    .render();
+    if let Some(id) = instance {
+        text = text.replacen("threads = 2\n", &format!("threads = 2\ninstance_id = \"{id}\"\n"), 1);
+    }
+    text.push_str(&format!(
+        "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"e2e:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n{extra}"
+    ));
+    text
+}
+
+/// `authgate <command> --config <gw's config> <args>`, run in the gateway's config directory.
+pub fn ops(gw: &Gateway, command: &[&str], args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    let cfg = gw.config_path();
+    let mut all = command.to_vec();
+    all.extend(["--config", cfg.to_str().expect("utf-8 path")]);
+    all.extend_from_slice(args);
+    run_cli(&gw.conf, &all, stdin, DEADLINE)
+}
+
+/// Waits until the gateway's `authgate_redis_up` is `up`.
+pub fn wait_redis_up(gw: &Gateway, up: f64) {
+    gw.wait_metric_where(&format!("authgate_redis_up == {up}"), |m| {
+        m.sum("authgate_redis_up", &[]) == up
+    });
 }
