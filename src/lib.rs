@@ -12,6 +12,8 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 #[cfg(feature = "gateway")]
+pub(crate) mod conn_slots;
+#[cfg(feature = "gateway")]
 pub mod demo;
 #[cfg(feature = "gateway")]
 pub mod gateway;
