@@ -281,6 +281,11 @@ fn accepted(token: &str, refs: &[KeyRef], policy: &JwtPolicy, now: f64, v: &Veri
         Some(other) => panic!("key id claim {other} accepted"),
     };
     assert_eq!(v.key_id.as_deref(), key_id);
+}
+
+/// An accepted token's key id is present under `require_key_id` and is a valid id.
+fn key_id_rules(policy: &JwtPolicy, v: &VerifiedToken) {
+    let key_id = v.key_id.as_deref();
     assert!(
         key_id.is_some() || !policy.require_key_id,
         "token without a key id accepted"
@@ -298,7 +303,10 @@ fn verdict(token: &str, refs: &[KeyRef], policy: &JwtPolicy, now: f64, got: &Res
         return;
     }
     match got {
-        Ok(v) => accepted(token, refs, policy, now, v),
+        Ok(v) => {
+            accepted(token, refs, policy, now, v);
+            key_id_rules(policy, v);
+        }
         Err(TokenError::TooLarge) => panic!("TooLarge for a token of {} bytes", token.len()),
         Err(TokenError::DuplicateHeader) => panic!("verify cannot see headers"),
         Err(_) => {}

@@ -427,7 +427,6 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         if id.is_empty() {
             r.at(k.id.span(), "api_key: id must not be empty");
         } else if let Some(why) = id_problem(id) {
-            // it goes upstream as X-Api-Key-Id
             r.at(k.id.span(), format!("api_key {id:?}: the id {why}"));
         } else if !seen.insert(id.clone()) {
             r.at(k.id.span(), format!("api_key {id:?} is listed twice"));
@@ -435,7 +434,6 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         if k.org.get_ref().is_empty() {
             r.at(k.org.span(), format!("api_key {id:?}: org must not be empty"));
         } else if let Some(why) = id_problem(k.org.get_ref()) {
-            // it goes upstream as X-Org-Id
             r.at(k.org.span(), format!("api_key {id:?}: org {why}"));
         }
         let digest = hex::decode(k.sha256.get_ref())

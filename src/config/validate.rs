@@ -573,28 +573,7 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         }
     };
     let method = rt.method.as_ref().map(|m| {
-        let valid = !m.get_ref().is_empty()
-            && m.get_ref()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid {
-            c.r.at(
-                m.span(),
-                format!("routes.{name}: method {:?} is not an HTTP method token", m.get_ref()),
-            );
-            ok = false;
-        } else if m.get_ref().bytes().any(|b| b.is_ascii_lowercase()) {
-            // requests with such a method are refused at step 0 (bad_method)
-            c.r.at(
-                m.span(),
-                format!(
-                    "routes.{name}: method {:?} has a lowercase letter and could never match (write {:?})",
-                    m.get_ref(),
-                    m.get_ref().to_ascii_uppercase()
-                ),
-            );
-            ok = false;
-        }
+        ok &= route_method(c, name, m);
         m.get_ref().clone()
     });
     let auth = match rt.auth.get_ref().as_str() {
@@ -734,6 +713,23 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         api_key,
         error_format,
     })
+}
+
+/// A route's `method`: an HTTP method token without a lowercase letter (requests with one are
+/// refused at step 0, `bad_method`, so such a route could never match).
+fn route_method(c: &mut Ctx<'_, '_>, name: &str, m: &Spanned<String>) -> bool {
+    let text = m.get_ref();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let problem = if text.is_empty() || !text.bytes().all(token) {
+        format!("routes.{name}: method {text:?} is not an HTTP method token")
+    } else if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        let upper = text.to_ascii_uppercase();
+        format!("routes.{name}: method {text:?} has a lowercase letter and could never match (write {upper:?})")
+    } else {
+        return true;
+    };
+    c.r.at(m.span(), problem);
+    false
 }
 
 /// `[upstream]` (the cluster `default`, one backend) and `[[upstreams]]` (docs/reference.md#upstream-clusters).
@@ -1186,6 +1182,31 @@ mod tests {
             let (_, problems) = settings_with(bad, "");
             assert!(problems.to_string().contains(what), "{bad}: {problems}");
         }
+    }
+
+    #[test]
+    fn route_methods_are_upper_case_tokens_and_websocket_is_per_route() {
+        let text = |method: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8443\"\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
+                 [policies]\nfile = \"partners.toml\"\n\
+                 [[routes]]\nname = \"ws\"\npath = \"/ws\"\nauth = \"none\"\nmethod = \"{method}\"\nwebsocket = true\n"
+            )
+        };
+        let path = Path::new("/etc/authgate/authgate.toml");
+        let (s, problems) = crate::config::load::settings_from_text(path, &text("GET"));
+        assert!(problems.is_empty(), "{problems}");
+        assert!(s.unwrap().route_upstream(0).websocket);
+        let (_, problems) = crate::config::load::settings_from_text(path, &text("post"));
+        assert!(
+            problems.to_string().contains("method \"post\" has a lowercase letter"),
+            "{problems}"
+        );
+        let (_, problems) = crate::config::load::settings_from_text(path, &text("G T"));
+        assert!(
+            problems.to_string().contains("is not an HTTP method token"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -317,6 +317,18 @@ impl VerifiedToken {
     }
 }
 
+/// The `key_id_claim`: a string that may serve as an id ([`super::identity`]), or absent
+/// unless `require_key_id`.
+fn key_id_of(claim: Option<&Value>, policy: &JwtPolicy) -> Result<Option<Arc<str>>, TokenError> {
+    match claim {
+        None if policy.require_key_id => Err(TokenError::MissingKeyId),
+        None => Ok(None),
+        Some(Value::String(s)) if !super::identity::valid_id(s) => Err(TokenError::BadIdentity),
+        Some(Value::String(s)) => Ok(Some(Arc::from(s.as_str()))),
+        Some(_) => Err(TokenError::BadClaims),
+    }
+}
+
 #[derive(Deserialize)]
 struct Header {
     alg: String,
@@ -399,13 +411,7 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
     let verified = VerifiedToken {
         partner: IdClaim::from_value(claims.get(&policy.partner_claim)),
         org: IdClaim::from_value(claims.get(&policy.org_claim)),
-        key_id: match claims.get(&policy.key_id_claim) {
-            None if policy.require_key_id => return Err(TokenError::MissingKeyId),
-            None => None,
-            Some(Value::String(s)) if !super::identity::valid_id(s) => return Err(TokenError::BadIdentity),
-            Some(Value::String(s)) => Some(Arc::from(s.as_str())),
-            Some(_) => return Err(TokenError::BadClaims),
-        },
+        key_id: key_id_of(claims.get(&policy.key_id_claim), policy)?,
         exp: date("exp")?,
         nbf: date("nbf")?,
         iat: date("iat")?,

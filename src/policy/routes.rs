@@ -345,6 +345,15 @@ mod tests {
             ("GET", "/health/extra", None),
             ("GET", "/", hit("root", None)),
             ("POST", "/", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(find(method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn head_takes_get_routes_and_segments_are_cut_at_semicolons() {
+        let cases = [
             // HEAD takes the GET route; no other method does
             ("HEAD", "/", hit("root", None)),
             ("OPTIONS", "/", None),
