@@ -49,6 +49,7 @@ fn jwt_policy() -> JwtPolicy {
         org_claim: "org_id".into(),
         key_id_claim: "jti".into(),
         org_must_be_listed: false,
+        require_key_id: false,
     }
 }
 
@@ -261,6 +262,7 @@ fn bench_pipeline(c: &mut Criterion) {
         },
         jwt: jwt_policy(),
         max_body_bytes: 1 << 20,
+        allow_path_semicolons: false,
     };
     let snapshot = Snapshot {
         directory: Arc::new(dir),

@@ -14,9 +14,12 @@ use authgate::config::load::{parse_directory, settings_from_text};
 use authgate::config::{Problems, Settings};
 use authgate::journal;
 use authgate::policy::client_ip::{resolve, ClientIp, ClientIpPolicy, IpSource};
+use authgate::policy::identity::valid_id;
 use authgate::policy::ip_set::{parse_net, IpSet};
 use authgate::policy::jwt::{verify, IdClaim, JwtPolicy, KeySet, TokenError, VerifiedToken, VerifyKey, MAX_TOKEN_LEN};
-use authgate::policy::path::{check, decode_segment, path_of};
+use authgate::policy::method::{check_method, check_query, MethodProblem};
+use authgate::policy::path::{check, check_semicolons, decode_segment, path_of, PathProblem};
+use authgate::policy::pipeline::request_line;
 use authgate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
 use authgate::policy::token_cache::TokenCache;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -175,6 +178,7 @@ fn jwt_world() -> &'static JwtWorld {
             org_claim: "org".into(),
             key_id_claim: "kid".into(),
             org_must_be_listed: true,
+            require_key_id: true,
         };
         JwtWorld {
             sets: vec![all, only],
@@ -279,6 +283,16 @@ fn accepted(token: &str, refs: &[KeyRef], policy: &JwtPolicy, now: f64, v: &Veri
     assert_eq!(v.key_id.as_deref(), key_id);
 }
 
+/// An accepted token's key id is present under `require_key_id` and is a valid id.
+fn key_id_rules(policy: &JwtPolicy, v: &VerifiedToken) {
+    let key_id = v.key_id.as_deref();
+    assert!(
+        key_id.is_some() || !policy.require_key_id,
+        "token without a key id accepted"
+    );
+    assert!(key_id.is_none_or(valid_id), "key id {key_id:?} accepted");
+}
+
 fn verdict(token: &str, refs: &[KeyRef], policy: &JwtPolicy, now: f64, got: &Result<VerifiedToken, TokenError>) {
     if token.len() > MAX_TOKEN_LEN {
         assert_eq!(got, &Err(TokenError::TooLarge), "token over 8 KiB");
@@ -289,7 +303,10 @@ fn verdict(token: &str, refs: &[KeyRef], policy: &JwtPolicy, now: f64, got: &Res
         return;
     }
     match got {
-        Ok(v) => accepted(token, refs, policy, now, v),
+        Ok(v) => {
+            accepted(token, refs, policy, now, v);
+            key_id_rules(policy, v);
+        }
         Err(TokenError::TooLarge) => panic!("TooLarge for a token of {} bytes", token.len()),
         Err(TokenError::DuplicateHeader) => panic!("verify cannot see headers"),
         Err(_) => {}
@@ -537,11 +554,98 @@ pub fn xff(data: &[u8]) {
 }
 
 // ------------------------------------------------------------------------------------------
-// path_route: the input is a request target. Path hygiene, the shipped routes, and the
-// same bytes as a route pattern.
+// path_route: the input is `METHOD SP target` (a method of 1-24 bytes before the first
+// space), or a bare target, tried with every method of METHODS. The method rule, path hygiene,
+// the `;` rule, the `_method` rule, the shipped routes, and the same bytes as a route pattern.
 // ------------------------------------------------------------------------------------------
 
-const METHODS: [&str; 4] = ["GET", "POST", "DELETE", "get"];
+const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "DELETE", "get", "Post"];
+
+/// The input as (methods to try, request target).
+fn request_of(data: &[u8]) -> (Vec<String>, &[u8]) {
+    match data.iter().position(|&b| b == b' ') {
+        Some(i) if (1..=24).contains(&i) => (vec![String::from_utf8_lossy(&data[..i]).into_owned()], &data[i + 1..]),
+        _ => (METHODS.map(String::from).to_vec(), data),
+    }
+}
+
+/// The `_method` rule restated: a query parameter whose name, form-decoded and read as PHP
+/// reads names (leading spaces dropped, ` `, `.` and a first `[` as `_`, `x[...]` as `x`), is
+/// `_method` in any case.
+fn ref_override(target: &[u8]) -> bool {
+    let Some(q) = target.iter().position(|&b| b == b'?') else {
+        return false;
+    };
+    target[q + 1..].split(|&b| b == b'&' || b == b';').any(|param| {
+        let raw = param.split(|&b| b == b'=').next().unwrap_or_default();
+        let plus: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let decoded = ref_decode(&plus);
+        let mut name: &[u8] = &decoded;
+        while name.first() == Some(&b' ') {
+            name = &name[1..];
+        }
+        if let Some(open) = name.iter().position(|&b| b == b'[') {
+            if open > 0 && name[open..].contains(&b']') {
+                name = &name[..open];
+            }
+        }
+        let php: Vec<u8> = name
+            .iter()
+            .map(|&b| {
+                if b == b' ' || b == b'.' || b == b'[' {
+                    b'_'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        php == b"_method"
+    })
+}
+
+/// Step 0 on the request line (method, hygiene, `;` off, `_method`), restated in order, for
+/// the shipped config (`allow_path_semicolons` off).
+fn request_line_checks(method: &str, target: &[u8]) {
+    let path = path_of(target);
+    let lower = method.bytes().any(|b| b.is_ascii_lowercase());
+    assert_eq!(check_method(method).is_err(), lower, "method {method:?}");
+    let strict = check_semicolons(path, false);
+    if strict.is_ok() {
+        let low = path.to_ascii_lowercase();
+        assert!(
+            !low.contains(&b';') && !low.windows(3).any(|w| w == b"%3b"),
+            "';' accepted"
+        );
+    } else {
+        assert_eq!(strict, Err(PathProblem::Semicolon));
+    }
+    if check_semicolons(path, true).is_ok() && path.starts_with(b"/") {
+        let body = &path[1..];
+        assert!(
+            !body.split(|&b| b == b'/').any(|s| s.first() == Some(&b';')),
+            "empty before ';'"
+        );
+    }
+    assert_eq!(
+        check_query(target).is_err(),
+        ref_override(target),
+        "_method in {target:?}"
+    );
+    // the expected denial, spelt as authgate's `Denial` prints it (the type is crate-private)
+    let want = if lower {
+        Err(format!("BadMethod({:?})", MethodProblem::Lowercase))
+    } else if let Err(p) = check(path) {
+        Err(format!("BadPath({p:?})"))
+    } else if strict.is_err() {
+        Err(format!("BadPath({:?})", PathProblem::Semicolon))
+    } else if ref_override(target) {
+        Err(format!("BadMethod({:?})", MethodProblem::OverrideParameter))
+    } else {
+        Ok(())
+    };
+    let got = request_line(&shipped().fixed, method, target).map_err(|d| format!("{d:?}"));
+    assert_eq!(got, want, "request line {method:?} {target:?}");
+}
 
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
@@ -595,17 +699,21 @@ fn assert_clean(path: &[u8]) {
     }
 }
 
-/// A capture is one whole, non-empty segment of the path (the same bytes, in place).
+/// A capture is one segment's whole, non-empty part before its first `;` (the same bytes,
+/// in place).
 fn assert_capture(path: &[u8], c: &[u8]) {
-    assert!(!c.is_empty() && !c.contains(&b'/'), "capture {c:?}");
+    assert!(
+        !c.is_empty() && !c.contains(&b'/') && !c.contains(&b';'),
+        "capture {c:?}"
+    );
     let start = (c.as_ptr() as usize)
         .checked_sub(path.as_ptr() as usize)
         .filter(|s| s + c.len() <= path.len())
         .expect("the capture lies in the path");
     assert_eq!(path[start - 1], b'/', "capture starts a segment");
     assert!(
-        start + c.len() == path.len() || path[start + c.len()] == b'/',
-        "capture ends a segment"
+        start + c.len() == path.len() || matches!(path[start + c.len()], b'/' | b';'),
+        "capture ends a segment or its part before ';'"
     );
 }
 
@@ -632,19 +740,25 @@ fn ref_routes() -> &'static [RefRoute] {
     })
 }
 
-/// Route matching (docs/reference.md#routes), restated: segments compared percent-decoded and ASCII
-/// case-insensitively, `{x}` one non-empty segment, a trailing `/**` zero or more, one
-/// trailing `/` ignored, first match wins.
+/// Route matching (docs/reference.md#routes), restated: each segment read up to its first
+/// `;`, compared percent-decoded and ASCII case-insensitively, `{x}` one non-empty segment, a
+/// trailing `/**` zero or more, one trailing `/` ignored, a GET route takes HEAD, first match
+/// wins.
 fn ref_find<'p>(method: &str, path: &'p [u8]) -> Option<(usize, Option<&'p [u8]>)> {
     let body = path.strip_prefix(b"/")?;
     let body = body.strip_suffix(b"/").unwrap_or(body);
     let parts: Vec<&[u8]> = if body.is_empty() {
         vec![]
     } else {
-        body.split(|&b| b == b'/').collect()
+        body.split(|&b| b == b'/')
+            .map(|seg| seg.split(|&b| b == b';').next().unwrap_or_default())
+            .collect()
     };
     'routes: for (i, r) in ref_routes().iter().enumerate() {
-        if r.method.as_deref().is_some_and(|m| m != method) {
+        if r.method
+            .as_deref()
+            .is_some_and(|m| m != method && !(m == "GET" && method == "HEAD"))
+        {
             continue;
         }
         let mut segs: Vec<&str> = r.pattern[1..].split('/').filter(|s| !s.is_empty()).collect();
@@ -678,14 +792,15 @@ fn ref_find<'p>(method: &str, path: &'p [u8]) -> Option<(usize, Option<&'p [u8]>
     None
 }
 
-/// The same path with every segment decoded where that changes no segment boundary and
-/// leaves nothing to decode again, then lower-cased: the upstream reads it the same way.
+/// The same path with every segment decoded where that changes no segment boundary (no `/`,
+/// no new `;`) and leaves nothing to decode again, then lower-cased: the upstream reads it the
+/// same way.
 fn normalised(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
     for seg in path[1..].split(|&b| b == b'/') {
         out.push(b'/');
         let d = ref_decode(seg);
-        let seg = if d.contains(&b'%') || d.contains(&b'/') {
+        let seg = if d.contains(&b'%') || d.contains(&b'/') || d.contains(&b';') {
             seg
         } else {
             &d[..]
@@ -738,7 +853,7 @@ fn pattern_checks(text: &str) {
             params.push(name);
         } else {
             assert!(
-                !seg.contains(['{', '}', '*', '%', '?', '#', '\\']) && *seg != "." && *seg != "..",
+                !seg.contains(['{', '}', '*', '%', '?', '#', '\\', ';']) && *seg != "." && *seg != "..",
                 "literal {seg:?} accepted in {text:?}"
             );
             concrete.push((*seg).to_string());
@@ -763,6 +878,7 @@ fn pattern_checks(text: &str) {
         .unwrap_or_else(|| panic!("{text:?} does not match {own:?}"));
     assert_eq!(m.org_capture, params.first().map(|_| &b"v0"[..]), "capture of {own:?}");
     assert!(table.find("POST", own.as_bytes()).is_none(), "method ignored");
+    assert!(table.find("HEAD", own.as_bytes()).is_some(), "a GET route takes HEAD");
     let upper = own.to_ascii_uppercase();
     assert!(table.find("GET", upper.as_bytes()).is_some(), "{text:?} vs {upper:?}");
     let longer = if own == "/" {
@@ -778,8 +894,9 @@ fn pattern_checks(text: &str) {
 }
 
 pub fn path_route(data: &[u8]) {
-    let path = path_of(data);
-    assert!(data.starts_with(path) && !path.contains(&b'?'), "path_of");
+    let (methods, target) = request_of(data);
+    let path = path_of(target);
+    assert!(target.starts_with(path) && !path.contains(&b'?'), "path_of");
     let verdict = check(path);
     if verdict.is_ok() {
         assert_clean(path);
@@ -795,7 +912,8 @@ pub fn path_route(data: &[u8]) {
 
     let table = &shipped().fixed.routes;
     assert_eq!(table.len(), ref_routes().len(), "routes of the shipped config");
-    for method in METHODS {
+    for method in methods.iter().map(String::as_str) {
+        request_line_checks(method, target);
         // routing never panics, on any bytes
         let m = table.find(method, path);
         if let Some(c) = m.and_then(|m| m.org_capture) {
@@ -827,7 +945,7 @@ pub fn path_route(data: &[u8]) {
         );
     }
 
-    pattern_checks(&String::from_utf8_lossy(data));
+    pattern_checks(&String::from_utf8_lossy(target));
 }
 
 // ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 #[cfg(feature = "gateway")]
+#[cfg(feature = "gateway")]
 pub mod demo;
 #[cfg(feature = "gateway")]
 pub mod gateway;

@@ -97,6 +97,7 @@ pub fn mint(settings: &Settings, subject: &Subject, opts: &MintOptions) -> Resul
             .ok_or("no [[jwt.keys]] entry can sign (HS secret or private_key_file)")?,
     };
     let jwt = &settings.fixed.jwt;
+    check_ids(subject, opts, jwt.require_key_id)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
@@ -130,10 +131,46 @@ pub fn mint(settings: &Settings, subject: &Subject, opts: &MintOptions) -> Resul
     jsonwebtoken::encode(&header, &Value::Object(claims), &signing_key(key)?).map_err(|e| e.to_string())
 }
 
+/// Refuses to mint what the gateway would refuse (docs/reference.md#pipeline, step 2): an id
+/// with a control character or over 256 bytes, or no key id under `[jwt] require_key_id`.
+fn check_ids(subject: &Subject, opts: &MintOptions, require_key_id: bool) -> Result<(), String> {
+    let (what, id) = match subject {
+        Subject::Partner(id) => ("partner id", id),
+        Subject::Org(id) => ("org id", id),
+    };
+    let named = std::iter::once((what, id)).chain(opts.key_id.as_ref().map(|k| ("key id", k)));
+    for (what, id) in named {
+        if let Some(why) = crate::policy::identity::id_problem(id) {
+            return Err(format!("the {what} {id:?} {why}: the gateway would refuse the token"));
+        }
+    }
+    if require_key_id && opts.key_id.is_none() {
+        return Err("[jwt] require_key_id = true: pass --key-id (a token without one is refused)".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+    #[test]
+    fn ids_the_gateway_would_refuse_are_not_minted() {
+        let partner = |id: &str| Subject::Partner(id.into());
+        let key = |k: &str| MintOptions {
+            key_id: Some(k.into()),
+            ..MintOptions::default()
+        };
+        assert!(check_ids(&partner("acme"), &key("k-1"), true).is_ok());
+        assert!(check_ids(&partner("acme"), &MintOptions::default(), false).is_ok());
+        let err = check_ids(&partner("acme"), &MintOptions::default(), true).unwrap_err();
+        assert!(err.contains("--key-id"), "{err}");
+        let err = check_ids(&Subject::Org("o\r\n1".into()), &key("k"), false).unwrap_err();
+        assert!(err.contains("org id") && err.contains("control character"), "{err}");
+        let err = check_ids(&partner("acme"), &key(&"k".repeat(300)), false).unwrap_err();
+        assert!(err.contains("key id") && err.contains("256 bytes"), "{err}");
+    }
 
     /// The demo's pair must work end to end: its private half signs what its public half
     /// verifies, and every call makes a new key.

@@ -75,7 +75,8 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "authgate");
+    // header_timeout: a total deadline per request head (pingora only bounds each read)
+    let mut service = crate::proxy::head_deadline::service(&server.configuration, proxy, s.header_timeout);
     match &gw.tls {
         // HTTP/1.1 and h2 by ALPN; certificate and client CA swappable by SIGHUP.
         Some(tls) => service.add_tls_with_settings(&s.listen.to_string(), None, tls.listener_settings()?),

@@ -62,6 +62,12 @@ pub(crate) struct ServerFile {
     pub(crate) underscore_headers: Option<Spanned<String>>,
     /// `[server.tls]`: the proxy listener speaks TLS (docs/reference.md#servertls).
     pub(crate) tls: Option<Spanned<TlsFile>>,
+    /// `;` path parameters allowed (default false: 400 `bad_path`).
+    pub(crate) allow_path_semicolons: Option<bool>,
+    /// Longest wait for a complete request head, on both listeners (default `"10s"`).
+    pub(crate) header_timeout: Option<Spanned<String>>,
+    /// Connections the admin listener holds at most (default 64).
+    pub(crate) admin_max_connections: Option<Spanned<i64>>,
 }
 
 /// `[server.tls]`.
@@ -145,6 +151,8 @@ pub(crate) struct JwtFile {
     pub(crate) org_claim: Option<String>,
     pub(crate) key_id_claim: Option<String>,
     pub(crate) org_must_be_listed: Option<bool>,
+    /// A token without `key_id_claim` is invalid (default false).
+    pub(crate) require_key_id: Option<bool>,
     #[serde(default)]
     pub(crate) keys: Vec<Spanned<KeyFile>>,
     pub(crate) jwks: Option<Spanned<JwksFile>>,
@@ -206,6 +214,8 @@ pub(crate) struct RouteFile {
     pub(crate) upstream: Option<Spanned<String>>,
     /// Overrides the cluster's `read_timeout` (streaming routes).
     pub(crate) read_timeout: Option<Spanned<String>>,
+    /// Forward `Upgrade` (WebSocket) and honour a 101 on this route (default false).
+    pub(crate) websocket: Option<bool>,
 }
 
 /// The policy file (`partners.toml`) as parsed.

@@ -13,6 +13,7 @@ use super::problem::{Problem, Problems, Reporter};
 use super::settings::{KeyMaterial, Settings};
 use super::validate::{self, ip_list};
 use crate::policy::directory::{ApiKeyEntry, Directory, LimitOverride, OrgPolicy, PartnerPolicy};
+use crate::policy::identity::id_problem;
 use crate::policy::jwt::VerifyKey;
 
 /// What a reload re-reads: the policy file, the key files and the TLS files.
@@ -357,6 +358,8 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         let id = p.id.get_ref();
         if id.is_empty() {
             r.at(p.id.span(), "partner: id must not be empty");
+        } else if let Some(why) = id_problem(id) {
+            r.at(p.id.span(), format!("partner {id:?}: the id {why}"));
         } else if !seen.insert(id.clone()) {
             r.at(p.id.span(), format!("partner {id:?} is listed twice"));
         }
@@ -400,6 +403,8 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         let id = o.id.get_ref();
         if id.is_empty() {
             r.at(o.id.span(), "org: id must not be empty");
+        } else if let Some(why) = id_problem(id) {
+            r.at(o.id.span(), format!("org {id:?}: the id {why}"));
         } else if !seen.insert(id.clone()) {
             r.at(o.id.span(), format!("org {id:?} is listed twice"));
         }
@@ -421,11 +426,15 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
         let id = k.id.get_ref();
         if id.is_empty() {
             r.at(k.id.span(), "api_key: id must not be empty");
+        } else if let Some(why) = id_problem(id) {
+            r.at(k.id.span(), format!("api_key {id:?}: the id {why}"));
         } else if !seen.insert(id.clone()) {
             r.at(k.id.span(), format!("api_key {id:?} is listed twice"));
         }
         if k.org.get_ref().is_empty() {
             r.at(k.org.span(), format!("api_key {id:?}: org must not be empty"));
+        } else if let Some(why) = id_problem(k.org.get_ref()) {
+            r.at(k.org.span(), format!("api_key {id:?}: org {why}"));
         }
         let digest = hex::decode(k.sha256.get_ref())
             .ok()
@@ -466,6 +475,33 @@ mod tests {
         assert!(is_burned(burned));
         let (_, fresh) = crate::mint::generate_ed25519_pem().unwrap();
         assert!(!is_burned(fresh.as_bytes()));
+    }
+
+    #[test]
+    fn ids_that_cannot_be_header_values_are_refused() {
+        let config = "[server]\nlisten = \"127.0.0.1:8080\"\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
+                      [policies]\nfile = \"partners.toml\"\n\
+                      [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n";
+        let (settings, problems) = settings_from_text(Path::new("/etc/authgate/authgate.toml"), config);
+        assert!(problems.is_empty(), "{problems}");
+        let digest = "0".repeat(64);
+        let long = "o".repeat(257);
+        let policy = format!(
+            "[[partner]]\nid = \"acme\\r\\nX-Evil: 1\"\n[[org]]\nid = \"{long}\"\n\
+             [[api_key]]\nid = \"k\\u0007\"\norg = \"o\\n\"\nsha256 = \"{digest}\"\n"
+        );
+        let err = parse_directory(Path::new("/etc/authgate/partners.toml"), &policy, &settings.unwrap())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "partners.toml:2: partner \"acme\\r\\nX-Evil: 1\": the id contains a control character",
+            "partners.toml:4: org \"",
+            "the id is longer than 256 bytes",
+            "partners.toml:6: api_key \"k\\u{7}\": the id contains a control character",
+            "partners.toml:7: api_key \"k\\u{7}\": org contains a control character",
+        ] {
+            assert!(err.contains(want), "{want:?} in:\n{err}");
+        }
     }
 
     #[test]

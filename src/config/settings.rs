@@ -100,6 +100,9 @@ pub(crate) struct RouteUpstream {
     pub(crate) cluster: usize,
     /// Overrides the cluster's `read_timeout` (a streaming route waits minutes).
     pub(crate) read_timeout: Option<Duration>,
+    /// `websocket = true`: the route forwards a WebSocket upgrade and may answer 101;
+    /// elsewhere `Upgrade` is removed and a 101 is a 502 (docs/reference.md#routes).
+    pub(crate) websocket: bool,
 }
 
 /// `[redis] on_error`: what a request that needs shared state gets while Redis is
@@ -189,6 +192,11 @@ pub struct Settings {
     pub(crate) underscore_headers: UnderscoreHeaders,
     /// `[server.tls]`: TLS on the proxy listener (absent = plain HTTP).
     pub(crate) tls: Option<TlsFiles>,
+    /// `[server] header_timeout`: a connection that has not sent a complete request head
+    /// this long after its accept or its previous response is closed (both listeners).
+    pub(crate) header_timeout: Duration,
+    /// `[server] admin_max_connections`: the admin listener's connection bound.
+    pub(crate) admin_max_connections: usize,
     /// Upstream clusters in config order (`[upstream]` first, as `default`).
     pub(crate) upstreams: Vec<ClusterSettings>,
     /// Per route, by route index: its cluster and read timeout.
@@ -211,6 +219,7 @@ impl Settings {
         self.route_upstreams.get(route).copied().unwrap_or(RouteUpstream {
             cluster: 0,
             read_timeout: None,
+            websocket: false,
         })
     }
 

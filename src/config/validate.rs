@@ -44,6 +44,8 @@ pub(crate) mod defaults {
     pub(crate) const HEALTH_INTERVAL: &str = "5s";
     pub(crate) const HEALTH_TIMEOUT: &str = "1s";
     pub(crate) const HEALTH_THRESHOLD: i64 = 2;
+    pub(crate) const HEADER_TIMEOUT: &str = "10s";
+    pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 }
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
@@ -165,6 +167,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
     };
 
     let tls = s.tls.as_ref().map(|t| server_tls(&mut c, t));
+    let (header_timeout, admin_max_connections) = deadlines(&mut c, s);
 
     // [upstream] and [[upstreams]]
     let upstreams = clusters(&mut c, file);
@@ -220,6 +223,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         org_claim: j.org_claim.clone().unwrap_or_else(|| "org_id".into()),
         key_id_claim: j.key_id_claim.clone().unwrap_or_else(|| "jti".into()),
         org_must_be_listed: j.org_must_be_listed.unwrap_or(false),
+        require_key_id: j.require_key_id.unwrap_or(false),
     };
     if jwt.partner_claim == jwt.org_claim {
         c.r.whole("jwt.partner_claim and jwt.org_claim must differ");
@@ -385,6 +389,8 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         access_log: s.access_log.unwrap_or(true),
         underscore_headers,
         tls,
+        header_timeout,
+        admin_max_connections,
         upstreams,
         route_upstreams,
         fixed: StaticPolicy {
@@ -392,6 +398,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
             client_ip,
             jwt,
             max_body_bytes: s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES),
+            allow_path_semicolons: s.allow_path_semicolons.unwrap_or(false),
         },
         limits,
         keys,
@@ -434,6 +441,27 @@ fn hostname() -> String {
     } else {
         name
     }
+}
+
+/// `[server] header_timeout` (more than 0) and `admin_max_connections` (at least 1): the
+/// deadlines and bounds of docs/reference.md#server that keep a slow client from holding a
+/// connection.
+fn deadlines(c: &mut Ctx<'_, '_>, s: &super::file::ServerFile) -> (Duration, usize) {
+    let header_timeout = positive(c, &s.header_timeout, defaults::HEADER_TIMEOUT, "server.header_timeout");
+    let admin_max = match &s.admin_max_connections {
+        None => defaults::ADMIN_MAX_CONNECTIONS,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(v @ 1..=1_000_000) => v,
+            _ => {
+                c.r.at(
+                    n.span(),
+                    format!("server.admin_max_connections: {} is not 1..1000000", n.get_ref()),
+                );
+                defaults::ADMIN_MAX_CONNECTIONS
+            }
+        },
+    };
+    (header_timeout, admin_max)
 }
 
 /// `[redis]`: a `redis://` or `rediss://` URL from `url` or the variable `url_env` names
@@ -592,17 +620,7 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         }
     };
     let method = rt.method.as_ref().map(|m| {
-        let valid = !m.get_ref().is_empty()
-            && m.get_ref()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid {
-            c.r.at(
-                m.span(),
-                format!("routes.{name}: method {:?} is not an HTTP method token", m.get_ref()),
-            );
-            ok = false;
-        }
+        ok &= route_method(c, name, m);
         m.get_ref().clone()
     });
     let auth = match rt.auth.get_ref().as_str() {
@@ -742,6 +760,23 @@ fn route(c: &mut Ctx<'_, '_>, index: usize, rt: &RouteFile, limits: &[LimitDef],
         api_key,
         error_format,
     })
+}
+
+/// A route's `method`: an HTTP method token without a lowercase letter (requests with one are
+/// refused at step 0, `bad_method`, so such a route could never match).
+fn route_method(c: &mut Ctx<'_, '_>, name: &str, m: &Spanned<String>) -> bool {
+    let text = m.get_ref();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let problem = if text.is_empty() || !text.bytes().all(token) {
+        format!("routes.{name}: method {text:?} is not an HTTP method token")
+    } else if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        let upper = text.to_ascii_uppercase();
+        format!("routes.{name}: method {text:?} has a lowercase letter and could never match (write {upper:?})")
+    } else {
+        return true;
+    };
+    c.r.at(m.span(), problem);
+    false
 }
 
 /// `[upstream]` (the cluster `default`, one backend) and `[[upstreams]]` (docs/reference.md#upstream-clusters).
@@ -986,7 +1021,11 @@ fn route_upstream(c: &mut Ctx<'_, '_>, rt: &RouteFile, clusters: &[ClusterSettin
             &format!("routes.{name}.read_timeout"),
         )
     });
-    RouteUpstream { cluster, read_timeout }
+    RouteUpstream {
+        cluster,
+        read_timeout,
+        websocket: rt.websocket.unwrap_or(false),
+    }
 }
 
 /// A JWKS URL must be https, or http to a loopback host (`127.0.0.0/8`, `::1`,
@@ -1148,15 +1187,72 @@ mod tests {
             s.route_upstream(0),
             RouteUpstream {
                 cluster: 0,
-                read_timeout: None
+                read_timeout: None,
+                websocket: false
             }
         );
         assert_eq!(
             s.route_upstream(1),
             RouteUpstream {
                 cluster: 1,
-                read_timeout: Some(Duration::from_secs(300))
+                read_timeout: Some(Duration::from_secs(300)),
+                websocket: false
             }
+        );
+    }
+
+    #[test]
+    fn deadlines_and_semicolons_have_defaults_and_bounds() {
+        let (s, problems) = settings_with("", "");
+        assert!(problems.0.is_empty(), "{problems}");
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.admin_max_connections, 64);
+        assert!(!s.fixed.allow_path_semicolons);
+        assert!(!s.fixed.jwt.require_key_id);
+        let (s, problems) = settings_with(
+            "header_timeout = \"1500ms\"\nadmin_max_connections = 3\nallow_path_semicolons = true",
+            "",
+        );
+        assert!(problems.0.is_empty(), "{problems}");
+        assert_eq!(s.header_timeout, Duration::from_millis(1500));
+        assert_eq!(s.admin_max_connections, 3);
+        assert!(s.fixed.allow_path_semicolons);
+        for (bad, what) in [
+            ("header_timeout = \"0s\"", "server.header_timeout must be more than 0"),
+            ("header_timeout = \"10\"", "server.header_timeout"),
+            (
+                "admin_max_connections = 0",
+                "server.admin_max_connections: 0 is not 1..1000000",
+            ),
+            ("admin_max_connections = -5", "server.admin_max_connections"),
+        ] {
+            let (_, problems) = settings_with(bad, "");
+            assert!(problems.to_string().contains(what), "{bad}: {problems}");
+        }
+    }
+
+    #[test]
+    fn route_methods_are_upper_case_tokens_and_websocket_is_per_route() {
+        let text = |method: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8443\"\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
+                 [policies]\nfile = \"partners.toml\"\n\
+                 [[routes]]\nname = \"ws\"\npath = \"/ws\"\nauth = \"none\"\nmethod = \"{method}\"\nwebsocket = true\n"
+            )
+        };
+        let path = Path::new("/etc/authgate/authgate.toml");
+        let (s, problems) = crate::config::load::settings_from_text(path, &text("GET"));
+        assert!(problems.is_empty(), "{problems}");
+        assert!(s.unwrap().route_upstream(0).websocket);
+        let (_, problems) = crate::config::load::settings_from_text(path, &text("post"));
+        assert!(
+            problems.to_string().contains("method \"post\" has a lowercase letter"),
+            "{problems}"
+        );
+        let (_, problems) = crate::config::load::settings_from_text(path, &text("G T"));
+        assert!(
+            problems.to_string().contains("is not an HTTP method token"),
+            "{problems}"
         );
     }
 

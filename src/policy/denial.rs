@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::jwt::TokenError;
+use super::method::MethodProblem;
 use super::path::PathProblem;
 use super::routes::{AuthKind, ErrorFormat};
 use crate::json_text::push_quoted;
@@ -13,6 +14,8 @@ use crate::json_text::push_quoted;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     BadPath(PathProblem),
+    /// A lowercase method, or a `_method` query parameter (docs/reference.md#pipeline, step 0).
+    BadMethod(MethodProblem),
     BodyTooLarge {
         limit: u64,
     },
@@ -53,6 +56,7 @@ pub enum Denial {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Reason {
     BadPath,
+    BadMethod,
     BodyTooLarge,
     NoRoute,
     MissingToken,
@@ -73,8 +77,9 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 17] = [
+    pub(crate) const ALL: [Reason; 18] = [
         Reason::BadPath,
+        Reason::BadMethod,
         Reason::BodyTooLarge,
         Reason::NoRoute,
         Reason::MissingToken,
@@ -97,6 +102,7 @@ impl Reason {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::BadPath => "bad_path",
+            Reason::BadMethod => "bad_method",
             Reason::BodyTooLarge => "body_too_large",
             Reason::NoRoute => "no_route",
             Reason::MissingToken => "missing_token",
@@ -127,6 +133,7 @@ impl Denial {
     pub(crate) fn reason(&self) -> Reason {
         match self {
             Denial::BadPath(_) => Reason::BadPath,
+            Denial::BadMethod(_) => Reason::BadMethod,
             Denial::BodyTooLarge { .. } => Reason::BodyTooLarge,
             Denial::NoRoute => Reason::NoRoute,
             Denial::MissingToken | Denial::MissingApiKey => Reason::MissingToken,
@@ -149,7 +156,7 @@ impl Denial {
     /// HTTP status.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            Denial::BadPath(_) | Denial::BadRequest => 400,
+            Denial::BadPath(_) | Denial::BadMethod(_) | Denial::BadRequest => 400,
             Denial::BodyTooLarge { .. } => 413,
             Denial::NoRoute => 404,
             Denial::MissingToken
@@ -173,6 +180,7 @@ impl Denial {
     pub(crate) fn message(&self, api_key_header: &str) -> String {
         match self {
             Denial::BadPath(p) => format!("Bad request path: {}", p.describe()),
+            Denial::BadMethod(p) => format!("Bad request method: {}", p.describe()),
             Denial::BodyTooLarge { limit } => format!("Request body is larger than the {limit}-byte limit"),
             Denial::NoRoute => "No route matches this method and path".into(),
             Denial::MissingToken => "Missing API key: send Authorization: Bearer <API key>".into(),
@@ -298,6 +306,7 @@ mod tests {
     fn all() -> Vec<Denial> {
         vec![
             Denial::BadPath(PathProblem::DotSegment),
+            Denial::BadMethod(MethodProblem::Lowercase),
             Denial::BodyTooLarge { limit: 10 },
             Denial::NoRoute,
             Denial::MissingToken,
@@ -347,6 +356,7 @@ mod tests {
     fn statuses_and_reasons() {
         let expected = [
             (400, "bad_path"),
+            (400, "bad_method"),
             (413, "body_too_large"),
             (404, "no_route"),
             (401, "missing_token"),

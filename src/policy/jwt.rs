@@ -45,6 +45,11 @@ pub enum TokenError {
     WrongAudience,
     MissingPrincipal,
     WrongTokenKind,
+    /// The principal or key id has a control character or is over 256 bytes
+    /// ([`super::identity`]).
+    BadIdentity,
+    /// `[jwt] require_key_id` and the token has no `key_id_claim`: it could never be revoked.
+    MissingKeyId,
 }
 
 impl TokenError {
@@ -69,6 +74,10 @@ impl TokenError {
             TokenError::WrongAudience => "Invalid API key: wrong audience",
             TokenError::MissingPrincipal => "Invalid API key: the identity claim is missing or not a string",
             TokenError::WrongTokenKind => "Invalid API key: this kind of key is not accepted on this endpoint",
+            TokenError::BadIdentity => {
+                "Invalid API key: an identity claim has a control character or is longer than 256 bytes"
+            }
+            TokenError::MissingKeyId => "Invalid API key: the token has no key id, and this gateway requires one",
         }
     }
 }
@@ -247,6 +256,8 @@ pub struct JwtPolicy {
     pub org_claim: String,
     pub key_id_claim: String,
     pub org_must_be_listed: bool,
+    /// `[jwt] require_key_id`: a token without `key_id_claim` is invalid (every key revocable).
+    pub require_key_id: bool,
 }
 
 /// A claim that names an identity, as found in the token.
@@ -303,6 +314,18 @@ impl VerifiedToken {
             return Err(TokenError::IssuedInFuture);
         }
         Ok(())
+    }
+}
+
+/// The `key_id_claim`: a string that may serve as an id ([`super::identity`]), or absent
+/// unless `require_key_id`.
+fn key_id_of(claim: Option<&Value>, policy: &JwtPolicy) -> Result<Option<Arc<str>>, TokenError> {
+    match claim {
+        None if policy.require_key_id => Err(TokenError::MissingKeyId),
+        None => Ok(None),
+        Some(Value::String(s)) if !super::identity::valid_id(s) => Err(TokenError::BadIdentity),
+        Some(Value::String(s)) => Ok(Some(Arc::from(s.as_str()))),
+        Some(_) => Err(TokenError::BadClaims),
     }
 }
 
@@ -388,11 +411,7 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
     let verified = VerifiedToken {
         partner: IdClaim::from_value(claims.get(&policy.partner_claim)),
         org: IdClaim::from_value(claims.get(&policy.org_claim)),
-        key_id: match claims.get(&policy.key_id_claim) {
-            None => None,
-            Some(Value::String(s)) => Some(Arc::from(s.as_str())),
-            Some(_) => return Err(TokenError::BadClaims),
-        },
+        key_id: key_id_of(claims.get(&policy.key_id_claim), policy)?,
         exp: date("exp")?,
         nbf: date("nbf")?,
         iat: date("iat")?,
@@ -467,6 +486,7 @@ pub(crate) mod tests {
             org_claim: "org_id".into(),
             key_id_claim: "jti".into(),
             org_must_be_listed: false,
+            require_key_id: false,
         }
     }
 
@@ -577,6 +597,27 @@ pub(crate) mod tests {
         assert_eq!(v.partner, IdClaim::Str("acme".into()));
         assert_eq!(v.key_id.as_deref(), Some("key-1"));
         assert_eq!(v.org, IdClaim::Absent);
+    }
+
+    #[test]
+    fn key_ids_must_be_clean_and_may_be_required() {
+        let keys = hs_keys();
+        for bad in ["key\r\nX-Partner-Id: evil", "k\u{0}", &"k".repeat(257)] {
+            let tok = mint(&with(|c| drop(c.insert("jti".into(), bad.into()))), Some("hs-1"));
+            assert_eq!(
+                verify(&tok, &keys, &policy(), NOW),
+                Err(TokenError::BadIdentity),
+                "{bad:?}"
+            );
+        }
+        let no_jti = mint(&with(|c| drop(c.remove("jti"))), Some("hs-1"));
+        assert!(verify(&no_jti, &keys, &policy(), NOW).is_ok_and(|v| v.key_id.is_none()));
+        let strict = JwtPolicy {
+            require_key_id: true,
+            ..policy()
+        };
+        assert_eq!(verify(&no_jti, &keys, &strict, NOW), Err(TokenError::MissingKeyId));
+        assert!(verify(&mint(&claims(), Some("hs-1")), &keys, &strict, NOW).is_ok());
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub enum PathProblem {
     /// The percent-decoded path is not valid UTF-8 (overlong `%c0%ae`, stray bytes):
     /// servers disagree on what such bytes mean, so none of them gets to guess.
     InvalidUtf8,
+    /// A `;`, raw or `%3B`, while `[server] allow_path_semicolons` is off: Tomcat, Jetty and
+    /// Spring cut `;...` off a segment before routing, so `/partner;x/...` would be routed
+    /// by the gateway as one path and by the upstream as another.
+    Semicolon,
 }
 
 impl PathProblem {
@@ -30,6 +34,7 @@ impl PathProblem {
             PathProblem::Backslash => "the path has a backslash",
             PathProblem::BadPercentEscape => "the path has a malformed percent-escape",
             PathProblem::InvalidUtf8 => "the path does not decode to valid UTF-8",
+            PathProblem::Semicolon => "the path has a ';' (or %3B): path parameters are not accepted",
         }
     }
 }
@@ -111,6 +116,37 @@ fn check_segment(seg: &[u8]) -> Result<(), PathProblem> {
         return Err(PathProblem::InvalidUtf8);
     }
     Ok(())
+}
+
+/// The `;` rule of docs/reference.md#pipeline (step 0), after [`check`]. With `allow` off,
+/// any raw `;` or `%3B` (any case) is refused. With it on, path parameters pass and routing
+/// reads each segment up to its first raw `;` ([`before_params`]), as Tomcat and Spring do;
+/// a segment with nothing before its `;` (`/a/;x/b`) is then an empty segment and refused
+/// like `//`. `%3B` stays data either way (those servers decode it after cutting).
+pub fn check_semicolons(path: &[u8], allow: bool) -> Result<(), PathProblem> {
+    if !allow {
+        let encoded = path
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'3' && (w[2] | 0x20) == b'b');
+        if encoded || path.contains(&b';') {
+            return Err(PathProblem::Semicolon);
+        }
+        return Ok(());
+    }
+    let body = path.strip_prefix(b"/").unwrap_or(path);
+    if body.split(|&b| b == b'/').any(|seg| seg.first() == Some(&b';')) {
+        return Err(PathProblem::EmptySegment);
+    }
+    Ok(())
+}
+
+/// A segment's part before its first raw `;` (the whole segment when it has none): what
+/// Tomcat, Jetty and Spring route on, and so what the gateway matches and captures.
+pub fn before_params(seg: &[u8]) -> &[u8] {
+    match seg.iter().position(|&b| b == b';') {
+        Some(i) => &seg[..i],
+        None => seg,
+    }
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -233,6 +269,46 @@ mod tests {
     }
 
     #[test]
+    fn semicolons_are_refused_unless_allowed() {
+        for bad in [
+            "/a;b",
+            "/a/b;c/d",
+            "/a/;x",
+            "/a%3Bb",
+            "/a%3bb",
+            "/partner;x/v1",
+            "/a/x;",
+        ] {
+            assert_eq!(
+                check_semicolons(bad.as_bytes(), false),
+                Err(PathProblem::Semicolon),
+                "{bad}"
+            );
+        }
+        for ok in ["/", "/a", "/a/b/", "/a%3", "/a%33b", "/a%2Bb"] {
+            assert_eq!(check_semicolons(ok.as_bytes(), false), Ok(()), "{ok}");
+        }
+        for ok in ["/a;b", "/a/b;c/d", "/a%3Bb", "/a;x=1;y=2/", "/a/b;/c"] {
+            assert_eq!(check_semicolons(ok.as_bytes(), true), Ok(()), "{ok}");
+        }
+        for empty in ["/;x", "/a/;x", "/a/;x/b", "/a/;"] {
+            assert_eq!(
+                check_semicolons(empty.as_bytes(), true),
+                Err(PathProblem::EmptySegment),
+                "{empty}"
+            );
+        }
+    }
+
+    #[test]
+    fn params_are_cut_at_the_first_raw_semicolon() {
+        assert_eq!(before_params(b"o-1;jsessionid=x;y"), b"o-1");
+        assert_eq!(before_params(b"o-1%3Bx"), b"o-1%3Bx");
+        assert_eq!(before_params(b"plain"), b"plain");
+        assert_eq!(before_params(b";x"), b"");
+    }
+
+    #[test]
     fn decoding() {
         assert_eq!(&*decode_segment(b"abc"), b"abc");
         assert_eq!(&*decode_segment(b"a%20b%2D"), b"a b-");
@@ -298,7 +374,7 @@ mod props {
         }
 
         /// Route matching never panics on anything hygiene accepts, and a capture is
-        /// always one whole, non-empty segment of the path.
+        /// always one segment's whole, non-empty part before its first `;`.
         #[test]
         fn matching_never_panics(p in path_bytes()) {
             use crate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
@@ -322,8 +398,8 @@ mod props {
                 let m = table.find("GET", &p);
                 prop_assert!(m.is_some(), "/** matches everything");
                 if let Some(c) = m.and_then(|m| m.org_capture) {
-                    prop_assert!(!c.is_empty() && !c.contains(&b'/'));
-                    prop_assert!(p.split(|&b| b == b'/').any(|seg| seg == c));
+                    prop_assert!(!c.is_empty() && !c.contains(&b'/') && !c.contains(&b';'));
+                    prop_assert!(p.split(|&b| b == b'/').any(|seg| before_params(seg) == c));
                 }
             }
         }

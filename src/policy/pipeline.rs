@@ -15,7 +15,9 @@ use http::HeaderMap;
 use super::client_ip::{self, ClientIp, ClientIpPolicy};
 use super::denial::{AnswerStyle, Denial};
 use super::directory::{self, Directory};
+use super::identity::valid_id;
 use super::jwt::{IdClaim, JwtPolicy, KeySet, TokenError};
+use super::method;
 use super::ownership::{self, Configured, LearnedOrgs};
 use super::path;
 use super::principal::{Principal, PrincipalKind};
@@ -31,6 +33,9 @@ pub struct StaticPolicy {
     pub client_ip: ClientIpPolicy,
     pub jwt: JwtPolicy,
     pub max_body_bytes: u64,
+    /// `[server] allow_path_semicolons`: `;` path parameters pass step 0 and routing reads each
+    /// segment up to its first `;` (docs/reference.md#pipeline).
+    pub allow_path_semicolons: bool,
 }
 
 /// The reloadable policy: one immutable value per reload, swapped atomically.
@@ -203,10 +208,10 @@ where
         identity,
     };
 
-    // 0. path hygiene, then a declared body that is too large
+    // 0. method, path hygiene, then a declared body that is too large
     let raw_path = path::path_of(req.target);
-    if let Err(p) = path::check(raw_path) {
-        return Err(refuse(None, Denial::BadPath(p), Identity::Anonymous));
+    if let Err(d) = request_line(gate.fixed, req.method, req.target) {
+        return Err(refuse(None, d, Identity::Anonymous));
     }
     if req.content_length.is_some_and(|n| n > gate.fixed.max_body_bytes) {
         let limit = gate.fixed.max_body_bytes;
@@ -251,6 +256,25 @@ where
     })
 }
 
+/// Step 0 on the request line: a method with a lowercase letter, then path hygiene and the
+/// `;` rule, then a `_method` query parameter (docs/reference.md#pipeline).
+pub fn request_line(fixed: &StaticPolicy, method: &str, target: &[u8]) -> Result<(), Denial> {
+    method::check_method(method).map_err(Denial::BadMethod)?;
+    let raw_path = path::path_of(target);
+    path::check(raw_path).map_err(Denial::BadPath)?;
+    path::check_semicolons(raw_path, fixed.allow_path_semicolons).map_err(Denial::BadPath)?;
+    method::check_query(target).map_err(Denial::BadMethod)
+}
+
+/// The principal claim as a string that may serve as an id ([`super::identity`]).
+fn principal_of(claim: &IdClaim) -> Result<&Arc<str>, TokenError> {
+    let id = claim.as_str().ok_or(TokenError::MissingPrincipal)?;
+    if !valid_id(id) {
+        return Err(TokenError::BadIdentity);
+    }
+    Ok(id)
+}
+
 /// Steps 2-5: who is calling, and whether that principal may call at all.
 fn credential(
     gate: &Gate<'_, impl Clock>,
@@ -271,9 +295,7 @@ fn credential(
                 if verified.org != IdClaim::Absent {
                     return Err(anonymous(Denial::InvalidToken(TokenError::WrongTokenKind)));
                 }
-                let Some(id) = verified.partner.as_str() else {
-                    return Err(anonymous(Denial::InvalidToken(TokenError::MissingPrincipal)));
-                };
+                let id = principal_of(&verified.partner).map_err(|e| anonymous(Denial::InvalidToken(e)))?;
                 let key_id = verified.key_id.as_deref();
                 let identity = Identity::Partner {
                     id: id.clone(),
@@ -286,9 +308,7 @@ fn credential(
                     Err(d) => Err((d, identity)),
                 }
             } else {
-                let Some(id) = verified.org.as_str() else {
-                    return Err(anonymous(Denial::InvalidToken(TokenError::MissingPrincipal)));
-                };
+                let id = principal_of(&verified.org).map_err(|e| anonymous(Denial::InvalidToken(e)))?;
                 let key_id = verified.key_id.as_deref();
                 let identity = Identity::Org {
                     id: id.clone(),
@@ -483,6 +503,7 @@ mod tests {
             },
             jwt: policy(),
             max_body_bytes: 1024,
+            allow_path_semicolons: false,
         };
         let mut acme = partner("acme");
         acme.orgs.insert("o-1".into());
@@ -820,6 +841,131 @@ mod tests {
             .map(|_| ())
         );
         assert!(run(&w, "GET", "/health", &[]).is_ok());
+    }
+
+    #[test]
+    fn methods_semicolons_and_overrides_are_refused_at_step_0() {
+        use crate::policy::method::MethodProblem;
+        let mut w = world();
+        let auth = bearer(&mint(&claims(), Some("hs-1")));
+        let ok_ip = ("X-Forwarded-For", "203.0.113.5");
+        let lower = Err(Denial::BadMethod(MethodProblem::Lowercase));
+        assert_eq!(run(&w, "post", "/health", &[]), lower);
+        // before path hygiene: the first problem of the request line answers
+        assert_eq!(run(&w, "get", "/a/../b", &[]), lower);
+        for semi in ["/health;x", "/health%3bx", "/partner;x/v1/orgs"] {
+            assert_eq!(
+                run(&w, "GET", semi, &[]),
+                Err(Denial::BadPath(PathProblem::Semicolon)),
+                "{semi}"
+            );
+        }
+        let over = Err(Denial::BadMethod(MethodProblem::OverrideParameter));
+        assert_eq!(run(&w, "POST", "/health?_method=DELETE", &[]), over);
+        assert_eq!(run(&w, "GET", "/health?a=1&%5FMethod=PUT", &[]), over);
+        assert_eq!(run(&w, "HEAD", "/health?method=x", &[]), Ok(Identity::Anonymous));
+
+        w.fixed.allow_path_semicolons = true;
+        assert_eq!(run(&w, "GET", "/health;x", &[]), Ok(Identity::Anonymous));
+        assert_eq!(
+            run(&w, "GET", "/a/;x", &[]),
+            Err(Denial::BadPath(PathProblem::EmptySegment))
+        );
+        // ownership is checked on the capture's part before ';', what the upstream uses
+        assert!(run(
+            &w,
+            "GET",
+            "/partner/v1/orgs/o-1;jsessionid=o-2/x",
+            &[("Authorization", &auth), ok_ip]
+        )
+        .is_ok());
+        assert_eq!(
+            run(
+                &w,
+                "GET",
+                "/partner/v1/orgs/o-2;o-1/x",
+                &[("Authorization", &auth), ok_ip]
+            ),
+            Err(Denial::OrgForbidden)
+        );
+    }
+
+    /// Counts step-6 charges, to prove a refusal came before any bucket was touched.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl SharedState<FakeRelativeClock> for Counting {
+        fn charge(
+            &self,
+            _: &OverrideBuckets<FakeRelativeClock>,
+            _: &[usize],
+            _: &Principal,
+        ) -> impl Future<Output = Result<Option<Headroom>, Denial>> + Send {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(None))
+        }
+
+        fn learned(&self, _: &str, _: &str) -> impl Future<Output = Result<bool, Denial>> + Send {
+            std::future::ready(Ok(false))
+        }
+    }
+
+    #[test]
+    fn bad_identity_values_are_refused_before_any_bucket_is_charged() {
+        let w = world();
+        let counting = Counting::default();
+        let xff = ("X-Forwarded-For", "203.0.113.5");
+        let bad = Err(Denial::InvalidToken(TokenError::BadIdentity));
+        let long = "p".repeat(257);
+        for sub in ["acme\r\nX-Partner-Id: evil", "acme\u{85}", long.as_str()] {
+            let mut c = claims();
+            c["sub"] = sub.into();
+            let auth = bearer(&mint(&c, Some("hs-1")));
+            let got = run_on(
+                &w,
+                &counting,
+                "GET",
+                "/partner/v1/orgs",
+                &[("Authorization", &auth), xff],
+            );
+            assert_eq!(got, bad, "{sub:?}");
+        }
+        let mut c = claims();
+        c["org_id"] = "o-7\n".into();
+        let auth = bearer(&mint(&c, Some("hs-1")));
+        assert_eq!(
+            run_on(&w, &counting, "GET", "/v1/orgs/o-7/a", &[("Authorization", &auth)]),
+            bad
+        );
+        let mut c = claims();
+        c["jti"] = "key\r\n1".into();
+        let auth = bearer(&mint(&c, Some("hs-1")));
+        assert_eq!(
+            run_on(
+                &w,
+                &counting,
+                "GET",
+                "/partner/v1/orgs",
+                &[("Authorization", &auth), xff]
+            ),
+            bad
+        );
+        assert_eq!(
+            counting.0.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a bucket was charged"
+        );
+        // the same request with a clean token is charged
+        let auth = bearer(&mint(&claims(), Some("hs-1")));
+        assert!(run_on(
+            &w,
+            &counting,
+            "GET",
+            "/partner/v1/orgs",
+            &[("Authorization", &auth), xff]
+        )
+        .is_ok());
+        assert_eq!(counting.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -5,10 +5,15 @@
 //! percent-decoded request segment, ASCII case-insensitively, because that is how the
 //! upstream's router (Express/NestJS) reads them: `/%61dmin` and `/ADMIN` cannot slip past
 //! a route for `/admin`. Captures keep their bytes and case.
+//!
+//! Each request segment is read up to its first raw `;`, as Tomcat, Jetty and Spring route
+//! it (paths with `;` only get here with `[server] allow_path_semicolons`; see
+//! [`super::path::check_semicolons`]). A route for `GET` also takes `HEAD`: every mainstream
+//! upstream runs the GET handler for it, so HEAD must meet the GET route's checks.
 
 use std::sync::Arc;
 
-use super::path::decode_segment;
+use super::path::{before_params, decode_segment};
 
 /// Which credential a route asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +94,8 @@ impl Pattern {
                 segments.push(Segment::Param);
             } else if part.is_empty() {
                 return Err(format!("route path {path:?} has an empty segment"));
-            } else if part.contains(['{', '}', '*', '%', '?', '#', '\\']) || *part == "." || *part == ".." {
+            } else if part.contains(['{', '}', '*', '%', '?', '#', '\\', ';']) || *part == "." || *part == ".." {
+                // ';' too: request segments are matched on their part before ';'
                 return Err(format!("route path {path:?}: segment {part:?} is not a plain literal"));
             } else {
                 segments.push(Segment::Literal(part.as_bytes().to_vec()));
@@ -111,7 +117,7 @@ impl Pattern {
         let mut captured = None;
         let mut param_no = 0;
         for seg in &self.segments {
-            let part = parts.next()?;
+            let part = before_params(parts.next()?);
             match seg {
                 Segment::Literal(lit) => {
                     let same = part.eq_ignore_ascii_case(lit)
@@ -146,7 +152,7 @@ pub struct Route {
     /// The configured name (a metric label value).
     pub name: Arc<str>,
     pub pattern: Pattern,
-    /// Exact, case-sensitive method; `None` = any.
+    /// Exact, case-sensitive method (`GET` also takes `HEAD`); `None` = any.
     pub method: Option<String>,
     pub auth: AuthKind,
     /// Capture index of `org_param`.
@@ -167,6 +173,11 @@ pub struct RouteMatch<'r, 'p> {
     pub org_capture: Option<&'p [u8]>,
 }
 
+/// Whether a request method meets a route's method: exactly, or `HEAD` on a `GET` route.
+pub fn method_matches(route: &str, request: &str) -> bool {
+    route == request || (route == "GET" && request == "HEAD")
+}
+
 /// All routes in config order.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
@@ -182,7 +193,7 @@ impl RouteTable {
     /// The first route whose method and path match.
     pub fn find<'r, 'p>(&'r self, method: &str, path: &'p [u8]) -> Option<RouteMatch<'r, 'p>> {
         self.routes.iter().find_map(|route| {
-            if route.method.as_deref().is_some_and(|m| m != method) {
+            if route.method.as_deref().is_some_and(|m| !method_matches(m, method)) {
                 return None;
             }
             let captured = route.pattern.matches(path, route.org_param)?;
@@ -341,6 +352,38 @@ mod tests {
     }
 
     #[test]
+    fn head_takes_get_routes_and_segments_are_cut_at_semicolons() {
+        let cases = [
+            // HEAD takes the GET route; no other method does
+            ("HEAD", "/", hit("root", None)),
+            ("OPTIONS", "/", None),
+            ("HEAD", "/partner/v1/orgs/o1/login-links", hit("org-scoped", Some("o1"))),
+            // each segment is read up to its first ';' (Tomcat/Spring), captures too
+            (
+                "POST",
+                "/partner;x/v1/orgs/o1;a=b/login-links;c",
+                hit("login-links", Some("o1")),
+            ),
+            (
+                "GET",
+                "/partner/v1/orgs/o1;jsessionid=2/x",
+                hit("org-scoped", Some("o1")),
+            ),
+            ("GET", "/health;x", hit("health", None)),
+            (
+                "GET",
+                "/partner/v1/orgs/by-external-id/c;x",
+                hit("by-external-id", None),
+            ),
+            // %3B is data, not a parameter: the literal does not match
+            ("GET", "/health%3Bx", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(find(method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
     fn pattern_errors() {
         for bad in [
             "a",
@@ -352,6 +395,7 @@ mod tests {
             "/a/%2F",
             "/a/../b",
             "/a/b*",
+            "/a;b",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }

@@ -26,6 +26,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::services::background::background_service;
 use pingora::services::ServiceWithDependents;
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 use pingora::{Error, ErrorType};
 use prometheus::IntGauge;
 
@@ -147,6 +148,7 @@ impl Clusters {
                 .position(|c| &*c.name == crate::config::validate::defaults::CLUSTER)
                 .unwrap_or(0),
             read_timeout: None,
+            websocket: false,
         };
         if clusters.is_empty() {
             anyhow::bail!("no upstream cluster is configured");
@@ -189,6 +191,13 @@ impl Clusters {
         if let Some(t) = target.read_timeout {
             peer.options.read_timeout = Some(t);
         }
+        // `Upgrade` reaches the upstream only on `websocket = true` routes (then only a
+        // WebSocket handshake, as pingora normalises it); elsewhere pingora drops it.
+        peer.options.http_upstream_request_policy = if target.websocket {
+            HttpUpstreamRequestPolicy::standard()
+        } else {
+            HttpUpstreamRequestPolicy::deny_upgrades()
+        };
         Some(peer)
     }
 

@@ -2,6 +2,7 @@
 //! write denials through the one renderer, and shape what the upstream receives.
 
 pub(crate) mod clusters;
+pub(crate) mod head_deadline;
 pub(crate) mod least_conn;
 pub(crate) mod request_id;
 
@@ -23,6 +24,7 @@ use crate::policy::denial::{render, Denial};
 use crate::policy::ownership::org_from_response;
 use crate::policy::pipeline::{style_of, Identity, RequestFacts};
 use crate::policy::rate_limit::Headroom;
+use crate::policy::response_headers;
 use crate::policy::upstream_headers::{self, UnderscoreHeaders};
 
 /// Largest create response buffered to learn an org from.
@@ -48,6 +50,9 @@ pub(crate) struct RequestCtx {
     attempt: Attempt,
     /// The connection's TLS client certificate is no longer trusted: close without an answer.
     tls_refused: bool,
+    /// The upstream request carries `Upgrade` (a `websocket = true` route): only then may the
+    /// upstream answer 101 (docs/reference.md#routes).
+    upgrade_forwarded: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -92,15 +97,21 @@ impl AuthProxy {
 }
 
 /// docs/reference.md#upstream-request: strip what the client must not decide, then set the gateway's own headers.
-/// Runs on the upstream request, after pingora removed the hop-by-hop headers.
+/// Runs on the upstream request, after pingora removed the hop-by-hop headers (and, outside
+/// `websocket = true` routes, `Upgrade`: the peer's `H1UpgradePolicy::Deny`, see clusters.rs).
 fn rewrite_for_upstream(
     req: &mut RequestHeader,
     ctx: &RequestCtx,
     underscores: UnderscoreHeaders,
+    websocket: bool,
 ) -> pingora::Result<()> {
     use upstream_headers::*;
     for name in to_strip(&req.headers, ctx.peer_trusted, underscores) {
         req.remove_header(&name);
+    }
+    if !websocket {
+        // already gone by pingora's policy; a second line of defence against a tunnel
+        req.remove_header(&http::header::UPGRADE);
     }
     let xff = forwarded_for(
         req.headers.get_all(X_FORWARDED_FOR).iter().map(|v| v.as_bytes()),
@@ -153,6 +164,7 @@ impl ProxyHttp for AuthProxy {
             learn: None,
             attempt: Attempt::default(),
             tls_refused: false,
+            upgrade_forwarded: false,
             _in_flight: Some(self.gw.enter()),
         }
     }
@@ -169,6 +181,16 @@ impl ProxyHttp for AuthProxy {
             ));
         }
         Ok(())
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // Called once the request head is read, on every HTTP/1 request (head_deadline.rs).
+        head_deadline::HeadReceived::mark(prev);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
@@ -259,7 +281,10 @@ impl ProxyHttp for AuthProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        rewrite_for_upstream(upstream_request, ctx, self.gw.settings.underscore_headers)
+        let websocket = ctx.route.is_some_and(|r| self.gw.settings.route_upstream(r).websocket);
+        rewrite_for_upstream(upstream_request, ctx, self.gw.settings.underscore_headers, websocket)?;
+        ctx.upgrade_forwarded = websocket && upstream_request.headers.contains_key(http::header::UPGRADE);
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
@@ -312,6 +337,25 @@ impl ProxyHttp for AuthProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let status = resp.status.as_u16();
+        if response_headers::switch_refused(status, ctx.upgrade_forwarded) {
+            // Never a tunnel the gateway did not ask for: 502, and the error keeps this
+            // upstream connection out of the pool (pingora closes it).
+            ctx.denial = Some(Denial::UpstreamUnavailable);
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream answered 101 Switching Protocols to a request without an upgrade",
+            );
+            e.set_retry(false);
+            return Err(e.into_up());
+        }
+        for name in response_headers::hop_by_hop(&resp.headers, status == 101) {
+            resp.remove_header(&name);
+        }
+        if status == 101 {
+            // an accepted switch (checked above): the handshake's own Connection, nothing more
+            resp.insert_header(http::header::CONNECTION, "Upgrade")?;
+        }
         if resp.status.is_informational() {
             return Ok(());
         }

@@ -840,6 +840,12 @@ impl Conn {
         self.reader.inner.write_all(&raw)?;
         read_response(&mut self.reader, method == "HEAD", true)
     }
+
+    /// The socket, after a complete response (nothing is left buffered), for raw writes.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.reader.pending().is_empty(), "bytes after the last response");
+        self.reader.inner
+    }
 }
 
 // ------------------------------------------------------------------------------------

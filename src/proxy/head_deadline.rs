@@ -1,0 +1,138 @@
+//! `[server] header_timeout` on the proxy listener (docs/reference.md#server): a connection
+//! that has not sent a complete request head within the timeout, counted from its accept or
+//! from the end of its previous response, is closed.
+//!
+//! Why a wrapper, and this one. pingora 0.9 bounds the head only per read: the HTTP/1 server
+//! session (`pingora-core` `protocols/http/v1/server.rs`, `read_request_buf`) wraps *each*
+//! `read_buf` in the keep-alive timeout (60 s, set by the `HttpServerApp` loop) or in
+//! `read_timeout`, and `pingora-proxy`'s `process_new_http` -> `handle_new_request` awaits
+//! `read_request()` with no overall bound. One byte every 59 s resets the clock forever:
+//! 1,050 such clients exhausted the file limit in the audit. No `ServerConf` or
+//! `HttpServerOptions` field bounds the whole head (`h2_idle_timeout` is HTTP/2 only), and a
+//! connection filter only sees the peer address at accept.
+//!
+//! So [`HeadDeadline`] is the `ServerApp` of the proxy service in place of pingora's blanket
+//! `impl ServerApp for HttpServerApp`: it runs the same HTTP/1 keep-alive loop, and races each
+//! [`HttpServerApp::process_new_http`] against the deadline until the head is in. Knowing when
+//! the head is in needs no HTTP parsing of our own and no wrapper around the socket: each
+//! session carries a connection user context ([`HeadReceived`]), which `process_new_http`
+//! hands to [`ProxyHttp::on_connection_reuse`](pingora::proxy::ProxyHttp::on_connection_reuse)
+//! right after `read_request()` returned a head, before any filter runs; that hook calls
+//! [`HeadReceived::mark`]. Past that point the request is never cut by this deadline (slow
+//! upstreams and long bodies have their own timeouts). Before it, the future is only parked
+//! in `read_request()`, so dropping it at the deadline just closes the connection (no 408:
+//! the reference allows a plain close).
+//!
+//! HTTP/2 (TLS with ALPN `h2`) keeps pingora's own session loop; its idle connections are
+//! closed after `header_timeout` through `HttpServerOptions::h2_idle_timeout`. The TLS
+//! handshake itself precedes this app: pingora bounds it with a fixed 60 s.
+
+use std::any::Any;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+
+use super::AuthProxy;
+
+/// pingora's idle keep-alive timeout between requests, kept as its `HttpServerApp` loop
+/// sets it (our deadline is the shorter one unless `header_timeout` is over a minute).
+const KEEPALIVE_SECS: u64 = 60;
+
+/// The proxy service's application: pingora's HTTP proxy behind a per-head deadline.
+pub(crate) struct HeadDeadline {
+    inner: Arc<HttpProxy<AuthProxy>>,
+    timeout: Duration,
+}
+
+/// The proxy listener's service: `proxy` served with `header_timeout` on every request head.
+pub(crate) fn service(conf: &Arc<ServerConf>, proxy: AuthProxy, header_timeout: Duration) -> Service<HeadDeadline> {
+    let mut http = pingora::proxy::http_proxy(conf, proxy);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(header_timeout);
+    http.server_options = Some(options);
+    let app = HeadDeadline {
+        inner: Arc::new(http),
+        timeout: header_timeout,
+    };
+    Service::new("authgate".to_string(), app)
+}
+
+/// The per-session flag [`HeadDeadline`] hands through pingora as the connection user
+/// context; [`HeadReceived::mark`] sets it once the request head is read.
+pub(crate) struct HeadReceived(Arc<AtomicBool>);
+
+impl HeadReceived {
+    /// Called from `on_connection_reuse` with the context pingora hands over: the head of
+    /// this session's request is complete, so the deadline no longer applies to it.
+    pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) {
+        if let Ok(flag) = ctx.downcast::<HeadReceived>() {
+            flag.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl HeadDeadline {
+    /// One request of an HTTP/1 connection: pingora's `process_new_http`, dropped (closing
+    /// the connection) when the deadline passes before the head is complete.
+    async fn serve_one(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let head = Arc::new(AtomicBool::new(false));
+        session.set_connection_user_context(Some(Box::new(HeadReceived(head.clone()))));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut work = pin!(self.inner.process_new_http(session, shutdown));
+        let mut timer = pin!(tokio::time::sleep_until(deadline));
+        poll_fn(|cx| {
+            if let Poll::Ready(reused) = work.as_mut().poll(cx) {
+                return Poll::Ready(reused);
+            }
+            // checked after polling the work: a head completed in this very poll counts
+            if !head.load(Ordering::Acquire) && timer.as_mut().poll(cx).is_ready() {
+                tracing::debug!(timeout = ?self.timeout, "no complete request head within header_timeout: closing");
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ServerApp for HeadDeadline {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
+        // pingora's HTTP/1 keep-alive loop (apps/mod.rs), each request under the deadline
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
+        session.set_keepalive_reuses_remaining(self.inner.server_options().and_then(|o| o.keepalive_request_limit));
+        let mut reused = self.serve_one(session, shutdown).await;
+        while let Some((stream, persistent)) = reused.map(ReusedHttpStream::consume) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(persistent) = persistent {
+                persistent.apply_to_session(&mut session);
+            }
+            reused = self.serve_one(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
