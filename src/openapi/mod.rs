@@ -46,7 +46,9 @@ use validate::Validation;
 /// them as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Where: the value at fault, or the object that lacks a key.
     pub at: SpecLocation,
+    /// What is wrong, naming the operation, path or value.
     pub message: String,
 }
 

@@ -15,7 +15,9 @@ use super::validate::{RequestHead, Validation};
 /// is known (never the case for a file that parsed, kept for callers that build one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecLocation {
+    /// The spec file as named to [`super::compile`].
     pub file: PathBuf,
+    /// 1-based line of the value (of its key, in a mapping).
     pub line: Option<usize>,
     /// The JSON pointer of the value, `""` for the document.
     pub pointer: String,
@@ -97,6 +99,13 @@ impl Operation {
     /// refuses is refused before its body is read.
     pub fn check_head(&self, head: &RequestHead<'_>) -> Result<BodyPlan, Rejection> {
         self.validation.check_head(head)
+    }
+
+    /// [`Self::check_head`] for `validate = "report"`: the body plan even when the head
+    /// failed (a body whose media type was accepted can still be checked and counted; one
+    /// whose media type failed is [`BodyPlan::None`] and streams unchecked).
+    pub fn check_head_report(&self, head: &RequestHead<'_>) -> (BodyPlan, Result<(), Rejection>) {
+        self.validation.check_head_report(head)
     }
 
     /// Checks a body the head check said to hold ([`BodyPlan::Hold`]). The body itself is

@@ -12,7 +12,10 @@
 //! default) or one comma list (`explode: false`); path and header arrays are comma lists.
 //! A scalar query parameter or header given more than once is refused: frameworks disagree
 //! on which one counts (Express makes it an array), so the gateway would be checking a value
-//! the upstream may not use. Object-typed parameters are checked for presence only.
+//! the upstream may not use. Object-typed parameters, parameters described by `content`
+//! instead of `schema`, and the other serialization styles (`matrix`, `label`,
+//! `spaceDelimited`, `pipeDelimited`, `deepObject`) are checked for presence only: the
+//! gateway does not parse them, and guessing would refuse values the upstream accepts.
 
 use http::HeaderMap;
 use jsonschema::Validator;
@@ -64,7 +67,11 @@ impl ParamCheck {
         {
             return Ok(None);
         }
-        let shape = raw.schema.as_ref().map_or(Shape::Presence, |s| shape(s, schemas, raw));
+        let plain_style = raw.style.as_deref().is_none_or(|s| s == "form" || s == "simple");
+        let shape = match &raw.schema {
+            Some(s) if plain_style => shape(s, schemas, raw),
+            _ => Shape::Presence,
+        };
         let validator = match (&raw.schema, shape) {
             (Some(schema), Shape::Scalar(_) | Shape::Array { .. }) => Some(schemas.build(schema)?.0),
             _ => None,
@@ -152,7 +159,7 @@ fn shape(schema: &Value, schemas: &SchemaCompiler, raw: &RawParam) -> Shape {
     let Some(schema) = schemas.resolve(schema) else {
         return Shape::Scalar(Coerce::default());
     };
-    let types = types(schema);
+    let types = types_of(schema);
     if types.iter().any(|t| t == "object") {
         return Shape::Presence;
     }
@@ -164,10 +171,6 @@ fn shape(schema: &Value, schemas: &SchemaCompiler, raw: &RawParam) -> Shape {
         };
     }
     Shape::Scalar(coercion(&types))
-}
-
-fn types(schema: &Value) -> Vec<String> {
-    types_of(schema)
 }
 
 fn types_of(schema: &Value) -> Vec<String> {
@@ -232,6 +235,7 @@ mod tests {
             required,
             schema: Some(schema),
             explode,
+            style: None,
             pointer: String::new(),
         };
         let schemas =
@@ -329,6 +333,7 @@ mod tests {
             required: true,
             schema: Some(json!({"type": "string"})),
             explode: false,
+            style: None,
             pointer: String::new(),
         };
         let c = ParamCheck::compile(&raw_param, &SchemaCompiler::new(&json!({})))
@@ -357,6 +362,31 @@ mod tests {
     }
 
     #[test]
+    fn other_styles_are_presence_only() {
+        let raw_param = RawParam {
+            name: "ids".into(),
+            location: ParamIn::Query,
+            required: true,
+            schema: Some(json!({"type": "array", "items": {"type": "integer"}})),
+            explode: false,
+            style: Some("pipeDelimited".into()),
+            pointer: String::new(),
+        };
+        let c = ParamCheck::compile(&raw_param, &SchemaCompiler::new(&json!({})))
+            .unwrap()
+            .unwrap();
+        let mut out = Collector::default();
+        c.check(&[b"1|2"], &mut out);
+        assert!(out.finish().is_ok());
+        let mut out = Collector::default();
+        c.check(&[], &mut out);
+        assert_eq!(
+            out.finish().unwrap_err().message,
+            "Invalid query parameter ids: is required"
+        );
+    }
+
+    #[test]
     fn cookies_and_reserved_headers_are_not_checked() {
         let mut raw_param = RawParam {
             name: "Content-Type".into(),
@@ -364,6 +394,7 @@ mod tests {
             required: true,
             schema: None,
             explode: false,
+            style: None,
             pointer: String::new(),
         };
         let schemas = SchemaCompiler::new(&json!({}));

@@ -11,9 +11,13 @@ pub const MAX_ERRORS: usize = 10;
 /// `authgate_validation_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
+    /// A path parameter (its `{name}` capture, percent-decoded).
     Path,
+    /// A query parameter.
     Query,
+    /// A header parameter.
     Header,
+    /// The JSON body, or the presence of a body.
     Body,
     /// The request's `Content-Type` (a 415).
     MediaType,
@@ -78,6 +82,7 @@ impl Locations {
 /// One failing value: an `errors[]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// `errors[].in` (via [`Location::json_in`]).
     pub location: Location,
     /// The JSON pointer of the failing value in the body (a missing property's own pointer,
     /// `/email`; `""` for the body as a whole), or the parameter's or header's name.
@@ -117,12 +122,16 @@ impl Reason {
 /// the message; `errors` keeps the first [`MAX_ERRORS`]; `locations` all that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// 400 or 415 (the first failure's [`Reason::status`]).
     pub status: u16,
+    /// The first failure's reason.
     pub reason: Reason,
     /// Names the first failure: `Invalid request body: /email is required`,
     /// `Invalid query parameter limit: must be at most 100`.
     pub message: String,
+    /// The response's `errors[]`, in check order, at most [`MAX_ERRORS`].
     pub errors: Vec<FieldError>,
+    /// Every location that failed (also beyond the first ten errors), for the metric.
     pub locations: Locations,
 }
 

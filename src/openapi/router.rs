@@ -144,11 +144,16 @@ pub enum RouteOutcome<'r, 'p> {
     /// of each `{name}` (as the operation names them; before the first `;` when semicolons
     /// are allowed).
     Match {
+        /// Index into [`super::CompiledSpec::operations`].
         operation: usize,
+        /// `(name, raw bytes)` of each `{name}` segment, in path order.
         captures: Vec<(&'r str, &'p [u8])>,
     },
     /// The path is documented, the method is not: 405, with this `Allow` header value.
-    MethodNotAllowed { allow: &'r str },
+    MethodNotAllowed {
+        /// `GET, HEAD, POST`: precomputed per path, so a 405 allocates nothing.
+        allow: &'r str,
+    },
     /// No spec path matches: 404 `no_route` (unless another table routes it).
     NoMatch,
 }

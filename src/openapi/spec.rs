@@ -46,6 +46,8 @@ pub(crate) struct RawParam {
     pub(crate) schema: Option<Value>,
     /// Query arrays: repeated names (`form`, explode true, the default) or one comma list.
     pub(crate) explode: bool,
+    /// `style` as written; only `form` and `simple` (the defaults) are parsed.
+    pub(crate) style: Option<String>,
     pub(crate) pointer: String,
 }
 
@@ -343,6 +345,7 @@ fn parameter(root: &Value, value: &Value, pointer: &str, problems: &mut Vec<At>)
         required: location == ParamIn::Path || flag("required").unwrap_or(false),
         schema: value.get("schema").cloned(),
         explode: flag("explode").unwrap_or(location == ParamIn::Query),
+        style: value.get("style").and_then(Value::as_str).map(str::to_string),
         pointer,
     })
 }

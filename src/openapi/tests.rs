@@ -651,3 +651,41 @@ fn arb_json() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+#[test]
+fn report_mode_keeps_the_body_plan_of_a_failed_head() {
+    let spec = compile(
+        Path::new("s.yaml"),
+        "openapi: 3.1.0
+paths:
+  /a:
+    post:
+      operationId: a
+      parameters: [{name: q, in: query, required: true}]
+      requestBody:
+        content:
+          application/json:
+            schema: {type: object}
+",
+        "",
+    )
+    .unwrap();
+    let op = &spec.operations()[0];
+    let h = headers(&[("content-type", "application/json"), ("content-length", "2")]);
+    let head = RequestHead {
+        captures: &[],
+        query: None,
+        headers: &h,
+    };
+    let (plan, verdict) = op.check_head_report(&head);
+    assert_eq!(verdict.unwrap_err().message, "Invalid query parameter q: is required");
+    let BodyPlan::Hold(held) = plan else { panic!("{plan:?}") };
+    assert_eq!(
+        op.check_body(held, b"[]").unwrap_err().message,
+        "Invalid request body: must be an object"
+    );
+    assert_eq!(
+        op.check_head(&head).unwrap_err().message,
+        "Invalid query parameter q: is required"
+    );
+}

@@ -22,6 +22,8 @@ pub struct RequestHead<'a> {
     pub captures: &'a [(&'a str, &'a [u8])],
     /// The raw query, the bytes after `?` (`None` without one).
     pub query: Option<&'a [u8]>,
+    /// The request headers (header parameters, `Content-Type`, `Content-Length`,
+    /// `Transfer-Encoding`).
     pub headers: &'a HeaderMap,
 }
 
@@ -72,6 +74,13 @@ impl Validation {
 
     /// Parameters, body presence and media type.
     pub(crate) fn check_head(&self, head: &RequestHead<'_>) -> Result<BodyPlan, Rejection> {
+        let (plan, verdict) = self.check_head_report(head);
+        verdict.map(|()| plan)
+    }
+
+    /// As [`Self::check_head`], but the body plan comes with the verdict, so report mode can
+    /// still check a body whose head failed.
+    pub(crate) fn check_head_report(&self, head: &RequestHead<'_>) -> (BodyPlan, Result<(), Rejection>) {
         let mut out = Collector::default();
         for p in &self.params {
             match p.location {
@@ -96,7 +105,7 @@ impl Validation {
             Some(b) => b.head(head.headers, &mut out),
             None => body::head_without_body(head.headers, &mut out),
         };
-        out.finish().map(|()| plan)
+        (plan, out.finish())
     }
 
     /// A body held as [`BodyPlan::Hold`] asked.
