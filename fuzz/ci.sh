@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-30}
-targets=(jwt_verify xff path_route config_load journal)
+targets=(jwt_verify xff path_route config_load journal openapi_validate)
 cargo_fuzz_version=0.13.2
 flags=(--sanitizer none)
 

@@ -13,6 +13,9 @@ use std::sync::OnceLock;
 use authgate::config::load::{parse_directory, settings_from_text};
 use authgate::config::{Problems, Settings};
 use authgate::journal;
+use authgate::openapi::{
+    self, BodyPlan, CompiledSpec, HeldBody, Operation, Rejection, RequestHead, RouteOutcome, MAX_ERRORS,
+};
 use authgate::policy::client_ip::{resolve, ClientIp, ClientIpPolicy, IpSource};
 use authgate::policy::identity::valid_id;
 use authgate::policy::ip_set::{parse_net, IpSet};
@@ -24,6 +27,7 @@ use authgate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable
 use authgate::policy::token_cache::TokenCache;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use http::{HeaderMap, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
@@ -1103,4 +1107,233 @@ pub fn journal(data: &[u8]) {
         let h = journal::parse(&healed);
         assert_eq!(h.entries.last(), Some(&("p".to_string(), "o".to_string())));
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// openapi_validate: byte 0 = flags, then line 1 = the request target (path and query),
+// line 2 = the Content-Type value, the rest = the body. Run through the shipped specs.
+// ------------------------------------------------------------------------------------------
+
+/// The shipped specs (`config/openapi/`), compiled once; they must compile without problems.
+pub fn shipped_specs() -> &'static [CompiledSpec; 2] {
+    static S: OnceLock<[CompiledSpec; 2]> = OnceLock::new();
+    S.get_or_init(|| {
+        let one = |name: &str, text: &str| {
+            openapi::compile(Path::new(name), text, "").unwrap_or_else(|p| panic!("{name}: {p:?}"))
+        };
+        [
+            one("partner-api.yaml", include_str!("../config/openapi/partner-api.yaml")),
+            one("org-api.yaml", include_str!("../config/openapi/org-api.yaml")),
+        ]
+    })
+}
+
+/// The oracle for a held body: the same crate, built here from the standalone schema the
+/// operation exposes, with default options except format assertion (which §14 asks for).
+fn body_oracle(schema: &Value) -> jsonschema::Validator {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .expect("an exposed schema builds")
+}
+
+/// The fuzz input, taken apart.
+struct ApiRequest<'a> {
+    op: usize,
+    semicolons: bool,
+    chunked: bool,
+    target: &'a [u8],
+    content_type: Option<&'a [u8]>,
+    body: &'a [u8],
+}
+
+fn api_request(data: &[u8]) -> Option<ApiRequest<'_>> {
+    let (&flags, rest) = data.split_first()?;
+    let mut parts = rest.splitn(3, |&b| b == b'\n');
+    let target = parts.next().unwrap_or_default();
+    let content_type = parts.next();
+    let body = parts.next().unwrap_or_default();
+    Some(ApiRequest {
+        op: usize::from(flags & 0x0f),
+        semicolons: flags & 0x10 != 0,
+        chunked: flags & 0x20 != 0,
+        target,
+        content_type: content_type.filter(|_| flags & 0x40 == 0),
+        body,
+    })
+}
+
+pub fn openapi_validate(data: &[u8]) {
+    let Some(req) = api_request(data) else { return };
+    let specs = shipped_specs();
+    let path = path_of(req.target);
+    let query = req.target.get(path.len() + 1..);
+    let all: Vec<(&CompiledSpec, usize)> = specs
+        .iter()
+        .flat_map(|s| (0..s.operations().len()).map(move |i| (s, i)))
+        .collect();
+    let (spec, mut index) = all[req.op % all.len()];
+    let op = &spec.operations()[index];
+    // routing never panics; a match names an operation of the spec and whole segments
+    let mut captures: Vec<(&str, &[u8])> = Vec::new();
+    for method in ["GET", "HEAD", "POST", "PUT", op.method()] {
+        match spec.find(method, path, req.semicolons) {
+            RouteOutcome::Match { operation, captures: c } => {
+                assert!(operation < spec.operations().len());
+                for (_, v) in &c {
+                    assert_spec_capture(path, v, req.semicolons);
+                }
+                if method == op.method() {
+                    (index, captures) = (operation, c);
+                }
+            }
+            RouteOutcome::MethodNotAllowed { allow } => assert!(!allow.is_empty() && !allow.contains(method)),
+            RouteOutcome::NoMatch => {}
+        }
+    }
+    let op = &spec.operations()[index];
+    if captures.is_empty() {
+        // the path did not route here: the input's segments stand in for the captures
+        let mut segs = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
+        captures = op
+            .path_params()
+            .iter()
+            .map(|n| (n.as_str(), segs.next().unwrap_or(b"x")))
+            .collect();
+    }
+    check_request(op, &req, &captures, query);
+}
+
+/// A capture is a whole non-empty segment of the path (by position), or with semicolons
+/// allowed the part of one before its first `;`.
+fn assert_spec_capture(path: &[u8], c: &[u8], semicolons: bool) {
+    assert!(!c.is_empty() && !c.contains(&b'/'), "capture {c:?}");
+    let start = (c.as_ptr() as usize)
+        .checked_sub(path.as_ptr() as usize)
+        .filter(|s| *s > 0 && s + c.len() <= path.len())
+        .expect("the capture lies in the path");
+    assert_eq!(path[start - 1], b'/', "capture starts a segment");
+    let end = path.get(start + c.len()).copied();
+    match end {
+        None | Some(b'/') => {}
+        Some(b';') if semicolons => {}
+        Some(other) => panic!("capture ends before {:?}", other as char),
+    }
+    assert!(!(semicolons && c.contains(&b';')), "capture holds a ';'");
+}
+
+fn check_request(op: &Operation, req: &ApiRequest<'_>, captures: &[(&str, &[u8])], query: Option<&[u8]>) {
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = req.content_type.and_then(|v| HeaderValue::from_bytes(v).ok()) {
+        headers.insert(http::header::CONTENT_TYPE, ct);
+    }
+    if req.chunked {
+        headers.insert(http::header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    } else if !req.body.is_empty() {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+    }
+    let head = RequestHead {
+        captures,
+        query,
+        headers: &headers,
+    };
+    let plan = op.check_head(&head);
+    if let Err(r) = &plan {
+        assert_rejection(r);
+        return;
+    }
+    assert_query_oracle(op, query);
+    let announced = req.chunked || !req.body.is_empty();
+    match plan {
+        Ok(BodyPlan::None) => assert!(!announced, "{}: an announced body was let through unchecked", op.id()),
+        Ok(BodyPlan::Stream) => assert!(!op.needs_body(), "{}: a JSON-schema body streamed", op.id()),
+        Ok(BodyPlan::Hold(held)) => check_held(op, held, req.body),
+        Err(_) => unreachable!(),
+    }
+}
+
+fn check_held(op: &Operation, held: HeldBody, body: &[u8]) {
+    let verdict = op.check_body(held, body);
+    if let Err(r) = &verdict {
+        assert_rejection(r);
+    }
+    let Some(schema) = op.held_schema(held) else {
+        // no requestBody: only an empty body passes
+        assert_eq!(
+            verdict.is_ok(),
+            body.is_empty(),
+            "{}: body on an operation without one",
+            op.id()
+        );
+        return;
+    };
+    if body.is_empty() {
+        return; // presence is the head's and `required`'s business
+    }
+    let oracle = body_oracle(schema);
+    let oracle_ok = serde_json::from_slice::<Value>(body).is_ok_and(|v| oracle.is_valid(&v));
+    assert_eq!(
+        verdict.is_ok(),
+        oracle_ok,
+        "{}: the edge and jsonschema's is_valid disagree on {:?}",
+        op.id(),
+        String::from_utf8_lossy(body)
+    );
+}
+
+/// A rejection is well formed and echoes nothing big.
+fn assert_rejection(r: &Rejection) {
+    assert!(matches!(
+        (r.status, r.reason.as_str()),
+        (400, "invalid_request") | (415, "unsupported_media_type")
+    ));
+    assert!(
+        !r.errors.is_empty() && r.errors.len() <= MAX_ERRORS,
+        "errors: {}",
+        r.errors.len()
+    );
+    assert!(r.message.len() < 600, "message too long: {}", r.message.len());
+    for e in &r.errors {
+        assert!(
+            !e.message.is_empty() && e.message.len() < 400 && e.pointer.len() <= 203,
+            "{e:?}"
+        );
+        assert!(r.locations.contains(e.location));
+    }
+}
+
+/// The partner spec's `limit` (1..=100) and `offset` (>= 0), restated: an accepted head had
+/// each at most once, as a JSON integer in range.
+fn assert_query_oracle(op: &Operation, query: Option<&[u8]>) {
+    if op.id() != "listOrgs" {
+        return;
+    }
+    // offset has no maximum: any integer JSON can spell passes (5e107 included)
+    for (name, min, max) in [("limit", 1.0, 100.0), ("offset", 0.0, f64::INFINITY)] {
+        let values: Vec<Vec<u8>> = query
+            .unwrap_or_default()
+            .split(|&b| b == b'&')
+            .filter_map(|pair| {
+                let mut kv = pair.splitn(2, |&b| b == b'=');
+                let k = form_decode(kv.next().unwrap_or_default());
+                (k == name.as_bytes()).then(|| form_decode(kv.next().unwrap_or_default()))
+            })
+            .collect();
+        assert!(values.len() <= 1, "{name} accepted {} times", values.len());
+        if let Some(v) = values.first() {
+            let n = serde_json::from_slice::<Value>(v)
+                .ok()
+                .filter(|_| !v.starts_with(b" ") && !v.ends_with(b" "));
+            let ok = n
+                .and_then(|n| n.as_f64())
+                .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f >= min && f <= max);
+            assert!(ok, "{name}={:?} accepted", String::from_utf8_lossy(v));
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding with the percent-encoding crate's decoder.
+fn form_decode(s: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = s.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    percent_encoding::percent_decode(&spaced).collect()
 }

@@ -24,6 +24,7 @@ pub mod logging;
 #[cfg(feature = "gateway")]
 pub(crate) mod metrics;
 pub mod mint;
+pub mod openapi;
 #[cfg(feature = "gateway")]
 pub mod ops;
 pub mod policy;

@@ -66,6 +66,11 @@ fn journal() {
     replay("journal", harness::journal);
 }
 
+#[test]
+fn openapi_validate() {
+    replay("openapi_validate", harness::openapi_validate);
+}
+
 /// The token seeds are what their names say (so the fuzzer starts from real tokens, valid
 /// and subtly invalid, and a change to the fixture keys or the shipped `[jwt]` shows here).
 /// Verdicts are for all keys and the shipped `[jwt]`, at `harness::NOW`.
