@@ -1,7 +1,7 @@
 //! Media types: a request's `Content-Type` against an operation's `content` keys.
 //!
 //! Compared on the essence (`type/subtype`, ASCII-case-insensitive); parameters such as
-//! `charset` are ignored (CONTRACT §14). A key may be a range (`application/*`, `*/*`); the
+//! `charset` are ignored (docs/reference.md, the OpenAPI section). A key may be a range (`application/*`, `*/*`); the
 //! most specific key that matches wins, as OpenAPI says.
 
 /// A `content` key, parsed.

@@ -1,4 +1,4 @@
-//! The upstream's OpenAPI spec as the policy (CONTRACT §14): its operations become routes
+//! The upstream's OpenAPI spec as the policy (docs/reference.md, the OpenAPI section): its operations become routes
 //! named by `operationId`, and requests are validated against what each operation declares
 //! before they reach the upstream.
 //!

@@ -1,4 +1,4 @@
-//! What the edge answers when a request breaks its operation's contract (CONTRACT §14):
+//! What the edge answers when a request breaks its operation's contract (docs/reference.md, the OpenAPI section):
 //! 400 `invalid_request` or 415 `unsupported_media_type`, a `message` naming the first
 //! failure, and at most [`MAX_ERRORS`] `errors[]` entries.
 

@@ -1,4 +1,4 @@
-//! Which spec operation a request is for (CONTRACT §14 "Precisely", §4 step 1, §13).
+//! Which spec operation a request is for (docs/reference.md, the OpenAPI section and pipeline step 1).
 //!
 //! The path picks the spec path first, then the method picks the operation; a path the spec
 //! has with a method it lacks is a 405 with `Allow`. Literal segments match the
@@ -212,7 +212,7 @@ impl Router {
 
     /// Routes a request whose path passed hygiene (any bytes are safe: nothing panics).
     /// `semicolons`: `[server] allow_path_semicolons`; each segment is then matched and
-    /// captured on its part before the first raw `;` (CONTRACT §13).
+    /// captured on its part before the first raw `;` (docs/reference.md, `allow_path_semicolons`).
     pub(crate) fn find<'r, 'p>(&'r self, method: &str, path: &'p [u8], semicolons: bool) -> RouteOutcome<'r, 'p> {
         let Some(body) = path.strip_prefix(b"/") else {
             return RouteOutcome::NoMatch;

@@ -1,4 +1,4 @@
-//! An operation's request checks (CONTRACT §14 step 7a), compiled once, run per request.
+//! An operation's request checks (docs/reference.md, pipeline step 7a), compiled once, run per request.
 //!
 //! The head check (parameters, body presence, media type) runs on the request head alone,
 //! so a request that fails it is refused before its body is read; it collects every failure
