@@ -65,11 +65,7 @@ impl AccessRecord<'_> {
         str_field(&mut out, b"partner", self.partner);
         str_field(&mut out, b"org", self.org);
         if let Some(ip) = self.client_ip {
-            let _ = write!(
-                out,
-                ",\"client_ip\":\"{}\"",
-                crate::policy::upstream_headers::ip_text(ip)
-            );
+            let _ = write!(out, ",\"client_ip\":\"{}\"", crate::ip_text::ip_text(ip));
         }
         if let Some(s) = self.upstream_status {
             let _ = write!(out, ",\"upstream_status\":{s}");

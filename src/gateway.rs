@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::config::tls_files::TlsMaterial;
 use crate::config::{PolicyFiles, Problems, Settings};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::policy::rate_limit::{Headroom, OverrideBuckets, RateLimits};
 use crate::policy::token_cache::{TokenCache, DEFAULT_CAPACITY};
 use crate::shared::view::RevocationView;
 use crate::shared::{Handles, Shared};
-use crate::tls::{TlsMaterial, TlsState};
+use crate::tls::TlsState;
 
 /// State shared by the proxy workers, the admin listener and the reload task.
 pub(crate) struct Gateway {

@@ -10,12 +10,14 @@
 pub mod access_log;
 #[cfg(feature = "gateway")]
 pub mod admin;
+#[cfg(test)]
+mod architecture;
 pub mod config;
-#[cfg(feature = "gateway")]
 #[cfg(feature = "gateway")]
 pub mod demo;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub(crate) mod ip_text;
 pub mod journal;
 pub(crate) mod json_text;
 #[cfg(feature = "gateway")]

@@ -56,28 +56,6 @@ fn signing_key(k: &KeySource) -> Result<EncodingKey, String> {
     }
 }
 
-/// A fresh Ed25519 pair as (PKCS#8 private PEM, SPKI public PEM), for `authgate demo`: the
-/// demo makes its own keys at run time, so no private key ships in the repository. aws-lc-rs
-/// (the signature backend already) writes the DER, the `pem` crate the armour.
-pub(crate) fn generate_ed25519_pem() -> anyhow::Result<(String, String)> {
-    use aws_lc_rs::encoding::AsDer as _;
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-    let failed = |_| anyhow::anyhow!("cannot generate an Ed25519 key pair");
-    let pair = Ed25519KeyPair::generate().map_err(failed)?;
-    let private = pair.to_pkcs8v1().map_err(failed)?;
-    let public = pair.public_key().as_der().map_err(failed)?;
-    Ok((
-        pem_text("PRIVATE KEY", private.as_ref()),
-        pem_text("PUBLIC KEY", public.as_ref()),
-    ))
-}
-
-/// PEM with `\n` line ends, as the key files the config names usually are.
-fn pem_text(tag: &str, der: &[u8]) -> String {
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    pem::encode_config(&pem::Pem::new(tag, der), config)
-}
-
 fn can_sign(k: &KeySource) -> bool {
     !matches!(k.material, KeyMaterial::PublicKeyFile(_)) || k.private_key_file.is_some()
 }
@@ -153,7 +131,6 @@ fn check_ids(subject: &Subject, opts: &MintOptions, require_key_id: bool) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
     #[test]
     fn ids_the_gateway_would_refuse_are_not_minted() {
@@ -170,29 +147,5 @@ mod tests {
         assert!(err.contains("org id") && err.contains("control character"), "{err}");
         let err = check_ids(&partner("acme"), &key(&"k".repeat(300)), false).unwrap_err();
         assert!(err.contains("key id") && err.contains("256 bytes"), "{err}");
-    }
-
-    /// The demo's pair must work end to end: its private half signs what its public half
-    /// verifies, and every call makes a new key.
-    #[test]
-    fn generated_ed25519_pair_signs_and_verifies() {
-        let (private, public) = generate_ed25519_pem().unwrap();
-        assert_eq!(pem::parse(&private).unwrap().tag(), "PRIVATE KEY");
-        assert_eq!(pem::parse(&public).unwrap().tag(), "PUBLIC KEY");
-        assert!(!private.contains('\r') && !public.contains('\r'));
-
-        let claims = serde_json::json!({ "partner_id": "p1" });
-        let signing = EncodingKey::from_ed_pem(private.as_bytes()).unwrap();
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signing).unwrap();
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.required_spec_claims.clear();
-        let verifying = DecodingKey::from_ed_pem(public.as_bytes()).unwrap();
-        let data = jsonwebtoken::decode::<Value>(&token, &verifying, &validation).unwrap();
-        assert_eq!(data.claims, claims);
-
-        let (_, other_public) = generate_ed25519_pem().unwrap();
-        assert_ne!(public, other_public);
-        let other = DecodingKey::from_ed_pem(other_public.as_bytes()).unwrap();
-        assert!(jsonwebtoken::decode::<Value>(&token, &other, &validation).is_err());
     }
 }

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
+use super::demo_keys::is_burned_raw;
 use crate::policy::jwt::VerifyKey;
 
 #[derive(Deserialize)]
@@ -87,10 +88,7 @@ fn key(raw: serde_json::Value, allowed: &[Algorithm]) -> Result<VerifyKey, Strin
                 return Err(format!("kid {kid}: unsupported curve {:?}", jwk.crv));
             }
             let x = jwk.x.as_deref().ok_or_else(|| missing("x"))?;
-            if URL_SAFE_NO_PAD
-                .decode(x)
-                .is_ok_and(|raw| raw == super::load::BURNED_DEMO_ED25519)
-            {
+            if URL_SAFE_NO_PAD.decode(x).is_ok_and(|raw| is_burned_raw(&raw)) {
                 return Err(format!(
                     "kid {kid}: the old demo key (its private half is public) is refused"
                 ));

@@ -2,16 +2,18 @@
 //! policy file. Used at start, by `authgate check`, and on every SIGHUP reload.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::file::{GatewayFile, PolicyFile};
+use super::demo_keys::is_burned_pem;
+use super::file::PolicyFile;
 use super::jwks;
 use super::problem::{Problem, Problems, Reporter};
 use super::settings::{KeyMaterial, Settings};
-use super::validate::{self, ip_list};
+use super::validate::ip_list;
+pub use super::validate::settings_from_text;
 use crate::policy::directory::{ApiKeyEntry, Directory, LimitOverride, OrgPolicy, PartnerPolicy};
 use crate::policy::identity::id_problem;
 use crate::policy::jwt::VerifyKey;
@@ -23,7 +25,7 @@ pub struct PolicyFiles {
     pub(crate) keys: Vec<Arc<VerifyKey>>,
     /// `[server.tls]` files, parsed and checked (absent without `[server.tls]`).
     #[cfg(feature = "gateway")]
-    pub(crate) tls: Option<crate::tls::TlsMaterial>,
+    pub(crate) tls: Option<super::tls_files::TlsMaterial>,
 }
 
 /// Everything needed to start: settings plus the first policy.
@@ -44,16 +46,6 @@ impl Loaded {
             return tls.expiry_warning(now).into_iter().collect();
         }
         Vec::new()
-    }
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
@@ -83,23 +75,6 @@ pub fn load(config_path: &Path) -> Result<Loaded, Problems> {
             Err(problems)
         }
     }
-}
-
-/// Parses and validates gateway-config text without reading any other file. Returns the
-/// settings (unless the TOML itself does not parse) and every problem found; `check` and
-/// the fuzz targets use it as the pure first stage of [`load`].
-pub fn settings_from_text(config_path: &Path, text: &str) -> (Option<Settings>, Problems) {
-    let absolute_path = absolute(config_path);
-    let mut r = Reporter::new(config_path, text);
-    let file: GatewayFile = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            r.parse_error(&e);
-            return (None, r.finish());
-        }
-    };
-    let settings = validate::settings(&file, &absolute_path, &mut r);
-    (Some(settings), r.finish())
 }
 
 /// Resolves every backend's `host:port` (every backend resolves: docs/reference.md#upstream-clusters), once, at
@@ -174,7 +149,7 @@ pub fn load_policy_files(settings: &Settings) -> Result<PolicyFiles, Problems> {
     let tls = match settings
         .tls
         .as_ref()
-        .map(|t| crate::tls::load(t, &settings.config_path))
+        .map(|t| super::tls_files::load(t, &settings.config_path))
     {
         None => None,
         Some(Ok(m)) => Some(m),
@@ -226,7 +201,7 @@ pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Prob
                 ))),
             },
             KeyMaterial::PublicKeyFile(path) => match std::fs::read(path) {
-                Ok(pem) if is_burned(&pem) => Err(at(format!(
+                Ok(pem) if is_burned_pem(&pem) => Err(at(format!(
                     "key {:?}: {} is the old demo key whose private half is public (git history); \
                      it is refused: generate your own key pair",
                     k.kid,
@@ -290,27 +265,6 @@ pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Prob
     } else {
         Err(Problems(problems))
     }
-}
-
-/// The raw Ed25519 public key of the demo pair round 1 committed (`config/keys/demo-ed.*`).
-/// Its private half stays in git history, so anyone can sign with it: refused everywhere.
-pub(crate) const BURNED_DEMO_ED25519: [u8; 32] = [
-    0x4b, 0x06, 0xd3, 0xc7, 0x7f, 0xbc, 0x1d, 0x9c, 0x69, 0xdb, 0xce, 0x37, 0xdd, 0xf5, 0x0a, 0x56, 0x93, 0xb1, 0x60,
-    0xd0, 0x6c, 0x73, 0x1c, 0x8f, 0x75, 0x2d, 0x63, 0xdc, 0x67, 0x28, 0xd1, 0x4d,
-];
-
-/// Whether a PEM file holds the burned demo public key.
-fn is_burned(pem: &[u8]) -> bool {
-    use base64::Engine as _;
-    let text = String::from_utf8_lossy(pem);
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .flat_map(|l| l.trim().chars())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .is_ok_and(|der| der.ends_with(&BURNED_DEMO_ED25519))
 }
 
 fn public_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
@@ -468,14 +422,6 @@ pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_burned_demo_key_is_recognised() {
-        let burned = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEASwbTx3+8HZxp28433fUKVpOxYNBscxyPdS1j3Gco0U0=\n-----END PUBLIC KEY-----\n";
-        assert!(is_burned(burned));
-        let (_, fresh) = crate::mint::generate_ed25519_pem().unwrap();
-        assert!(!is_burned(fresh.as_bytes()));
-    }
 
     #[test]
     fn ids_that_cannot_be_header_values_are_refused() {

@@ -1,11 +1,15 @@
 //! Configuration: file structs (serde, unknown keys refused) -> validated, immutable
 //! settings and policy. Every problem names its file and line; loading reports all of them.
 
+pub(crate) mod cloudflare;
+pub(crate) mod demo_keys;
 pub(crate) mod file;
 pub(crate) mod jwks;
 pub mod load;
 pub(crate) mod problem;
 pub(crate) mod settings;
+#[cfg(feature = "gateway")]
+pub(crate) mod tls_files;
 pub mod validate;
 
 pub use load::{load, load_policy_files, Loaded, PolicyFiles};

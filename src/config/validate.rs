@@ -10,14 +10,14 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use toml::Spanned;
 
+use super::cloudflare;
 use super::file::{ClusterFile, GatewayFile, HealthCheckFile, OneOrMany, RedisFile, RouteFile};
-use super::problem::Reporter;
+use super::problem::{Problems, Reporter};
 use super::settings::{
     BackendSettings, ClusterSettings, HealthCheckSettings, JwksSettings, KeyMaterial, KeySource, LogFormat, OnError,
     RedisSettings, RouteUpstream, Selection, Settings, TlsFiles,
 };
 use crate::policy::client_ip::{ClientIpPolicy, IpSource};
-use crate::policy::cloudflare;
 use crate::policy::ip_set::{parse_net, IpSet};
 use crate::policy::jwt::JwtPolicy;
 use crate::policy::pipeline::StaticPolicy;
@@ -105,6 +105,34 @@ fn socket_addr(r: &mut Reporter<'_>, v: &Spanned<String>, field: &str) -> Socket
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     }
+}
+
+/// The config path as an absolute path (relative names are relative to the working directory).
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// Parses and validates gateway-config text without reading any other file. Returns the
+/// settings (unless the TOML itself does not parse) and every problem found; `check` and
+/// the fuzz targets use it as the pure first stage of [`crate::config::load()`].
+pub fn settings_from_text(config_path: &Path, text: &str) -> (Option<Settings>, Problems) {
+    let absolute_path = absolute(config_path);
+    let mut r = Reporter::new(config_path, text);
+    let file: GatewayFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            r.parse_error(&e);
+            return (None, r.finish());
+        }
+    };
+    let settings = settings(&file, &absolute_path, &mut r);
+    (Some(settings), r.finish())
 }
 
 /// Validates the parsed gateway file. `config_path` must be absolute.
@@ -1091,8 +1119,7 @@ mod tests {
              [client_ip]\n{client_ip}\n[policies]\nfile = \"partners.toml\"\n\
              [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n"
         );
-        let (settings, problems) =
-            crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), &text);
+        let (settings, problems) = settings_from_text(Path::new("/etc/authgate/authgate.toml"), &text);
         (settings.unwrap(), problems)
     }
 
@@ -1163,7 +1190,7 @@ mod tests {
              [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n\
              [[routes]]\nname = \"stream\"\npath = \"/v1/stream/**\"\nauth = \"none\"\n\
              upstream = \"org-api\"\nread_timeout = \"5m\"\n";
-        let (s, problems) = crate::config::load::settings_from_text(Path::new("/etc/authgate/authgate.toml"), text);
+        let (s, problems) = settings_from_text(Path::new("/etc/authgate/authgate.toml"), text);
         assert!(problems.is_empty(), "{problems}");
         let s = s.unwrap();
         let names: Vec<&str> = s.upstreams.iter().map(|c| &*c.name).collect();
@@ -1241,15 +1268,15 @@ mod tests {
             )
         };
         let path = Path::new("/etc/authgate/authgate.toml");
-        let (s, problems) = crate::config::load::settings_from_text(path, &text("GET"));
+        let (s, problems) = settings_from_text(path, &text("GET"));
         assert!(problems.is_empty(), "{problems}");
         assert!(s.unwrap().route_upstream(0).websocket);
-        let (_, problems) = crate::config::load::settings_from_text(path, &text("post"));
+        let (_, problems) = settings_from_text(path, &text("post"));
         assert!(
             problems.to_string().contains("method \"post\" has a lowercase letter"),
             "{problems}"
         );
-        let (_, problems) = crate::config::load::settings_from_text(path, &text("G T"));
+        let (_, problems) = settings_from_text(path, &text("G T"));
         assert!(
             problems.to_string().contains("is not an HTTP method token"),
             "{problems}"

@@ -92,7 +92,7 @@ fn add_demo_ed_key(loaded: &mut Loaded) -> anyhow::Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (private_pem, public_pem) = crate::mint::generate_ed25519_pem()?;
+    let (private_pem, public_pem) = crate::config::demo_keys::generate_ed25519_pem()?;
     let private = dir.join("demo-ed.key.pem");
     let public = dir.join("demo-ed.pub.pem");
     {

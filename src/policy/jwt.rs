@@ -499,6 +499,13 @@ pub(crate) mod tests {
         pub(crate) static CRYPTO_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
+    /// The public half of a fresh Ed25519 pair (the raw key, as a PEM or JWK would give it).
+    fn ed25519_public() -> DecodingKey {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pair = Ed25519KeyPair::generate().unwrap();
+        DecodingKey::from_ed_der(pair.public_key().as_ref())
+    }
+
     fn crypto_calls() -> usize {
         CRYPTO_CALLS.with(|c| c.get())
     }
@@ -507,12 +514,7 @@ pub(crate) mod tests {
     fn unknown_kids_and_mismatched_algorithms_never_reach_the_crypto() {
         let keys = KeySet::new([
             VerifyKey::new("hs-1", vec![Algorithm::HS256], &DecodingKey::from_secret(SECRET)).unwrap(),
-            VerifyKey::new(
-                "ed-1",
-                vec![Algorithm::EdDSA],
-                &DecodingKey::from_ed_pem(crate::mint::generate_ed25519_pem().unwrap().1.as_bytes()).unwrap(),
-            )
-            .unwrap(),
+            VerifyKey::new("ed-1", vec![Algorithm::EdDSA], &ed25519_public()).unwrap(),
         ]);
         let before = crypto_calls();
         let refused = [
@@ -565,8 +567,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_key_that_does_not_fit_its_algorithm_is_refused_when_the_set_is_built() {
-        let ed_pem = crate::mint::generate_ed25519_pem().unwrap().1;
-        let ed = DecodingKey::from_ed_pem(ed_pem.as_bytes()).unwrap();
+        let ed = ed25519_public();
         let rsa = DecodingKey::from_rsa_raw_components(&[0xc5; 256], &[1, 0, 1]);
         assert!(VerifyKey::new("ed", vec![Algorithm::EdDSA], &ed).is_ok());
         assert!(VerifyKey::new("ed-as-es", vec![Algorithm::ES256], &ed).is_err());

@@ -2,7 +2,6 @@
 //! layer; [`pipeline::decide`] runs them in docs/reference.md#pipeline order.
 
 pub mod client_ip;
-pub(crate) mod cloudflare;
 pub(crate) mod denial;
 pub mod directory;
 pub mod identity;

@@ -317,11 +317,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod props {
+pub(crate) mod props {
     use super::*;
     use proptest::prelude::*;
 
-    fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
+    /// Paths built from the atoms hygiene has to get right (dots, escapes, `;`, bytes).
+    pub(crate) fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
         let atom = prop_oneof![
             Just(b"/".to_vec()),
             Just(b".".to_vec()),
@@ -369,37 +370,6 @@ mod props {
                     let before = seg.split(|&b| b == b';').next().unwrap_or_default();
                     let d = decode_segment(before);
                     prop_assert!(&*d != b"." && &*d != b"..", "dot segment before ';'");
-                }
-            }
-        }
-
-        /// Route matching never panics on anything hygiene accepts, and a capture is
-        /// always one segment's whole, non-empty part before its first `;`.
-        #[test]
-        fn matching_never_panics(p in path_bytes()) {
-            use crate::policy::routes::{AuthKind, ErrorFormat, Pattern, Route, RouteTable};
-            if check(&p).is_ok() {
-                let routes = ["/a/{x}/b", "/{x}/**", "/{x}", "/**"].iter().enumerate().map(|(i, pat)| {
-                    let pattern = Pattern::parse(pat).unwrap();
-                    Route {
-                        index: i,
-                        name: (*pat).into(),
-                        org_param: pattern.param_index("x"),
-                        pattern,
-                        method: None,
-                        auth: AuthKind::Partner,
-                        limits: vec![],
-                        learn_org_pointer: None,
-                        api_key: None,
-                        error_format: ErrorFormat::Dto,
-                    }
-                }).collect();
-                let table = RouteTable::new(routes);
-                let m = table.find("GET", &p);
-                prop_assert!(m.is_some(), "/** matches everything");
-                if let Some(c) = m.and_then(|m| m.org_capture) {
-                    prop_assert!(!c.is_empty() && !c.contains(&b'/') && !c.contains(&b';'));
-                    prop_assert!(p.split(|&b| b == b'/').any(|seg| before_params(seg) == c));
                 }
             }
         }

@@ -415,3 +415,44 @@ mod tests {
         assert!(all.matches(b"/x/y", None).is_some());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::policy::path::props::path_bytes;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Route matching never panics on anything hygiene accepts, and a capture is
+        /// always one segment's whole, non-empty part before its first `;`.
+        #[test]
+        fn matching_never_panics(p in path_bytes()) {
+            if crate::policy::path::check(&p).is_ok() {
+                let routes = ["/a/{x}/b", "/{x}/**", "/{x}", "/**"].iter().enumerate().map(|(i, pat)| {
+                    let pattern = Pattern::parse(pat).unwrap();
+                    Route {
+                        index: i,
+                        name: (*pat).into(),
+                        org_param: pattern.param_index("x"),
+                        pattern,
+                        method: None,
+                        auth: AuthKind::Partner,
+                        limits: vec![],
+                        learn_org_pointer: None,
+                        api_key: None,
+                        error_format: ErrorFormat::Dto,
+                    }
+                }).collect();
+                let table = RouteTable::new(routes);
+                let m = table.find("GET", &p);
+                prop_assert!(m.is_some(), "/** matches everything");
+                if let Some(c) = m.and_then(|m| m.org_capture) {
+                    prop_assert!(!c.is_empty() && !c.contains(&b'/') && !c.contains(&b';'));
+                    prop_assert!(p.split(|&b| b == b'/').any(|seg| before_params(seg) == c));
+                }
+            }
+        }
+    }
+}
