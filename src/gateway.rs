@@ -24,14 +24,18 @@ use crate::shared::{Handles, Shared};
 use crate::tls::TlsState;
 
 /// State shared by the proxy workers, the admin listener and the reload task.
+///
+/// Its fields are private: the proxy, the admin listener and the server ask it (admit a
+/// request, learn an org, count a request, reload), and it does, so each transaction over
+/// its state is written once, here.
 pub(crate) struct Gateway {
-    pub(crate) settings: Arc<Settings>,
+    settings: Arc<Settings>,
     snapshot: ArcSwap<Snapshot>,
-    pub(crate) limits: RateLimits,
-    pub(crate) tokens: TokenCache,
+    limits: RateLimits,
+    tokens: TokenCache,
     learned: Arc<LearnedOrgs>,
     journal: Journal,
-    pub(crate) metrics: Metrics,
+    metrics: Metrics,
     /// Redis (`[redis]`); `None` = the embedded default.
     shared: Option<Arc<Shared>>,
     /// Revocations made with `authgate revoke`, as this replica knows them, with the local
@@ -52,7 +56,7 @@ pub(crate) struct Gateway {
     last_kick_ms: AtomicU64,
     started: Instant,
     /// The TLS listener's certificate, key and client CA (`[server.tls]`; replaced on reload).
-    pub(crate) tls: Option<Arc<TlsState>>,
+    tls: Option<Arc<TlsState>>,
 }
 
 /// The key set in force: fetched keys first, then the pinned ones, so a pinned kid always
@@ -272,6 +276,55 @@ impl Gateway {
         }
     }
 
+    /// The validated `authgate.toml` the gateway runs with (fixed for the process).
+    pub(crate) fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// The metrics, for wiring at start (the upstream clusters' health gauges); requests
+    /// are counted through [`Self::record_request`] and [`Self::upstream_answered`].
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The TLS listener's state (`[server.tls]`), `None` on a plain-HTTP listener.
+    pub(crate) fn tls(&self) -> Option<&Arc<TlsState>> {
+        self.tls.as_ref()
+    }
+
+    /// Counts one finished request: its status (when a response was written), and the
+    /// denial it got, if any, with the rate limit that refused it.
+    pub(crate) fn record_request(
+        &self,
+        route: Option<usize>,
+        method: &str,
+        status: Option<u16>,
+        seconds: f64,
+        denial: Option<&Denial>,
+        identity: &Identity,
+    ) {
+        if let Some(status) = status {
+            self.metrics.request(route, method, status, seconds);
+        }
+        if let Some(d) = denial {
+            self.metrics.denied(route, d.reason());
+            if let Denial::RateLimited { limit, .. } = d {
+                self.metrics.rate_limited(limit, identity.partner_label());
+            }
+        }
+    }
+
+    /// Counts the upstream's time to its response head.
+    pub(crate) fn upstream_answered(&self, route: Option<usize>, seconds: f64) {
+        self.metrics.upstream(route, seconds);
+    }
+
+    /// Drops rate-limit buckets that are full again (every 10 s), so memory follows the
+    /// principals active now.
+    pub(crate) fn prune_limits(&self) {
+        self.limits.prune();
+    }
+
     /// The Prometheus text of `/metrics`, with the gauges read at scrape time brought up to date.
     pub(crate) fn render_metrics(&self) -> String {
         self.revocations.publish_gauges();
@@ -321,7 +374,7 @@ impl Gateway {
         }
     }
 
-    /// Installs a freshly fetched JWKS URL key set. A fetched key whose kid is pinned by the
+    /// Installs a freshly fetched JWKS URL key set (a fetch counted as good). A fetched key whose kid is pinned by the
     /// config (`[[jwt.keys]]` or the JWKS file) is ignored, logged and counted: whoever
     /// controls the URL must not be able to replace a pinned key.
     pub(crate) fn set_url_keys(&self, fetched: Vec<Arc<VerifyKey>>) {
@@ -343,6 +396,12 @@ impl Gateway {
             keys: Arc::new(set),
             ..Snapshot::clone(&old)
         }));
+        self.metrics.jwks_fetch(true);
+    }
+
+    /// A JWKS URL fetch failed: counted; the last good key set stays in force.
+    pub(crate) fn jwks_fetch_failed(&self) {
+        self.metrics.jwks_fetch(false);
     }
 
     /// A token named a kid we do not have: ask the JWKS URL refresher for an early fetch,

@@ -38,7 +38,7 @@ pub(crate) async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Bytes>
 /// One fetch-and-install; returns whether it succeeded.
 pub(crate) async fn refresh_once(gw: &Gateway, url: &str) -> bool {
     let result = match fetch(url, Duration::from_secs(10)).await {
-        Ok(body) => crate::config::jwks::parse(&body, &gw.settings.fixed.jwt.algorithms).map_err(anyhow::Error::msg),
+        Ok(body) => crate::config::jwks::parse(&body, &gw.settings().fixed.jwt.algorithms).map_err(anyhow::Error::msg),
         Err(e) => Err(e),
     };
     match result {
@@ -48,12 +48,11 @@ pub(crate) async fn refresh_once(gw: &Gateway, url: &str) -> bool {
             }
             tracing::info!(url, keys = keys.len(), "JWKS refreshed");
             gw.set_url_keys(keys);
-            gw.metrics.jwks_fetch(true);
             true
         }
         Err(e) => {
             tracing::warn!(url, "JWKS fetch failed, keeping the last good key set: {e}");
-            gw.metrics.jwks_fetch(false);
+            gw.jwks_fetch_failed();
             false
         }
     }

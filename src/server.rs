@@ -14,7 +14,7 @@ use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownS
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::Loaded;
+use crate::config::{Loaded, Settings};
 use crate::gateway::Gateway;
 use crate::proxy::clusters::Clusters;
 use crate::proxy::AuthProxy;
@@ -29,9 +29,39 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     let Loaded { settings, policy } = loaded;
     install_panic_hook();
     let gw = Gateway::new(settings, policy)?;
-    let s = gw.settings.clone();
+    let s = gw.settings().clone();
+    let admin = bind_listeners(&s)?;
+    let (clusters, health_checks) = Clusters::build(&s, gw.metrics())?;
+    let proxy = AuthProxy::new(gw.clone(), clusters);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = std::sync::mpsc::channel::<()>();
+    start_background(gw.clone(), admin, stop_tx, phase_rx)?;
 
-    // Fail fast, with a clear message, if an address is taken.
+    let mut server = pingora_server(&s);
+    // header_timeout: a total deadline per request head (pingora only bounds each read)
+    let mut service = crate::proxy::head_deadline::service(&server.configuration, proxy, s.header_timeout);
+    match gw.tls() {
+        // HTTP/1.1 and h2 by ALPN; certificate and client CA swappable by SIGHUP.
+        Some(tls) => service.add_tls_with_settings(&s.listen.to_string(), None, tls.listener_settings()?),
+        None => service.add_tcp(&s.listen.to_string()),
+    }
+    server.add_service(service);
+    // One pingora background service per cluster with a health check.
+    server.add_services(health_checks);
+    watch_shutdown_phase(&server, phase_tx)?;
+
+    log_start(&s, gw.tls().is_some());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopWatch(stop_rx)),
+    });
+    tracing::info!("authgate stopped");
+    crate::logging::flush();
+    Ok(())
+}
+
+/// Binds the admin listener (kept) and checks that `listen` is free (pingora binds it
+/// itself): an address already taken fails here, with a clear message.
+fn bind_listeners(s: &Settings) -> anyhow::Result<std::net::TcpListener> {
     let admin = std::net::TcpListener::bind(s.admin_listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on admin_listen {}: {e}", s.admin_listen))?;
     admin.set_nonblocking(true)?;
@@ -39,31 +69,38 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         std::net::TcpListener::bind(s.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on listen {}: {e}", s.listen))?,
     );
-    let (clusters, health_checks) = Clusters::build(&gw.settings, &gw.metrics)?;
-    let proxy = AuthProxy::new(gw.clone(), clusters);
+    Ok(admin)
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (phase_tx, phase_rx) = std::sync::mpsc::channel::<()>();
+/// Starts the `authgate-admin` thread (admin listener, signals, housekeeping: see
+/// [`background`]) and waits until its runtime and signal handlers are in place.
+fn start_background(
+    gw: Arc<Gateway>,
+    admin: std::net::TcpListener,
+    stop_tx: watch::Sender<bool>,
+    phase_rx: std::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    {
-        let gw = gw.clone();
-        std::thread::Builder::new()
-            .name("authgate-admin".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                rt.block_on(background(gw, admin, stop_tx, phase_rx, ready_tx));
-            })?;
-    }
+    std::thread::Builder::new()
+        .name("authgate-admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(background(gw, admin, stop_tx, phase_rx, ready_tx));
+        })?;
     ready_rx
         .recv()
-        .map_err(|_| anyhow::anyhow!("background runtime did not start"))??;
+        .map_err(|_| anyhow::anyhow!("background runtime did not start"))?
+}
 
+/// pingora's server: `[server] threads` without work stealing, and shutdown timing derived
+/// from `shutdown_grace` (PINGORA.md: pingora sleeps its grace period unconditionally).
+fn pingora_server(s: &Settings) -> Server {
     let grace = s.shutdown_grace;
     let conf = ServerConf {
         threads: s.threads,
@@ -75,17 +112,12 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    // header_timeout: a total deadline per request head (pingora only bounds each read)
-    let mut service = crate::proxy::head_deadline::service(&server.configuration, proxy, s.header_timeout);
-    match &gw.tls {
-        // HTTP/1.1 and h2 by ALPN; certificate and client CA swappable by SIGHUP.
-        Some(tls) => service.add_tls_with_settings(&s.listen.to_string(), None, tls.listener_settings()?),
-        None => service.add_tcp(&s.listen.to_string()),
-    }
-    server.add_service(service);
-    // One pingora background service per cluster with a health check.
-    server.add_services(health_checks);
+    server
+}
 
+/// Tells the drain watcher (over `phase_tx`) when pingora enters its graceful-shutdown
+/// phase, i.e. has stopped accepting (the `authgate-phase` thread).
+fn watch_shutdown_phase(server: &Server, phase_tx: std::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
     let mut phases = server.watch_execution_phase();
     std::thread::Builder::new()
         .name("authgate-phase".into())
@@ -99,7 +131,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
                 Err(_) => return,
             }
         })?;
+    Ok(())
+}
 
+/// The start line: listeners, clusters with their backends, threads.
+fn log_start(s: &Settings, tls: bool) {
     let upstreams: Vec<String> = s
         .upstreams
         .iter()
@@ -108,13 +144,7 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
             format!("{}={}", c.name, backends.join(","))
         })
         .collect();
-    tracing::info!(listen = %s.listen, tls = gw.tls.is_some(), admin = %s.admin_listen, upstreams = %upstreams.join(" "), threads = s.threads, "authgate starting");
-    server.run(RunArgs {
-        shutdown_signal: Box::new(StopWatch(stop_rx)),
-    });
-    tracing::info!("authgate stopped");
-    crate::logging::flush();
-    Ok(())
+    tracing::info!(listen = %s.listen, tls, admin = %s.admin_listen, upstreams = %upstreams.join(" "), threads = s.threads, "authgate starting");
 }
 
 /// Turns our stop channel into pingora's graceful terminate.
@@ -155,7 +185,7 @@ async fn background(
     tokio::spawn(crate::admin::serve(admin, gw.clone()));
     tokio::spawn(wait_for_listener(gw.clone()));
     tokio::spawn(prune_limits(gw.clone()));
-    if let Some(j) = gw.settings.jwks.clone() {
+    if let Some(j) = gw.settings().jwks.clone() {
         if let Some(url) = j.url.clone() {
             tokio::spawn(crate::jwks_fetch::refresh_loop(gw.clone(), url, j.refresh));
         }
@@ -173,7 +203,7 @@ async fn background(
     tracing::info!(in_flight = gw.in_flight(), "shutdown signal: draining");
     gw.set_draining();
     let _ = stop_tx.send(true);
-    let grace = gw.settings.shutdown_grace;
+    let grace = gw.settings().shutdown_grace;
     // Exit as soon as pingora has stopped accepting and in-flight requests reach zero;
     // pingora itself ends the process after the grace period otherwise.
     let gw2 = gw.clone();
@@ -206,17 +236,17 @@ async fn background(
 
 /// Marks the gateway ready once the proxy listener accepts connections.
 async fn wait_for_listener(gw: Arc<Gateway>) {
-    let addr = connectable(gw.settings.listen);
+    let addr = connectable(gw.settings().listen);
     let started = Instant::now();
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             gw.set_listener_up();
             STARTED.store(true, Ordering::Release);
-            tracing::info!(listen = %gw.settings.listen, "proxy listener is up");
+            tracing::info!(listen = %gw.settings().listen, "proxy listener is up");
             return;
         }
         if started.elapsed() > LISTENER_STARTUP_LIMIT {
-            tracing::error!(listen = %gw.settings.listen, "proxy listener never came up");
+            tracing::error!(listen = %gw.settings().listen, "proxy listener never came up");
             crate::logging::exit(1);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -235,7 +265,7 @@ async fn prune_limits(gw: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
-        gw.limits.prune();
+        gw.prune_limits();
     }
 }
 

@@ -76,7 +76,7 @@ impl AuthProxy {
     }
 
     async fn write_denial(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
-        let route = ctx.route.and_then(|i| self.gw.settings.fixed.routes.get(i));
+        let route = ctx.route.and_then(|i| self.gw.settings().fixed.routes.get(i));
         let resp = render(&denial, style_of(route));
         ctx.denial = Some(denial);
         let mut h = ResponseHeader::build(resp.status, Some(4 + resp.headers.len()))?;
@@ -172,7 +172,7 @@ impl ProxyHttp for AuthProxy {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
         // A TLS session resumed from before a reload that replaced client_ca_file: its
         // certificate was never checked against the CA in force (see tls.rs).
-        if self.gw.tls.is_some() && crate::tls::client_cert_no_longer_trusted(session.digest()) {
+        if self.gw.tls().is_some() && crate::tls::client_cert_no_longer_trusted(session.digest()) {
             ctx.tls_refused = true;
             session.set_keepalive(None);
             return Err(Error::explain(
@@ -199,7 +199,7 @@ impl ProxyHttp for AuthProxy {
         ctx.peer = peer_ip(session);
         ctx.peer_trusted = ctx
             .peer
-            .is_some_and(|p| self.gw.settings.fixed.client_ip.trusted_proxies.contains(p));
+            .is_some_and(|p| self.gw.settings().fixed.client_ip.trusted_proxies.contains(p));
         let content_length = req
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -263,7 +263,7 @@ impl ProxyHttp for AuthProxy {
     ) -> pingora::Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            let limit = self.gw.settings.fixed.max_body_bytes;
+            let limit = self.gw.settings().fixed.max_body_bytes;
             if ctx.body_bytes > limit {
                 ctx.denial = Some(Denial::BodyTooLarge { limit });
                 return Err(Error::explain(
@@ -281,8 +281,10 @@ impl ProxyHttp for AuthProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let websocket = ctx.route.is_some_and(|r| self.gw.settings.route_upstream(r).websocket);
-        rewrite_for_upstream(upstream_request, ctx, self.gw.settings.underscore_headers, websocket)?;
+        let websocket = ctx
+            .route
+            .is_some_and(|r| self.gw.settings().route_upstream(r).websocket);
+        rewrite_for_upstream(upstream_request, ctx, self.gw.settings().underscore_headers, websocket)?;
         ctx.upgrade_forwarded = websocket && upstream_request.headers.contains_key(http::header::UPGRADE);
         Ok(())
     }
@@ -370,7 +372,7 @@ impl ProxyHttp for AuthProxy {
             ctx.attempt.response_done();
         }
         if let Some(t) = ctx.upstream_started {
-            self.gw.metrics.upstream(ctx.route, t.elapsed().as_secs_f64());
+            self.gw.upstream_answered(ctx.route, t.elapsed().as_secs_f64());
         }
         if let Some(l) = ctx.learn.as_mut() {
             l.active = resp.status.is_success();
@@ -448,7 +450,7 @@ impl ProxyHttp for AuthProxy {
         let denial = match (ctx.denial.take(), e.etype()) {
             (Some(d), _) => Some(d),
             (None, ErrorType::HTTPStatus(413)) => Some(Denial::BodyTooLarge {
-                limit: self.gw.settings.fixed.max_body_bytes,
+                limit: self.gw.settings().fixed.max_body_bytes,
             }),
             (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) if e.esource() == &ErrorSource::Upstream => {
                 Some(Denial::UpstreamTimeout)
@@ -491,19 +493,12 @@ impl ProxyHttp for AuthProxy {
         let method = session.req_header().method.as_str();
         let status = session.response_written().map(|h| h.status.as_u16());
         let gw = &self.gw;
-        if let Some(status) = status {
-            gw.metrics.request(ctx.route, method, status, elapsed.as_secs_f64());
-        }
-        if let Some(d) = &ctx.denial {
-            gw.metrics.denied(ctx.route, d.reason());
-            if let Denial::RateLimited { limit, .. } = d {
-                gw.metrics.rate_limited(limit, ctx.identity.partner_label());
-            }
-        }
-        if gw.settings.access_log {
+        let seconds = elapsed.as_secs_f64();
+        gw.record_request(ctx.route, method, status, seconds, ctx.denial.as_ref(), &ctx.identity);
+        if gw.settings().access_log {
             let route = ctx
                 .route
-                .and_then(|i| gw.settings.fixed.routes.get(i))
+                .and_then(|i| gw.settings().fixed.routes.get(i))
                 .map_or("none", |r| &*r.name);
             let (partner, org) = match &ctx.identity {
                 Identity::Partner { id, .. } => (Some(&**id), None),
