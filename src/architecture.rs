@@ -551,6 +551,17 @@ mod tests {
         assert!(found.is_empty(), "the import rule is broken:\n  {}", found.join("\n  "));
     }
 
+    /// The guard: no function in `src/`, tests included, is longer than 80 lines.
+    #[test]
+    fn no_function_is_longer_than_80_lines() {
+        let long: Vec<String> = function_lengths(&src())
+            .into_iter()
+            .filter(|(_, n)| *n > MAX_FUNCTION_LINES)
+            .map(|(f, n)| format!("{f}: {n} lines"))
+            .collect();
+        assert!(long.is_empty(), "split these into steps:\n  {}", long.join("\n  "));
+    }
+
     /// The checker can fail: an upward import, a circle between siblings, and a module the
     /// table does not place are all reported.
     #[test]

@@ -25,6 +25,16 @@ pub(crate) const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "D
 
 const STATUSES: usize = 600;
 
+/// Registers `metric` with `registry` and hands it back (each metric is declared, with its
+/// help text, where it is registered: tests/docs.rs reads the declarations from this file).
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// Index of a method in [`METHODS`].
 pub(crate) fn method_index(method: &str) -> usize {
     METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
@@ -37,6 +47,43 @@ struct RouteMetrics {
     upstream_duration: Option<Histogram>,
     requests: Vec<OnceLock<IntCounter>>,
     denied: Vec<OnceLock<IntCounter>>,
+}
+
+impl RouteMetrics {
+    /// The latency histograms, with one child per route (and one for no route) resolved
+    /// now, so the request path never looks a label up.
+    fn register<'a>(
+        registry: &Registry,
+        routes: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<RouteMetrics>, prometheus::Error> {
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authgate_request_duration_seconds",
+                "Time from request head to response end, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authgate_upstream_duration_seconds",
+                "Time from choosing the upstream to its response head, by route and upstream cluster.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )?;
+        let request_duration = register(registry, request_duration)?;
+        let upstream_duration = register(registry, upstream_duration)?;
+        let routes = routes.into_iter().map(|(r, u)| (r, Some(u)));
+        let per_route = routes.chain([(NO_ROUTE, None)]).map(|(name, upstream)| RouteMetrics {
+            name: name.to_string(),
+            request_duration: request_duration.with_label_values(&[name]),
+            upstream_duration: upstream.map(|u| upstream_duration.with_label_values(&[name, u])),
+            requests: (0..METHODS.len() * STATUSES).map(|_| OnceLock::new()).collect(),
+            denied: (0..Reason::ALL.len()).map(|_| OnceLock::new()).collect(),
+        });
+        Ok(per_route.collect())
+    }
 }
 
 /// What a Redis command was for: the `op` label of `authgate_redis_errors_total`.
@@ -182,12 +229,6 @@ impl RedisMetrics {
             ),
             &["connection"],
         )?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(revocations.clone()))?;
-        registry.register(Box::new(revocations_age.clone()))?;
-        registry.register(Box::new(replaced.clone()))?;
         for op in RedisOp::ALL {
             errors.with_label_values(&[op.as_str()]);
         }
@@ -195,12 +236,12 @@ impl RedisMetrics {
             replaced.with_label_values(&[conn.as_str()]);
         }
         Ok(RedisMetrics {
-            up,
-            errors,
-            duration,
-            revocations,
-            revocations_age,
-            replaced,
+            up: register(registry, up)?,
+            errors: register(registry, errors)?,
+            duration: register(registry, duration)?,
+            revocations: register(registry, revocations)?,
+            revocations_age: register(registry, revocations_age)?,
+            replaced: register(registry, replaced)?,
         })
     }
 }
@@ -225,6 +266,15 @@ pub(crate) struct Metrics {
     requests: IntCounterVec,
     denied: IntCounterVec,
     rate_limited: IntCounterVec,
+    backend_healthy: IntGaugeVec,
+    state: StateMetrics,
+    redis: Option<RedisMetrics>,
+    routes: Vec<RouteMetrics>,
+}
+
+/// What the gateway's state does outside requests: reloads, JWKS fetches, the policy in
+/// force, learned orgs.
+struct StateMetrics {
     reloads: IntCounterVec,
     last_reload_ok: IntGauge,
     jwks_fetches: IntCounterVec,
@@ -232,9 +282,49 @@ pub(crate) struct Metrics {
     partners: IntGauge,
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
-    backend_healthy: IntGaugeVec,
-    redis: Option<RedisMetrics>,
-    routes: Vec<RouteMetrics>,
+}
+
+impl StateMetrics {
+    fn register(registry: &Registry) -> Result<StateMetrics, prometheus::Error> {
+        let reloads = IntCounterVec::new(
+            Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
+            &["result"],
+        )?;
+        let last_reload_ok = IntGauge::new(
+            "authgate_config_last_reload_successful",
+            "1 when the last reload (or the start) succeeded, 0 while a rejected reload is the latest.",
+        )?;
+        last_reload_ok.set(1);
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "authgate_jwks_fetches_total",
+                "JWKS URL fetches, by result (failures keep the last good key set).",
+            ),
+            &["result"],
+        )?;
+        let jwks_keys_ignored = IntCounter::new(
+            "authgate_jwks_keys_ignored_total",
+            "Keys fetched from the JWKS URL and ignored because their kid is pinned by the config.",
+        )?;
+        let partners = IntGauge::new("authgate_partners", "Partners in the policy in force.")?;
+        let learned_orgs = IntGauge::new("authgate_learned_orgs", "Orgs learned from create responses.")?;
+        let journal_failures = IntCounter::new(
+            "authgate_learned_orgs_journal_failures_total",
+            "Learned orgs that could not be appended to the journal (the response still passed).",
+        )?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Ok(StateMetrics {
+            reloads: register(registry, reloads)?,
+            last_reload_ok: register(registry, last_reload_ok)?,
+            jwks_fetches: register(registry, jwks_fetches)?,
+            jwks_keys_ignored: register(registry, jwks_keys_ignored)?,
+            partners: register(registry, partners)?,
+            learned_orgs: register(registry, learned_orgs)?,
+            journal_failures: register(registry, journal_failures)?,
+        })
+    }
 }
 
 impl Metrics {
@@ -267,22 +357,6 @@ impl Metrics {
             ),
             &["limit", "partner"],
         )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "authgate_request_duration_seconds",
-                "Time from request head to response end, by route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "authgate_upstream_duration_seconds",
-                "Time from choosing the upstream to its response head, by route and upstream cluster.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "upstream"],
-        )?;
         let backend_healthy = IntGaugeVec::new(
             Opts::new(
                 "authgate_upstream_backend_healthy",
@@ -290,79 +364,15 @@ impl Metrics {
             ),
             &["upstream", "backend"],
         )?;
-        let reloads = IntCounterVec::new(
-            Opts::new("authgate_config_reloads_total", "Policy reloads (SIGHUP), by result."),
-            &["result"],
-        )?;
-        let last_reload_ok = IntGauge::new(
-            "authgate_config_last_reload_successful",
-            "1 when the last reload (or the start) succeeded, 0 while a rejected reload is the latest.",
-        )?;
-        last_reload_ok.set(1);
-        let jwks_fetches = IntCounterVec::new(
-            Opts::new(
-                "authgate_jwks_fetches_total",
-                "JWKS URL fetches, by result (failures keep the last good key set).",
-            ),
-            &["result"],
-        )?;
-        let jwks_keys_ignored = IntCounter::new(
-            "authgate_jwks_keys_ignored_total",
-            "Keys fetched from the JWKS URL and ignored because their kid is pinned by the config.",
-        )?;
-        let partners = IntGauge::new("authgate_partners", "Partners in the policy in force.")?;
-        let learned_orgs = IntGauge::new("authgate_learned_orgs", "Orgs learned from create responses.")?;
-        let journal_failures = IntCounter::new(
-            "authgate_learned_orgs_journal_failures_total",
-            "Learned orgs that could not be appended to the journal (the response still passed).",
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(denied.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(last_reload_ok.clone()))?;
-        registry.register(Box::new(jwks_fetches.clone()))?;
-        registry.register(Box::new(jwks_keys_ignored.clone()))?;
-        registry.register(Box::new(partners.clone()))?;
-        registry.register(Box::new(learned_orgs.clone()))?;
-        registry.register(Box::new(journal_failures.clone()))?;
-        registry.register(Box::new(backend_healthy.clone()))?;
-        let redis = if redis {
-            Some(RedisMetrics::register(&registry)?)
-        } else {
-            None
-        };
-        for result in ["success", "failure"] {
-            reloads.with_label_values(&[result]);
-        }
-        let mut per_route = Vec::new();
-        let routes = routes.into_iter().map(|(r, u)| (r, Some(u)));
-        for (name, upstream) in routes.chain([(NO_ROUTE, None)]) {
-            per_route.push(RouteMetrics {
-                name: name.to_string(),
-                request_duration: request_duration.with_label_values(&[name]),
-                upstream_duration: upstream.map(|u| upstream_duration.with_label_values(&[name, u])),
-                requests: (0..METHODS.len() * STATUSES).map(|_| OnceLock::new()).collect(),
-                denied: (0..Reason::ALL.len()).map(|_| OnceLock::new()).collect(),
-            });
-        }
         Ok(Metrics {
+            requests: register(&registry, requests)?,
+            denied: register(&registry, denied)?,
+            rate_limited: register(&registry, rate_limited)?,
+            backend_healthy: register(&registry, backend_healthy)?,
+            routes: RouteMetrics::register(&registry, routes)?,
+            state: StateMetrics::register(&registry)?,
+            redis: redis.then(|| RedisMetrics::register(&registry)).transpose()?,
             registry,
-            requests,
-            denied,
-            rate_limited,
-            reloads,
-            last_reload_ok,
-            jwks_fetches,
-            jwks_keys_ignored,
-            partners,
-            learned_orgs,
-            journal_failures,
-            backend_healthy,
-            redis,
-            routes: per_route,
         })
     }
 
@@ -373,29 +383,28 @@ impl Metrics {
 
     /// Registers the TLS listener's metrics (only when `[server.tls]` is configured).
     pub(crate) fn tls(&self) -> Result<TlsMetrics, prometheus::Error> {
-        let m = TlsMetrics {
-            cert_expiry: IntGauge::new(
-                "authgate_tls_cert_expiry_seconds",
-                "notAfter of the certificate the proxy listener serves, as a Unix timestamp.",
-            )?,
-            handshakes_begun: IntCounter::new(
-                "authgate_tls_handshakes_begun_total",
-                "TLS handshakes begun (a ClientHello reached certificate selection).",
-            )?,
-            handshakes_completed: IntCounter::new(
-                "authgate_tls_handshakes_completed_total",
-                "TLS handshakes completed; begun minus completed were refused or abandoned.",
-            )?,
-            client_certs_rejected: IntCounter::new(
-                "authgate_tls_client_certs_rejected_total",
-                "Client certificates refused at the handshake (not signed by client_ca_file, expired, malformed).",
-            )?,
-        };
-        self.registry.register(Box::new(m.cert_expiry.clone()))?;
-        self.registry.register(Box::new(m.handshakes_begun.clone()))?;
-        self.registry.register(Box::new(m.handshakes_completed.clone()))?;
-        self.registry.register(Box::new(m.client_certs_rejected.clone()))?;
-        Ok(m)
+        let cert_expiry = IntGauge::new(
+            "authgate_tls_cert_expiry_seconds",
+            "notAfter of the certificate the proxy listener serves, as a Unix timestamp.",
+        )?;
+        let handshakes_begun = IntCounter::new(
+            "authgate_tls_handshakes_begun_total",
+            "TLS handshakes begun (a ClientHello reached certificate selection).",
+        )?;
+        let handshakes_completed = IntCounter::new(
+            "authgate_tls_handshakes_completed_total",
+            "TLS handshakes completed; begun minus completed were refused or abandoned.",
+        )?;
+        let client_certs_rejected = IntCounter::new(
+            "authgate_tls_client_certs_rejected_total",
+            "Client certificates refused at the handshake (not signed by client_ca_file, expired, malformed).",
+        )?;
+        Ok(TlsMetrics {
+            cert_expiry: register(&self.registry, cert_expiry)?,
+            handshakes_begun: register(&self.registry, handshakes_begun)?,
+            handshakes_completed: register(&self.registry, handshakes_completed)?,
+            client_certs_rejected: register(&self.registry, client_certs_rejected)?,
+        })
     }
 
     /// Counts one answered request (`route` = route index, `None` = no route).
@@ -442,32 +451,34 @@ impl Metrics {
 
     /// Counts a reload and records whether it was the latest to succeed.
     pub(crate) fn reload(&self, success: bool) {
-        self.reloads
+        self.state
+            .reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
-        self.last_reload_ok.set(i64::from(success));
+        self.state.last_reload_ok.set(i64::from(success));
     }
 
     /// Counts a JWKS URL fetch.
     pub(crate) fn jwks_fetch(&self, success: bool) {
-        self.jwks_fetches
+        self.state
+            .jwks_fetches
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
     }
 
     /// Counts a fetched JWKS key ignored because a pinned key has its kid.
     pub(crate) fn jwks_key_ignored(&self) {
-        self.jwks_keys_ignored.inc();
+        self.state.jwks_keys_ignored.inc();
     }
 
     /// Sets the partner gauge.
     pub(crate) fn set_partners(&self, n: usize) {
-        self.partners.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.state.partners.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the learned-org gauge.
     pub(crate) fn set_learned_orgs(&self, n: usize) {
-        self.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.state.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Handles on the Redis metrics, when `[redis]` is configured.
@@ -477,7 +488,7 @@ impl Metrics {
 
     /// Counts a failed journal append.
     pub(crate) fn journal_failure(&self) {
-        self.journal_failures.inc();
+        self.state.journal_failures.inc();
     }
 
     /// The Prometheus text exposition.

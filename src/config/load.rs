@@ -8,14 +8,12 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::demo_keys::is_burned_pem;
-use super::file::PolicyFile;
 use super::jwks;
-use super::problem::{Problem, Problems, Reporter};
-use super::settings::{KeyMaterial, Settings};
-use super::validate::ip_list;
+pub use super::policy_file::parse_directory;
+use super::problem::{Problem, Problems};
+use super::settings::{KeyMaterial, KeySource, Settings};
 pub use super::validate::settings_from_text;
-use crate::policy::directory::{ApiKeyEntry, Directory, LimitOverride, OrgPolicy, PartnerPolicy};
-use crate::policy::identity::id_problem;
+use crate::policy::directory::Directory;
 use crate::policy::jwt::VerifyKey;
 
 /// What a reload re-reads: the policy file, the key files and the TLS files.
@@ -173,91 +171,30 @@ pub fn load_policy_files(settings: &Settings) -> Result<PolicyFiles, Problems> {
 pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Problems> {
     let mut problems = Vec::new();
     let mut keys = Vec::new();
-    let cfg = &settings.config_path;
     for k in &settings.keys {
         let at = |message: String| Problem {
-            file: cfg.clone(),
+            file: settings.config_path.clone(),
             line: Some(k.line),
             message,
         };
-        let key = match &k.material {
-            KeyMaterial::SecretEnv(var) => match std::env::var_os(var) {
-                Some(v) if !v.is_empty() => Ok(DecodingKey::from_secret(v.as_encoded_bytes())),
-                _ => Err(at(format!("key {:?}: environment variable {var} is not set", k.kid))),
-            },
-            KeyMaterial::SecretFile(path) => match std::fs::read(path) {
-                Ok(bytes) => {
-                    let secret = strip_one_newline(&bytes);
-                    if secret.is_empty() {
-                        Err(at(format!("key {:?}: secret file {} is empty", k.kid, path.display())))
-                    } else {
-                        Ok(DecodingKey::from_secret(secret))
-                    }
-                }
-                Err(e) => Err(at(format!(
-                    "key {:?}: cannot read secret_file {}: {e}",
-                    k.kid,
-                    path.display()
-                ))),
-            },
-            KeyMaterial::PublicKeyFile(path) => match std::fs::read(path) {
-                Ok(pem) if is_burned_pem(&pem) => Err(at(format!(
-                    "key {:?}: {} is the old demo key whose private half is public (git history); \
-                     it is refused: generate your own key pair",
-                    k.kid,
-                    path.display()
-                ))),
-                Ok(pem) => public_key(k.algorithm, &pem).map_err(|e| {
-                    at(format!(
-                        "key {:?}: {} is not a usable {:?} public key: {e}",
-                        k.kid,
-                        path.display(),
-                        k.algorithm
-                    ))
-                }),
-                Err(e) => Err(at(format!(
-                    "key {:?}: cannot read public_key_file {}: {e}",
-                    k.kid,
-                    path.display()
-                ))),
-            },
-        };
-        match key.and_then(|key| VerifyKey::new(k.kid.clone(), vec![k.algorithm], &key).map_err(at)) {
+        let key = configured_key(k).and_then(|key| VerifyKey::new(k.kid.clone(), vec![k.algorithm], &key));
+        match key {
             Ok(key) => keys.push(Arc::new(key)),
-            Err(p) => problems.push(p),
+            Err(message) => problems.push(at(message)),
         }
     }
     if let Some(path) = settings.jwks.as_ref().and_then(|j| j.file.as_ref()) {
-        match std::fs::read(path) {
-            Ok(text) => match jwks::parse(&text, &settings.fixed.jwt.algorithms) {
-                Ok((found, skipped)) => {
-                    for s in skipped {
-                        tracing::warn!(file = %path.display(), "JWKS: {s}");
-                    }
-                    let configured: HashSet<&str> = settings.keys.iter().map(|k| k.kid.as_str()).collect();
-                    for k in found {
-                        if configured.contains(k.kid.as_str()) {
-                            problems.push(Problem {
-                                file: path.clone(),
-                                line: None,
-                                message: format!("kid {:?} is also a [[jwt.keys]] entry", k.kid),
-                            });
-                        } else {
-                            keys.push(k);
-                        }
-                    }
-                }
-                Err(e) => problems.push(Problem {
-                    file: path.clone(),
-                    line: None,
-                    message: e,
-                }),
-            },
-            Err(e) => problems.push(Problem {
-                file: path.clone(),
-                line: None,
-                message: format!("cannot read JWKS file: {e}"),
-            }),
+        let at = |message: String| Problem {
+            file: path.clone(),
+            line: None,
+            message,
+        };
+        match jwks_file_keys(settings, path) {
+            Ok((found, pinned)) => {
+                keys.extend(found);
+                problems.extend(pinned.into_iter().map(at));
+            }
+            Err(message) => problems.push(at(message)),
         }
     }
     if problems.is_empty() {
@@ -265,6 +202,64 @@ pub(crate) fn load_keys(settings: &Settings) -> Result<Vec<Arc<VerifyKey>>, Prob
     } else {
         Err(Problems(problems))
     }
+}
+
+/// The verification key of one `[[jwt.keys]]` entry, read from where it says; `Err` says
+/// what is wrong with it.
+fn configured_key(k: &KeySource) -> Result<DecodingKey, String> {
+    let kid = &k.kid;
+    match &k.material {
+        KeyMaterial::SecretEnv(var) => match std::env::var_os(var) {
+            Some(v) if !v.is_empty() => Ok(DecodingKey::from_secret(v.as_encoded_bytes())),
+            _ => Err(format!("key {kid:?}: environment variable {var} is not set")),
+        },
+        KeyMaterial::SecretFile(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("key {kid:?}: cannot read secret_file {}: {e}", path.display()))?;
+            let secret = strip_one_newline(&bytes);
+            if secret.is_empty() {
+                Err(format!("key {kid:?}: secret file {} is empty", path.display()))
+            } else {
+                Ok(DecodingKey::from_secret(secret))
+            }
+        }
+        KeyMaterial::PublicKeyFile(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("key {kid:?}: cannot read public_key_file {}: {e}", path.display()))?;
+            if is_burned_pem(&pem) {
+                return Err(format!(
+                    "key {kid:?}: {} is the old demo key whose private half is public (git history); \
+                     it is refused: generate your own key pair",
+                    path.display()
+                ));
+            }
+            public_key(k.algorithm, &pem).map_err(|e| {
+                let alg = k.algorithm;
+                format!(
+                    "key {kid:?}: {} is not a usable {alg:?} public key: {e}",
+                    path.display()
+                )
+            })
+        }
+    }
+}
+
+/// The keys of the JWKS `file` and, apart, a problem for each of its kids that a
+/// `[[jwt.keys]]` entry pins (those keys are not taken). `Err`: the file cannot be read or
+/// is not a JWKS.
+fn jwks_file_keys(settings: &Settings, path: &Path) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read JWKS file: {e}"))?;
+    let (found, skipped) = jwks::parse(&text, &settings.fixed.jwt.algorithms)?;
+    for s in skipped {
+        tracing::warn!(file = %path.display(), "JWKS: {s}");
+    }
+    let configured: HashSet<&str> = settings.keys.iter().map(|k| k.kid.as_str()).collect();
+    let (pinned, keys): (Vec<_>, Vec<_>) = found.into_iter().partition(|k| configured.contains(k.kid.as_str()));
+    let pinned = pinned
+        .iter()
+        .map(|k| format!("kid {:?} is also a [[jwt.keys]] entry", k.kid))
+        .collect();
+    Ok((keys, pinned))
 }
 
 fn public_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
@@ -294,161 +289,9 @@ pub(crate) fn load_directory(settings: &Settings) -> Result<Directory, Problems>
     parse_directory(path, &text, settings)
 }
 
-/// Validates policy-file text (separate from reading it, for tests).
-pub fn parse_directory(path: &Path, text: &str, settings: &Settings) -> Result<Directory, Problems> {
-    let mut r = Reporter::new(path, text);
-    let file: PolicyFile = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            r.parse_error(&e);
-            return Err(r.finish());
-        }
-    };
-    let mut partners = Vec::new();
-    let mut seen = HashSet::new();
-    for p in &file.partner {
-        let span = p.span();
-        let p = p.get_ref();
-        let id = p.id.get_ref();
-        if id.is_empty() {
-            r.at(p.id.span(), "partner: id must not be empty");
-        } else if let Some(why) = id_problem(id) {
-            r.at(p.id.span(), format!("partner {id:?}: the id {why}"));
-        } else if !seen.insert(id.clone()) {
-            r.at(p.id.span(), format!("partner {id:?} is listed twice"));
-        }
-        let mut overrides = Vec::new();
-        if let Some(limits) = &p.limits {
-            for (name, value) in limits.get_ref() {
-                let Some(limit) = settings.limits.iter().position(|l| &*l.name == name) else {
-                    r.at(
-                        limits.span(),
-                        format!("partner {id:?}: limit {name:?} is not defined in [[limits]]"),
-                    );
-                    continue;
-                };
-                match u32::try_from(*value.get_ref()) {
-                    Ok(per_minute) if per_minute > 0 => overrides.push(LimitOverride { limit, per_minute }),
-                    _ => r.at(
-                        value.span(),
-                        format!("partner {id:?}: limit {name:?} must be 1..4294967295 per minute"),
-                    ),
-                }
-            }
-        }
-        let ip_allow_list = p
-            .ip_allow_list
-            .as_ref()
-            .map(|l| ip_list(&mut r, l, &format!("partner {id:?} ip_allow_list")));
-        let _ = span;
-        partners.push(PartnerPolicy {
-            id: Arc::from(id.as_str()),
-            active: p.active,
-            ip_allow_list: ip_allow_list.filter(|s| !s.is_empty()),
-            revoked_keys: p.revoked_keys.iter().map(|k| k.as_str().into()).collect(),
-            orgs: p.orgs.iter().map(|o| o.as_str().into()).collect(),
-            limit_overrides: overrides,
-        });
-    }
-    let mut orgs = Vec::new();
-    let mut seen = HashSet::new();
-    for o in &file.org {
-        let o = o.get_ref();
-        let id = o.id.get_ref();
-        if id.is_empty() {
-            r.at(o.id.span(), "org: id must not be empty");
-        } else if let Some(why) = id_problem(id) {
-            r.at(o.id.span(), format!("org {id:?}: the id {why}"));
-        } else if !seen.insert(id.clone()) {
-            r.at(o.id.span(), format!("org {id:?} is listed twice"));
-        }
-        let ip_allow_list = o
-            .ip_allow_list
-            .as_ref()
-            .map(|l| ip_list(&mut r, l, &format!("org {id:?} ip_allow_list")));
-        orgs.push(OrgPolicy {
-            id: Arc::from(id.as_str()),
-            active: o.active,
-            ip_allow_list: ip_allow_list.filter(|s| !s.is_empty()),
-            revoked_keys: o.revoked_keys.iter().map(|k| k.as_str().into()).collect(),
-        });
-    }
-    let mut api_keys: Vec<ApiKeyEntry> = Vec::new();
-    let mut seen = HashSet::new();
-    for k in &file.api_key {
-        let k = k.get_ref();
-        let id = k.id.get_ref();
-        if id.is_empty() {
-            r.at(k.id.span(), "api_key: id must not be empty");
-        } else if let Some(why) = id_problem(id) {
-            r.at(k.id.span(), format!("api_key {id:?}: the id {why}"));
-        } else if !seen.insert(id.clone()) {
-            r.at(k.id.span(), format!("api_key {id:?} is listed twice"));
-        }
-        if k.org.get_ref().is_empty() {
-            r.at(k.org.span(), format!("api_key {id:?}: org must not be empty"));
-        } else if let Some(why) = id_problem(k.org.get_ref()) {
-            r.at(k.org.span(), format!("api_key {id:?}: org {why}"));
-        }
-        let digest = hex::decode(k.sha256.get_ref())
-            .ok()
-            .and_then(|d| <[u8; 32]>::try_from(d).ok());
-        let Some(digest) = digest else {
-            r.at(
-                k.sha256.span(),
-                format!("api_key {id:?}: sha256 must be 64 hex characters (see `authgate hash-key`)"),
-            );
-            continue;
-        };
-        if api_keys.iter().any(|e| e.digest == digest) {
-            r.at(
-                k.sha256.span(),
-                format!("api_key {id:?}: the same key digest is listed twice"),
-            );
-        }
-        api_keys.push(ApiKeyEntry {
-            id: Arc::from(id.as_str()),
-            org: Arc::from(k.org.get_ref().as_str()),
-            disabled: k.disabled,
-            digest,
-        });
-    }
-    if r.has_problems() {
-        return Err(r.finish());
-    }
-    Ok(Directory::new(partners, orgs, api_keys))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_that_cannot_be_header_values_are_refused() {
-        let config = "[server]\nlisten = \"127.0.0.1:8080\"\n[upstream]\naddress = \"127.0.0.1:3000\"\n\
-                      [policies]\nfile = \"partners.toml\"\n\
-                      [[routes]]\nname = \"health\"\npath = \"/health\"\nauth = \"none\"\n";
-        let (settings, problems) = settings_from_text(Path::new("/etc/authgate/authgate.toml"), config);
-        assert!(problems.is_empty(), "{problems}");
-        let digest = "0".repeat(64);
-        let long = "o".repeat(257);
-        let policy = format!(
-            "[[partner]]\nid = \"acme\\r\\nX-Evil: 1\"\n[[org]]\nid = \"{long}\"\n\
-             [[api_key]]\nid = \"k\\u0007\"\norg = \"o\\n\"\nsha256 = \"{digest}\"\n"
-        );
-        let err = parse_directory(Path::new("/etc/authgate/partners.toml"), &policy, &settings.unwrap())
-            .unwrap_err()
-            .to_string();
-        for want in [
-            "partners.toml:2: partner \"acme\\r\\nX-Evil: 1\": the id contains a control character",
-            "partners.toml:4: org \"",
-            "the id is longer than 256 bytes",
-            "partners.toml:6: api_key \"k\\u{7}\": the id contains a control character",
-            "partners.toml:7: api_key \"k\\u{7}\": org contains a control character",
-        ] {
-            assert!(err.contains(want), "{want:?} in:\n{err}");
-        }
-    }
 
     #[test]
     fn secret_newline() {

@@ -6,6 +6,7 @@ pub(crate) mod demo_keys;
 pub(crate) mod file;
 pub(crate) mod jwks;
 pub mod load;
+pub(crate) mod policy_file;
 pub(crate) mod problem;
 pub(crate) mod settings;
 #[cfg(feature = "gateway")]
