@@ -7,21 +7,21 @@
 // Without the gateway (the fuzz build) the runtime's consumers of many settings are absent.
 #![cfg_attr(not(feature = "gateway"), allow(dead_code, unused_imports))]
 
-pub mod access_log;
+pub(crate) mod access_log;
 #[cfg(feature = "gateway")]
-pub mod admin;
+pub(crate) mod admin;
 #[cfg(test)]
 mod architecture;
 pub mod config;
 #[cfg(feature = "gateway")]
 pub mod demo;
 #[cfg(feature = "gateway")]
-pub mod gateway;
+pub(crate) mod gateway;
 pub(crate) mod ip_text;
 pub mod journal;
 pub(crate) mod json_text;
 #[cfg(feature = "gateway")]
-pub mod jwks_fetch;
+pub(crate) mod jwks_fetch;
 pub mod logging;
 #[cfg(feature = "gateway")]
 pub(crate) mod metrics;
@@ -31,7 +31,7 @@ pub mod openapi;
 pub mod ops;
 pub mod policy;
 #[cfg(feature = "gateway")]
-pub mod proxy;
+pub(crate) mod proxy;
 #[cfg(feature = "gateway")]
 pub mod server;
 #[cfg(feature = "gateway")]

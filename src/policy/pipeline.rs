@@ -282,77 +282,124 @@ fn credential(
     req: &RequestFacts<'_>,
     client_ip: ClientIp,
 ) -> Result<(Identity, Principal), (Denial, Identity)> {
-    let dir: &Directory = &gate.snapshot.directory;
-    let anonymous = |d: Denial| (d, Identity::Anonymous);
     match route.auth {
-        AuthKind::Partner | AuthKind::Org => {
-            let token = bearer_token(req.headers).map_err(anonymous)?;
-            let verified = gate
-                .tokens
-                .verify(token, &gate.snapshot.keys, &gate.fixed.jwt, req.now)
-                .map_err(|e| anonymous(Denial::InvalidToken(e)))?;
-            if route.auth == AuthKind::Partner {
-                if verified.org != IdClaim::Absent {
-                    return Err(anonymous(Denial::InvalidToken(TokenError::WrongTokenKind)));
-                }
-                let id = principal_of(&verified.partner).map_err(|e| anonymous(Denial::InvalidToken(e)))?;
-                let key_id = verified.key_id.as_deref();
-                let identity = Identity::Partner {
-                    id: id.clone(),
-                    key_id: verified.key_id.clone(),
-                };
-                let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
-                let shared_revoked = key_id.is_some_and(|k| revoked.contains(PrincipalKind::Partner, id, k));
-                match directory::admit_partner(dir, id, key_id, shared_revoked, client_ip) {
-                    Ok(p) => Ok((identity, Principal::partner(p.id.clone()))),
-                    Err(d) => Err((d, identity)),
-                }
-            } else {
-                let id = principal_of(&verified.org).map_err(|e| anonymous(Denial::InvalidToken(e)))?;
-                let key_id = verified.key_id.as_deref();
-                let identity = Identity::Org {
-                    id: id.clone(),
-                    key_id: verified.key_id.clone(),
-                };
-                let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
-                let shared_revoked = key_id.is_some_and(|k| revoked.contains(PrincipalKind::Org, id, k));
-                let must_be_listed = gate.fixed.jwt.org_must_be_listed;
-                match directory::admit_org(dir, id, key_id, shared_revoked, client_ip, must_be_listed) {
-                    Ok(_) => Ok((identity, Principal::org(id.clone()))),
-                    Err(d) => Err((d, identity)),
-                }
-            }
-        }
-        AuthKind::ApiKey => {
-            let settings = route.api_key.as_ref();
-            let header = settings.map_or("x-api-key", |s| s.header.as_str());
-            let prefix = settings.map_or("", |s| s.prefix.as_str());
-            let mut values = req.headers.get_all(header).iter();
-            let key = match (values.next(), values.next()) {
-                (None, _) => return Err(anonymous(Denial::MissingApiKey)),
-                (Some(_), Some(_)) => return Err(anonymous(Denial::BadApiKeyFormat)),
-                (Some(v), None) => v.as_bytes(),
-            };
-            if !directory::api_key_well_formed(key, prefix) {
-                return Err(anonymous(Denial::BadApiKeyFormat));
-            }
-            let entry = dir.api_key(key).ok_or_else(|| anonymous(Denial::UnknownApiKey))?;
-            let identity = Identity::Org {
-                id: entry.org.clone(),
-                key_id: Some(entry.id.clone()),
-            };
-            if entry.disabled {
-                return Err((Denial::KeyDisabled, identity));
-            }
-            let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
-            let shared_revoked = revoked.contains(PrincipalKind::Org, &entry.org, &entry.id);
-            let must_be_listed = gate.fixed.jwt.org_must_be_listed;
-            match directory::admit_org(dir, &entry.org, None, shared_revoked, client_ip, must_be_listed) {
-                Ok(_) => Ok((identity, Principal::org(entry.org.clone()))),
-                Err(d) => Err((d, identity)),
-            }
-        }
+        AuthKind::Partner => token_credential(gate, PrincipalKind::Partner, req, client_ip),
+        AuthKind::Org => token_credential(gate, PrincipalKind::Org, req, client_ip),
+        AuthKind::ApiKey => api_key_credential(gate, route, req, client_ip),
         AuthKind::None => Ok((Identity::Anonymous, Principal::partner(""))),
+    }
+}
+
+/// Step 2 with a bearer JWT: a partner token on partner routes (no org claim), an org
+/// token on org routes; then steps 3-5 for its principal.
+fn token_credential(
+    gate: &Gate<'_, impl Clock>,
+    kind: PrincipalKind,
+    req: &RequestFacts<'_>,
+    client_ip: ClientIp,
+) -> Result<(Identity, Principal), (Denial, Identity)> {
+    let anonymous = |d: Denial| (d, Identity::Anonymous);
+    let token = bearer_token(req.headers).map_err(anonymous)?;
+    let verified = gate
+        .tokens
+        .verify(token, &gate.snapshot.keys, &gate.fixed.jwt, req.now)
+        .map_err(|e| anonymous(Denial::InvalidToken(e)))?;
+    let claim = match kind {
+        PrincipalKind::Partner if verified.org != IdClaim::Absent => {
+            return Err(anonymous(Denial::InvalidToken(TokenError::WrongTokenKind)));
+        }
+        PrincipalKind::Partner => &verified.partner,
+        PrincipalKind::Org => &verified.org,
+    };
+    let id = principal_of(claim).map_err(|e| anonymous(Denial::InvalidToken(e)))?;
+    let key_id = verified.key_id.clone();
+    let identity = match kind {
+        PrincipalKind::Partner => Identity::Partner {
+            id: id.clone(),
+            key_id: key_id.clone(),
+        },
+        PrincipalKind::Org => Identity::Org {
+            id: id.clone(),
+            key_id: key_id.clone(),
+        },
+    };
+    let key_id = key_id.as_deref();
+    admit(gate, kind, id, key_id, key_id, identity, client_ip)
+}
+
+/// Step 2 with an API key (`auth = "api_key"`): exactly one well-formed key in the route's
+/// header, known and not disabled; then steps 3-5 for the org it belongs to.
+fn api_key_credential(
+    gate: &Gate<'_, impl Clock>,
+    route: &Route,
+    req: &RequestFacts<'_>,
+    client_ip: ClientIp,
+) -> Result<(Identity, Principal), (Denial, Identity)> {
+    let anonymous = |d: Denial| (d, Identity::Anonymous);
+    let settings = route.api_key.as_ref();
+    let header = settings.map_or("x-api-key", |s| s.header.as_str());
+    let prefix = settings.map_or("", |s| s.prefix.as_str());
+    let mut values = req.headers.get_all(header).iter();
+    let key = match (values.next(), values.next()) {
+        (None, _) => return Err(anonymous(Denial::MissingApiKey)),
+        (Some(_), Some(_)) => return Err(anonymous(Denial::BadApiKeyFormat)),
+        (Some(v), None) => v.as_bytes(),
+    };
+    if !directory::api_key_well_formed(key, prefix) {
+        return Err(anonymous(Denial::BadApiKeyFormat));
+    }
+    let entry = gate
+        .snapshot
+        .directory
+        .api_key(key)
+        .ok_or_else(|| anonymous(Denial::UnknownApiKey))?;
+    let identity = Identity::Org {
+        id: entry.org.clone(),
+        key_id: Some(entry.id.clone()),
+    };
+    if entry.disabled {
+        return Err((Denial::KeyDisabled, identity));
+    }
+    // a runtime revocation names the static key by its id; the org's `revoked_keys` list
+    // token key ids and is not consulted for it
+    admit(
+        gate,
+        PrincipalKind::Org,
+        &entry.org,
+        None,
+        Some(&entry.id),
+        identity,
+        client_ip,
+    )
+}
+
+/// Steps 3-5 for a principal whose identity is known: not revoked at runtime (by
+/// `revoked_key`), then known, active, its `key_id` not revoked by the policy file, and
+/// allowed from this client IP.
+fn admit(
+    gate: &Gate<'_, impl Clock>,
+    kind: PrincipalKind,
+    id: &Arc<str>,
+    key_id: Option<&str>,
+    revoked_key: Option<&str>,
+    identity: Identity,
+    client_ip: ClientIp,
+) -> Result<(Identity, Principal), (Denial, Identity)> {
+    let dir: &Directory = &gate.snapshot.directory;
+    let revoked = revocations_in_force(gate).map_err(|d| (d, identity.clone()))?;
+    let shared_revoked = revoked_key.is_some_and(|k| revoked.contains(kind, id, k));
+    let admitted = match kind {
+        PrincipalKind::Partner => directory::admit_partner(dir, id, key_id, shared_revoked, client_ip)
+            .map(|p| Principal::partner(p.id.clone())),
+        PrincipalKind::Org => {
+            let must_be_listed = gate.fixed.jwt.org_must_be_listed;
+            directory::admit_org(dir, id, key_id, shared_revoked, client_ip, must_be_listed)
+                .map(|_| Principal::org(id.clone()))
+        }
+    };
+    match admitted {
+        Ok(principal) => Ok((identity, principal)),
+        Err(d) => Err((d, identity)),
     }
 }
 
@@ -591,6 +638,13 @@ mod tests {
         format!("Bearer {tok}")
     }
 
+    /// `Authorization` for an org token of `org` (the partner claims plus `org_id`).
+    fn org_bearer(org: &str) -> String {
+        let mut org_claims = claims();
+        org_claims["org_id"] = org.into();
+        bearer(&mint(&org_claims, Some("hs-1")))
+    }
+
     #[test]
     fn steps_in_order() {
         let w = world();
@@ -656,9 +710,7 @@ mod tests {
     #[test]
     fn token_kinds_are_kept_apart() {
         let w = world();
-        let mut org_claims = claims();
-        org_claims["org_id"] = "o-7".into();
-        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        let org_tok = org_bearer("o-7");
         let xff = ("X-Forwarded-For", "203.0.113.5");
         assert_eq!(
             run(&w, "GET", "/partner/v1/orgs/o-1/a", &[("Authorization", &org_tok), xff]),
@@ -781,9 +833,7 @@ mod tests {
             run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth)]),
             Err(Denial::RevokedKey)
         );
-        let mut org_claims = claims();
-        org_claims["org_id"] = "o-7".into();
-        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        let org_tok = org_bearer("o-7");
         assert!(run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]).is_ok());
         // an org the policy file does not list is still refused once its key is revoked
         w.revoked = w.revoked.with(&Principal::org("o-7"), "key-1", true);
@@ -812,9 +862,7 @@ mod tests {
             run(&w, "GET", "/partner/v1/orgs/o-1/x", &[("Authorization", &auth)]),
             Err(Denial::SharedStateUnavailable)
         );
-        let mut org_claims = claims();
-        org_claims["org_id"] = "o-7".into();
-        let org_tok = bearer(&mint(&org_claims, Some("hs-1")));
+        let org_tok = org_bearer("o-7");
         assert_eq!(
             run(&w, "GET", "/v1/orgs/o-7/a", &[("Authorization", &org_tok)]),
             Err(Denial::SharedStateUnavailable)

@@ -125,34 +125,27 @@ impl Shared {
             })
             .await;
         match reply {
-            None => self.fallback(embedded, overrides, limits, principal).await,
-            Some([1, remaining, per_minute]) => Ok(Some(Headroom {
-                per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
-                remaining: u32::try_from(remaining).unwrap_or(0),
-            })),
+            Some([1, remaining, per_minute]) => {
+                return Ok(Some(Headroom {
+                    per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
+                    remaining: u32::try_from(remaining).unwrap_or(0),
+                }));
+            }
             Some([_, index, wait_us]) => {
                 let i = usize::try_from(index - 1).ok().and_then(|k| limits.get(k)).copied();
-                let Some(i) = i else {
-                    return self.fallback(embedded, overrides, limits, principal).await;
-                };
-                let (name, per_minute) = embedded.limits.plan(overrides, i, principal);
-                let wait = std::time::Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
-                Err(Denial::RateLimited {
-                    limit: name.to_string(),
-                    per_minute,
-                    retry_after_secs: whole_seconds_at_least_one(wait),
-                })
+                if let Some(i) = i {
+                    let (name, per_minute) = embedded.limits.plan(overrides, i, principal);
+                    let wait = std::time::Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+                    return Err(Denial::RateLimited {
+                        limit: name.to_string(),
+                        per_minute,
+                        retry_after_secs: whole_seconds_at_least_one(wait),
+                    });
+                }
             }
+            None => {}
         }
-    }
-
-    async fn fallback(
-        &self,
-        embedded: &Embedded<'_>,
-        overrides: &OverrideBuckets,
-        limits: &[usize],
-        principal: &Principal,
-    ) -> Result<Option<Headroom>, Denial> {
+        // Redis unavailable (or an answer naming no limit of this route): per `on_error`.
         match self.on_error() {
             OnError::Local => embedded.charge(overrides, limits, principal).await,
             OnError::Deny => Err(Denial::SharedStateUnavailable),
