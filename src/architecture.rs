@@ -60,6 +60,7 @@ pub(crate) const MAX_FUNCTION_LINES: usize = 80;
 
 /// One source file: its path below `src/` (`config/load.rs`) and its text.
 pub(crate) struct Source {
+    /// Below `src/`, with `/` separators.
     pub(crate) path: String,
     pub(crate) text: String,
 }
@@ -67,9 +68,11 @@ pub(crate) struct Source {
 /// One import between sibling modules: inside `parent`, `from` names `to` at `at` (file:line).
 #[derive(Debug, Clone)]
 pub(crate) struct Edge {
+    /// The module both ends are children of (empty: the crate root).
     pub(crate) parent: Vec<String>,
     pub(crate) from: String,
     pub(crate) to: String,
+    /// `src/<file>:<line>` of the path that makes the edge.
     pub(crate) at: String,
 }
 

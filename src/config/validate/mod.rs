@@ -69,6 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// What every table's validation needs: the reporter of the config file (problems with
 /// their line) and the config file's directory (relative paths are relative to it).
 pub(crate) struct Ctx<'a, 'r> {
+    /// Where problems go, with the line of the span they are reported at.
     pub(crate) r: &'r mut Reporter<'a>,
     dir: PathBuf,
 }
