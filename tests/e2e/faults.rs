@@ -5,15 +5,11 @@
 //! Times printed with `eprintln!` are the measurements README quotes; the assertions wait
 //! with the suite's deadline and never on wall-clock speed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis::{ops, redis_config, wait_redis_up, RedisServer, Reply};
-use common::relay::Relay;
-use common::*;
+use crate::common::redis::{ops, redis_config, wait_redis_up, RedisServer, Reply};
+use crate::common::relay::Relay;
+use crate::common::*;
 
 const PLAIN: &str = "/plain";
 

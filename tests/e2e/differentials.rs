@@ -4,18 +4,13 @@
 //! request the gateway checked could mean something else to the upstream (or a connection
 //! could be held forever), and proves from outside that it is closed.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The base config with extra `[server]` lines, `[[limits]]` and routes.

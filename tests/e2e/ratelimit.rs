@@ -5,15 +5,10 @@
 //! `burst <= passes <= burst + floor(elapsed / interval)`, with `elapsed` measured
 //! generously (from before the first request to after the last answer).
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 /// Asserts the 429 of docs/reference.md#responses and returns Retry-After.
 fn assert_429(r: &Response, limit: u32, context: &str) -> u64 {

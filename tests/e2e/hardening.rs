@@ -2,12 +2,7 @@
 //! binary — headers named in `Connection`, underscore spellings, client-IP and method
 //! override headers, path parameters, route case, JWKS URL shadowing.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const ORG: &str = "cf2701f8-fc4d-4002-8d52-92dd0d1e82a7";
@@ -266,7 +261,7 @@ fn dot_segments_before_path_parameters_and_bad_utf8_are_refused() {
         &[("reason", "bad_path"), ("route", "none")],
         7.0,
     );
-    // path parameters are refused unless allow_path_semicolons (tests/e2e_differentials.rs);
+    // path parameters are refused unless allow_path_semicolons (tests/e2e/differentials.rs);
     // other escapes stay allowed, and are forwarded as sent
     let path = format!("/partner/v1/orgs/{ORG_ACME}/users;v=1");
     assert_error(&gw.get_auth(&path, &tok, &[]), 400, &path);

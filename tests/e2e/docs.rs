@@ -2,13 +2,13 @@
 //! file structs accept, every metric `src/metrics.rs` registers (with its labels), every
 //! denial reason and every command, so adding one without documenting it fails here. Plain
 //! file reading, no network. That the shipped, annotated `config/` files pass `authgate check`
-//! is `tests/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
+//! is `tests/e2e/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
 //! example of the reference passes `check` here.
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+
+use crate::common;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const REFERENCE: &str = "docs/reference.md";
@@ -52,7 +52,7 @@ fn rename_all(rule: Option<&str>, field: &str) -> String {
                 .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
                 .unwrap_or_default()
         }
-        Some(other) => panic!("tests/docs.rs does not know serde rename_all = {other:?}; teach it"),
+        Some(other) => panic!("tests/e2e/docs.rs does not know serde rename_all = {other:?}; teach it"),
     }
 }
 

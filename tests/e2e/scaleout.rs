@@ -2,17 +2,13 @@
 //! shared limits, learned orgs, revocations, org import, and what happens when Redis is
 //! killed, paused or restarted empty.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::{ops, redis_config, wait_redis_up, RedisServer};
-use common::*;
+use crate::common;
+use crate::common::redis::{ops, redis_config, wait_redis_up, RedisServer};
+use crate::common::*;
 
 /// The base config with a 30/min limit on `/tiny` and `[redis]` pointing at `redis`.
 fn config(redis: &RedisServer, on_error: &str, timeout: &str) -> String {

@@ -2,14 +2,9 @@
 //! a URL (refreshed, stale-while-error, unknown-kid refetch, readiness), against the real
 //! binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 

@@ -1,15 +1,13 @@
 //! What ships beside the binary: the annotated `config/` files load, the Dockerfile names
 //! things that exist, and `authgate demo` does what its curl lines promise.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::{free_ports, request, wait_for, TempDir, BIN, DEADLINE};
+use crate::common;
+use crate::common::{free_ports, request, wait_for, TempDir, BIN, DEADLINE};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -7,16 +7,12 @@
 //! Figures measured along the way are printed (`cargo test -- --nocapture` shows them);
 //! assertions never depend on them except where the behaviour under test is a timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::backend::{Backend, EventPlan};
-use common::*;
+use crate::common::backend::{Backend, EventPlan};
+use crate::common::*;
 
 /// Health checks fast enough for a test: out after 2 failed probes, back after 2 passes.
 /// The probe timeout is generous so that a loaded machine never fails a live backend (a

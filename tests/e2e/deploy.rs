@@ -6,16 +6,12 @@
 //! promtool comes with Debian's `prometheus` package (CI installs it). Without it these
 //! tests fail, naming the package: the operator pack is part of what ships.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::TempDir;
+use crate::common;
+use crate::common::TempDir;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

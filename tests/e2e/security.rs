@@ -2,12 +2,7 @@
 //! headers the upstream gets, client IP allow lists, pipeline order, org ownership and
 //! learned orgs, against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 

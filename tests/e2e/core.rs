@@ -2,14 +2,9 @@
 //! listener, routing, path hygiene, request ids, body limits and upstream failures, all
 //! against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Writes a config (placeholders filled with dummy addresses) and policy into `dir/conf`.

@@ -2,9 +2,8 @@
 //! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` goes through `fuzz/harness.rs`,
 //! the very code the cargo-fuzz targets run, so `cargo test` re-checks on stable, without
 //! cargo-fuzz, every input the fuzzers were seeded with or once crashed on.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../fuzz/harness.rs"]
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
 use std::path::{Path, PathBuf};

@@ -9,16 +9,11 @@
 //! certificate file keeping the old one and counting a failure; `check` on bad and expiring
 //! files; the `"cloudflare"` trusted-proxies preset.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

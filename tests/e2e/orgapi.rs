@@ -2,14 +2,9 @@
 //! `auth = "api_key"` (static prefixed keys stored as digests, the seed's exact messages),
 //! against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const ORG: &str = "cf2701f8-fc4d-4002-8d52-92dd0d1e82a7";
