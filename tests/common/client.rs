@@ -18,11 +18,7 @@ pub struct Response {
 impl Response {
     /// Every value of a header (case-insensitive).
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     /// The first value of a header.
@@ -59,6 +55,15 @@ impl Response {
         );
         ids[0]
     }
+}
+
+/// Every value of the header `name` (case-insensitive) among `headers`, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 impl std::fmt::Display for Response {

@@ -78,6 +78,8 @@ auth = "none"
 /// `{admin}`, `{upstream}` are filled in by [`Gateway::start`].
 #[derive(Clone, Debug)]
 pub struct Cfg {
+    /// Extra lines inside `[server]`.
+    pub server_extra: String,
     pub max_body_bytes: u64,
     pub connect_timeout: String,
     pub read_timeout: String,
@@ -101,6 +103,7 @@ pub struct Cfg {
 impl Default for Cfg {
     fn default() -> Self {
         Cfg {
+            server_extra: String::new(),
             max_body_bytes: 1_048_576,
             connect_timeout: "2s".into(),
             read_timeout: "30s".into(),
@@ -120,6 +123,7 @@ impl Cfg {
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n");
+        s.push_str(&self.server_extra);
         s.push_str(&format!("max_body_bytes = {}\n", self.max_body_bytes));
         s.push_str(&format!("shutdown_grace = \"{}\"\n", self.shutdown_grace));
         if self.upstreams.is_empty() {

@@ -49,7 +49,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// Starts an upstream and a gateway with the base config and policy.
 pub fn base() -> (Upstream, Gateway) {
+    base_with(&base_config())
+}
+
+/// Starts an upstream and a gateway with `config` and the base policy.
+pub fn base_with(config: &str) -> (Upstream, Gateway) {
     let up = Upstream::start();
-    let gw = Gateway::start(&up.address(), &base_config(), &base_policy(), &[]);
+    let gw = Gateway::start(&up.address(), config, &base_policy(), &[]);
     (up, gw)
 }

@@ -9,13 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{get, request, try_request, Response};
-use super::config::standard_files;
+use super::config::{base_policy, standard_files};
 use super::metrics::Metrics;
 use super::tokens::bearer;
 use super::{wait_for, DEADLINE};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// The repository root (the crate's manifest directory).
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A file or directory of the repository, by its path from the root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(ROOT).join(rel)
+}
+
+/// The text of a repository file; panics naming it when it cannot be read.
+pub fn read_repo(rel: &str) -> String {
+    std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
@@ -141,7 +154,12 @@ pub fn run_cli(cwd: &Path, args: &[&str], stdin: Option<&[u8]>, timeout: Duratio
         .expect("spawn authgate");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input).expect("write stdin");
+        match pipe.write_all(input) {
+            // a command may refuse (an unknown partner, say) and exit before it reads its
+            // input: what it said and its exit status are the test's to judge
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.expect("write stdin"),
+        }
     }
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -169,6 +187,83 @@ pub fn send_signal(pid: u32, sig: &str) {
         .status()
         .expect("run kill");
     assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+/// Writes the standard key files, `policy` as partners.toml and `files` into `<dir>/conf`
+/// and makes `<dir>/run` (the working directory); returns the conf path.
+fn write_conf_dir(dir: &TempDir, policy: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    std::fs::create_dir_all(dir.path.join("run")).expect("run dir");
+    for (rel, bytes) in standard_files() {
+        dir.write(&format!("conf/{rel}"), &bytes);
+    }
+    dir.write("conf/partners.toml", policy.as_bytes());
+    for (rel, bytes) in files {
+        dir.write(&format!("conf/{rel}"), bytes);
+    }
+    dir.path.join("conf")
+}
+
+/// A config directory laid out like a [`Gateway`]'s, for `authgate check` and for starts
+/// that must fail: nothing is kept running. The placeholders `{listen}`, `{admin}` and
+/// `{upstream}` are filled with ports that were free, in case a bad config were (wrongly)
+/// started.
+pub struct ConfDir {
+    pub dir: TempDir,
+    /// `<dir>/conf/authgate.toml`.
+    pub config: PathBuf,
+}
+
+impl ConfDir {
+    pub fn new(label: &str, config: &str, policy: &str, files: &[(&str, &[u8])]) -> ConfDir {
+        let dir = TempDir::new(label);
+        let conf = write_conf_dir(&dir, policy, files);
+        let ports = free_ports(3);
+        let config_text = config
+            .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
+            .replace("{admin}", &format!("127.0.0.1:{}", ports[1]))
+            .replace("{upstream}", &format!("127.0.0.1:{}", ports[2]));
+        let config = conf.join("authgate.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        ConfDir { dir, config }
+    }
+
+    /// `config` with the base policy and no extra files.
+    pub fn base_policy(label: &str, config: &str) -> ConfDir {
+        ConfDir::new(label, config, &base_policy(), &[])
+    }
+
+    /// `authgate check --config <config>`, run from `<dir>/run`.
+    pub fn check(&self) -> CliOutput {
+        let config = self.config.to_string_lossy();
+        run_cli(
+            &self.dir.path.join("run"),
+            &["check", "--config", &config],
+            None,
+            DEADLINE,
+        )
+    }
+
+    /// `authgate --config <config>`, which must refuse to start: asserts that it exited by
+    /// itself, not with 0, and returns what it said.
+    pub fn start_refused(&self, what: &str) -> CliOutput {
+        let config = self.config.to_string_lossy();
+        let run = run_cli(&self.dir.path.join("run"), &["--config", &config], None, DEADLINE);
+        assert!(
+            run.status.is_some(),
+            "authgate kept running with {what}:\n{}",
+            run.all()
+        );
+        assert_ne!(run.code(), Some(0), "authgate exited 0 with {what}:\n{}", run.all());
+        run
+    }
+}
+
+/// The 1-based number of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
 }
 
 /// Options for [`Gateway::start_with`].
@@ -208,15 +303,7 @@ impl Gateway {
 
     pub fn start_with(upstream: &str, config: &str, policy: &str, files: &[(&str, &[u8])], opts: StartOpts) -> Gateway {
         let dir = TempDir::new("gw");
-        let conf = dir.path.join("conf");
-        std::fs::create_dir_all(dir.path.join("run")).expect("run dir");
-        for (rel, bytes) in standard_files() {
-            dir.write(&format!("conf/{rel}"), &bytes);
-        }
-        dir.write("conf/partners.toml", policy.as_bytes());
-        for (rel, bytes) in files {
-            dir.write(&format!("conf/{rel}"), bytes);
-        }
+        let conf = write_conf_dir(&dir, policy, files);
         let log = dir.path.join("gateway.log");
         let mut gw = Gateway {
             dir,
@@ -346,6 +433,22 @@ impl Gateway {
             let v = self.metrics().sum(name, labels);
             (v >= at_least).then_some(v)
         })
+    }
+
+    /// Waits until `authgate_denied_total{route, reason}` reaches at least `at_least`.
+    pub fn wait_denied(&self, route: &str, reason: &str, at_least: f64) -> f64 {
+        self.wait_metric(
+            "authgate_denied_total",
+            &[("route", route), ("reason", reason)],
+            at_least,
+        )
+    }
+
+    /// Waits until `authgate_requests_total{route, method, status}` reaches at least
+    /// `at_least`.
+    pub fn wait_requests(&self, route: &str, method: &str, status: &str, at_least: f64) -> f64 {
+        let labels = [("route", route), ("method", method), ("status", status)];
+        self.wait_metric("authgate_requests_total", &labels, at_least)
     }
 
     /// Waits until the parsed metrics satisfy `pred`; returns them.

@@ -1,13 +1,14 @@
 //! Keys, claims and tokens: the fixture key pairs, partner and org claims, signing (also of
 //! deliberately broken tokens) and JWKS documents.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+
+use super::processes::repo_path;
 
 pub const ISSUER: &str = "https://api.open.cx";
 pub const AUDIENCE: &str = "partner-api";
@@ -81,7 +82,7 @@ impl Key {
 }
 
 pub fn fixture(rel: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel);
+    let p = repo_path("tests/fixtures").join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 

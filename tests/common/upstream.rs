@@ -34,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use super::client::header_values;
 use super::{wait_for, DEADLINE};
 
 /// One request as the upstream received it.
@@ -56,12 +57,7 @@ impl Recorded {
 
     /// Every value of a header (case-insensitive name).
     pub fn all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     /// The value of a header that must appear at most once.

@@ -1,13 +1,13 @@
 //! The shape of `tests/` itself: one test binary.
 
-use std::path::Path;
+use crate::common::repo_path;
 
 /// Fault model: someone adds `tests/<name>.rs`; cargo would build it as a test binary of its
 /// own, linking the crate and pingora once more (minutes of CI). Must hold: nothing directly
 /// under `tests/` is a Rust file; areas are modules of `tests/e2e/`.
 #[test]
 fn one_test_binary() {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let tests = repo_path("tests");
     let mut stray: Vec<String> = std::fs::read_dir(&tests)
         .unwrap_or_else(|e| panic!("{}: {e}", tests.display()))
         .map(|entry| entry.unwrap().path())

@@ -42,6 +42,14 @@ fn gateway(upstreams: String, routes_extra: &str) -> Gateway {
     Gateway::start("unused", &cfg, &base_policy(), &[])
 }
 
+/// Backends "a" and "b" as the cluster "default" (with `extra` lines), behind a gateway.
+fn two_backends(extra: &str) -> (Upstream, Upstream, Gateway) {
+    let a = Upstream::backend("a");
+    let b = Upstream::backend("b");
+    let gw = gateway(cluster("default", &addrs(&[&a, &b]), extra), "");
+    (a, b, gw)
+}
+
 /// `authgate_upstream_backend_healthy` of one backend.
 fn healthy(gw: &Gateway, upstream: &str, backend: &str) -> f64 {
     let m = gw.metrics();
@@ -73,9 +81,7 @@ fn ok_from(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> String {
 
 #[test]
 fn round_robin_gives_each_of_two_backends_half_of_100_requests() {
-    let a = Upstream::backend("a");
-    let b = Upstream::backend("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"round_robin\""), "");
+    let (a, b, gw) = two_backends("selection = \"round_robin\"");
     for i in 0..100 {
         ok_from(&gw, &format!("/public/rr/{i}"), &[]);
     }
@@ -99,12 +105,7 @@ fn round_robin_gives_each_of_two_backends_half_of_100_requests() {
 
 #[test]
 fn consistent_hash_keeps_each_client_ip_on_one_backend() {
-    let a = Upstream::backend("a");
-    let b = Upstream::backend("b");
-    let gw = gateway(
-        cluster("default", &addrs(&[&a, &b]), "selection = \"consistent_hash\""),
-        "",
-    );
+    let (_a, _b, gw) = two_backends("selection = \"consistent_hash\"");
     let mut per_backend = std::collections::HashMap::<String, usize>::new();
     for i in 1..=40 {
         let ip = format!("203.0.113.{i}");
@@ -125,9 +126,7 @@ fn consistent_hash_keeps_each_client_ip_on_one_backend() {
 
 #[test]
 fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
-    let a = Upstream::backend("a");
-    let b = Upstream::backend("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"least_conn\""), "");
+    let (a, b, gw) = two_backends("selection = \"least_conn\"");
     let addr = gw.addr;
     let held = std::thread::spawn(move || request(addr, "GET", "/public/held", &[], None));
     let busy = wait_for(DEADLINE, "the held request to reach a backend", || {
@@ -161,11 +160,9 @@ fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
 
 #[test]
 fn a_killed_backend_costs_no_client_an_error_is_taken_out_and_comes_back() {
-    let a = Upstream::backend("a");
-    let mut b = Upstream::backend("b");
+    let (a, mut b, gw) = two_backends(HEALTH);
     let b_addr: SocketAddr = b.addr;
     let b_label = b.address();
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), HEALTH), "");
     for i in 0..10 {
         ok_from(&gw, &format!("/public/warm/{i}"), &[]);
     }
@@ -264,9 +261,7 @@ fn a_refused_connect_is_retried_once_on_another_backend_body_and_all() {
 
 #[test]
 fn a_request_that_reached_a_backend_is_never_sent_again() {
-    let a = Upstream::backend("a");
-    let b = Upstream::backend("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), ""), "");
+    let (a, b, gw) = two_backends("");
     // warm the connection pool: the next request to each backend reuses a connection,
     // where pingora's default policy would retry an idempotent request that fails
     for i in 0..4 {
@@ -506,32 +501,6 @@ read_timeout = "10s"
 // config
 // ------------------------------------------------------------------------------------
 
-fn check(config: &str) -> CliOutput {
-    let dir = TempDir::new("check-upstreams");
-    for (rel, bytes) in standard_files() {
-        dir.write(&format!("conf/{rel}"), &bytes);
-    }
-    dir.write("conf/partners.toml", base_policy().as_bytes());
-    let ports = free_ports(2);
-    let text = config
-        .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
-        .replace("{admin}", &format!("127.0.0.1:{}", ports[1]));
-    let path = dir.write("conf/authgate.toml", text.as_bytes());
-    run_cli(
-        &dir.path,
-        &["check", "--config", &path.to_string_lossy()],
-        None,
-        DEADLINE,
-    )
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("{needle:?} not in text"))
-}
-
 #[test]
 fn check_reports_every_cluster_problem_with_its_line() {
     let upstreams = format!(
@@ -556,7 +525,7 @@ upstream = "billing"
         ..Cfg::default()
     }
     .render();
-    let out = check(&config);
+    let out = ConfDir::base_policy("check-upstreams", &config).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let text = out.all();
     for (needle, words) in [
@@ -582,7 +551,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
     }
     .render()
     .replace("{upstream}", "127.0.0.1:7004");
-    let out = check(&both);
+    let out = ConfDir::base_policy("check-upstreams", &both).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let want = format!(
         "authgate.toml:{}: ",
@@ -604,7 +573,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
         .replace("[upstream]\naddress = \"{upstream}\"\ntls = false\n", "")
         .replace("connect_timeout = \"2s\"\nread_timeout = \"30s\"\n", "");
     assert!(!neither.contains("[upstream]"));
-    let out = check(&neither);
+    let out = ConfDir::base_policy("check-upstreams", &neither).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.all().contains("an upstream is required"), "{}", out.all());
     assert!(!out.all().contains("is not a defined cluster"), "{}", out.all());
@@ -615,7 +584,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
         ..Cfg::default()
     }
     .render();
-    let out = check(&unnamed);
+    let out = ConfDir::base_policy("check-upstreams", &unnamed).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
         out.all().contains("upstream \"default\" is not a defined cluster"),
