@@ -1,6 +1,6 @@
 //! The fuzz checks: one `pub fn <target>(data: &[u8])` per cargo-fuzz target.
 //!
-//! Included by `fuzz/fuzz_targets/<target>.rs` and by `tests/fuzz_regressions.rs`, so the
+//! Included by `fuzz/fuzz_targets/<target>.rs` and by `tests/e2e/fuzz_regressions.rs`, so the
 //! regression test runs exactly what the fuzzer runs. A check fails by panicking. Each
 //! target compares authgate against a small, independent oracle (ring for signatures,
 //! ipnet for CIDRs, a plain re-statement of the contract for paths, routes and the journal)

@@ -1,4 +1,4 @@
-//! cargo fuzz run jwt_verify: the checks live in ../harness.rs, shared with tests/fuzz_regressions.rs.
+//! cargo fuzz run jwt_verify: the checks live in ../harness.rs, shared with tests/e2e/fuzz_regressions.rs.
 #![no_main]
 
 #[path = "../harness.rs"]

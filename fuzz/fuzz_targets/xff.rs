@@ -1,4 +1,4 @@
-//! cargo fuzz run xff: the checks live in ../harness.rs, shared with tests/fuzz_regressions.rs.
+//! cargo fuzz run xff: the checks live in ../harness.rs, shared with tests/e2e/fuzz_regressions.rs.
 #![no_main]
 
 #[path = "../harness.rs"]

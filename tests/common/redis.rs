@@ -235,6 +235,7 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
 /// `url` with `extra` lines in it; `instance` names the replica when given.
 pub fn redis_config(url: &str, on_error: &str, timeout: &str, extra: &str, instance: Option<&str>) -> String {
     let mut text = Cfg {
+        server_extra: instance.map_or(String::new(), |id| format!("instance_id = \"{id}\"\n")),
         limits_extra: "\n[[limits]]\nname = \"tiny\"\nper_minute = 30\n".into(),
         routes_extra: r#"
 [[routes]]
@@ -252,9 +253,6 @@ auth = "partner"
         ..Cfg::default()
     }
     .render();
-    if let Some(id) = instance {
-        text = text.replacen("threads = 2\n", &format!("threads = 2\ninstance_id = \"{id}\"\n"), 1);
-    }
     text.push_str(&format!(
         "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"e2e:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n{extra}"
     ));
@@ -268,6 +266,20 @@ pub fn ops(gw: &Gateway, command: &[&str], args: &[&str], stdin: Option<&[u8]>) 
     all.extend(["--config", cfg.to_str().expect("utf-8 path")]);
     all.extend_from_slice(args);
     run_cli(&gw.conf, &all, stdin, DEADLINE)
+}
+
+/// `authgate orgs import --config <gw's config> <args> -`, the org ids on stdin.
+pub fn import_orgs(gw: &Gateway, args: &[&str], orgs: &[u8]) -> CliOutput {
+    let mut all = args.to_vec();
+    all.push("-");
+    ops(gw, &["orgs", "import"], &all, Some(orgs))
+}
+
+/// `authgate revoke --config <gw's config> --partner <partner> --key-id <key_id> <args>`.
+pub fn revoke(gw: &Gateway, partner: &str, key_id: &str, args: &[&str]) -> CliOutput {
+    let mut all = vec!["--partner", partner, "--key-id", key_id];
+    all.extend_from_slice(args);
+    ops(gw, &["revoke"], &all, None)
 }
 
 /// Waits until the gateway's `authgate_redis_up` is `up`.

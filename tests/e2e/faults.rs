@@ -5,15 +5,11 @@
 //! Times printed with `eprintln!` are the measurements README quotes; the assertions wait
 //! with the suite's deadline and never on wall-clock speed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis::{ops, redis_config, wait_redis_up, RedisServer, Reply};
-use common::relay::Relay;
-use common::*;
+use crate::common::redis::{import_orgs, redis_config, revoke, wait_redis_up, RedisServer, Reply};
+use crate::common::relay::Relay;
+use crate::common::*;
 
 const PLAIN: &str = "/plain";
 
@@ -84,12 +80,7 @@ fn a_partitioned_replica_refuses_under_deny_and_revoke_reports_it_not_applied() 
     );
     eprintln!("partition: the cut replica (deny, max_age 2s) answered 503 {refused:?} after the cut");
 
-    let out = ops(
-        &direct,
-        &["revoke"],
-        &["--partner", "acme", "--key-id", "key-acme", "--wait", "3s"],
-        None,
-    );
+    let out = revoke(&direct, "acme", "key-acme", &["--wait", "3s"]);
     assert_eq!(out.code(), Some(3), "{}", out.all());
     let mut lines: Vec<&str> = out.stdout.lines().collect();
     lines.sort();
@@ -146,7 +137,7 @@ fn a_replica_started_while_redis_is_down_serves_nothing_authenticated_until_it_h
     let up = Upstream::start();
     let old = start(&up, &redis_config(&redis.url(), "local", "100ms", "", None));
     wait_redis_up(&old, 1.0);
-    let out = ops(&old, &["revoke"], &["--partner", "acme", "--key-id", "key-acme"], None);
+    let out = revoke(&old, "acme", "key-acme", &[]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     redis.kill();
     let config = redis_config(&redis.url(), "local", "100ms", "", None);
@@ -254,12 +245,7 @@ fn a_failover_behind_one_address_moves_every_connection_and_the_subscription() {
         wait_redis_up(gw, 1.0);
     }
     eprintln!("failover: both subscriptions on the new primary {moved:?} after it");
-    let out = ops(
-        &gws[0],
-        &["revoke"],
-        &["--partner", "acme", "--key-id", "key-acme"],
-        None,
-    );
+    let out = revoke(&gws[0], "acme", "key-acme", &[]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(
         out.stdout.lines().filter(|l| l.ends_with(" applied")).count(),
@@ -382,12 +368,7 @@ fn a_silently_dead_subscription_is_replaced_and_the_revocation_still_arrives() {
         "the subscription goes through the relay"
     );
     let killed = Instant::now();
-    let out = ops(
-        &gw,
-        &["revoke"],
-        &["--partner", "acme", "--key-id", "key-acme", "--wait", "8s"],
-        None,
-    );
+    let out = revoke(&gw, "acme", "key-acme", &["--wait", "8s"]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "sub applied", "{}", out.all());
     let applied = killed.elapsed();
@@ -411,12 +392,7 @@ fn orgs_import_is_all_or_nothing_and_refuses_unknown_partners() {
     let journal = gw.conf.join("partners.toml.orgs.jsonl");
     let before = std::fs::read(&journal).unwrap_or_default();
     redis.kill();
-    let out = ops(
-        &gw,
-        &["orgs", "import"],
-        &["--partner", "acme", "-"],
-        Some(b"legacy-1\n"),
-    );
+    let out = import_orgs(&gw, &["--partner", "acme"], b"legacy-1\n");
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.stderr.contains("run the import again"), "{}", out.all());
     assert_eq!(
@@ -426,28 +402,17 @@ fn orgs_import_is_all_or_nothing_and_refuses_unknown_partners() {
     );
 
     redis.restart();
-    let out = ops(
-        &gw,
-        &["orgs", "import"],
-        &["--partner", "acme-typo", "-"],
-        Some(b"legacy-1\n"),
-    );
+    let out = import_orgs(&gw, &["--partner", "acme-typo"], b"legacy-1\n");
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.stderr.contains("acme-typo"), "{}", out.all());
     assert!(redis.smembers("e2e:orgs:acme-typo").is_empty());
-    let out = ops(
+    let out = import_orgs(
         &gw,
-        &["orgs", "import"],
-        &["--partner", "acme-typo", "--allow-unknown-partner", "-"],
-        Some(b"legacy-1\n"),
+        &["--partner", "acme-typo", "--allow-unknown-partner"],
+        b"legacy-1\n",
     );
     assert_eq!(out.code(), Some(0), "{}", out.all());
-    let out = ops(
-        &gw,
-        &["orgs", "import"],
-        &["--partner", "acme", "-"],
-        Some(b"legacy-1\nlegacy-2\n"),
-    );
+    let out = import_orgs(&gw, &["--partner", "acme"], b"legacy-1\nlegacy-2\n");
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "2");
     assert_eq!(redis.smembers("e2e:orgs:acme"), vec!["legacy-1", "legacy-2"]);

@@ -2,12 +2,7 @@
 //! headers the upstream gets, client IP allow lists, pipeline order, org ownership and
 //! learned orgs, against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
@@ -175,11 +170,7 @@ fn missing_token_is_401_with_a_bare_bearer_challenge() {
         }
     }
     assert_eq!(up.count(), 0);
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "by-external-id"), ("reason", "missing_token")],
-        4.0,
-    );
+    gw.wait_denied("by-external-id", "missing_token", 4.0);
 }
 
 fn forged_tokens() -> Vec<(&'static str, String)> {
@@ -400,21 +391,9 @@ fn unknown_partner_and_revoked_key_are_401() {
     assert_eq!(up.count(), 0);
     // another key of the same partner still works
     assert_eq!(gw.get_auth(BY_EXT, &token("acme"), &[]).status, 200);
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "by-external-id"), ("reason", "unknown_partner")],
-        2.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "by-external-id"), ("reason", "revoked_key")],
-        1.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "by-external-id"), ("reason", "inactive_partner")],
-        1.0,
-    );
+    gw.wait_denied("by-external-id", "unknown_partner", 2.0);
+    gw.wait_denied("by-external-id", "revoked_key", 1.0);
+    gw.wait_denied("by-external-id", "inactive_partner", 1.0);
 }
 
 // ------------------------------------------------------------------------------------
@@ -489,13 +468,12 @@ fn ip_allow_list_uses_the_rightmost_untrusted_forwarded_address() {
 
 #[test]
 fn forwarded_addresses_are_ignored_from_an_untrusted_peer() {
-    let up = Upstream::start();
     let config = Cfg {
         trusted_proxies: "[]".into(),
         ..Cfg::default()
     }
     .render();
-    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (up, gw) = base_with(&config);
     let r = initech_with(&gw, &["203.0.113.9"]);
     assert_error(&r, 403, "untrusted peer, XFF ignored");
     let r = gw.get_auth(BY_EXT, &token("acme"), &[("X-Forwarded-For", "203.0.113.9")]);
@@ -587,11 +565,7 @@ fn org_ownership() {
         assert_error(&r, 403, &format!("login-links {org}"));
     }
     assert_eq!(up.count(), n, "a foreign-org request reached the upstream");
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-scoped"), ("reason", "org_forbidden")],
-        5.0,
-    );
+    gw.wait_denied("org-scoped", "org_forbidden", 5.0);
 
     // percent-encoded own org passes; the upstream sees the original, undecoded path
     for target in [
@@ -750,12 +724,11 @@ fn a_torn_journal_line_is_skipped_at_start() {
 
 #[test]
 fn a_failed_journal_append_still_passes_the_response() {
-    let up = Upstream::start();
     let config = base_config().replace(
         "file = \"partners.toml\"\n",
         "file = \"partners.toml\"\nlearned_orgs_file = \"no-such-dir/learned.jsonl\"\n",
     );
-    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (_up, gw) = base_with(&config);
     let acme = token("acme");
     let r = gw.req(
         "POST",
@@ -772,11 +745,7 @@ fn a_failed_journal_append_still_passes_the_response() {
             .iter()
             .any(|s| s.name.contains("journal") && s.name.contains("fail") && s.value >= 1.0)
     });
-    gw.wait_metric(
-        "authgate_requests_total",
-        &[("route", "orgs"), ("method", "POST"), ("status", "201")],
-        1.0,
-    );
+    gw.wait_requests("orgs", "POST", "201", 1.0);
 }
 
 #[test]
@@ -833,9 +802,8 @@ fn jku_x5u_and_jwk_headers_are_never_followed() {
 
 #[test]
 fn client_ip_sources_cf_connecting_ip_and_peer() {
-    let up = Upstream::start();
     let cf = base_config().replace("source = \"x-forwarded-for\"", "source = \"cf-connecting-ip\"");
-    let gw = Gateway::start(&up.address(), &cf, &base_policy(), &[]);
+    let (up, gw) = base_with(&cf);
     let tok = token("initech");
     let auth = bearer(&tok);
     let t = "/partner/v1/orgs/org-initech-1/users";
@@ -876,12 +844,11 @@ fn client_ip_sources_cf_connecting_ip_and_peer() {
 
 #[test]
 fn require_exp_and_custom_claim_names() {
-    let up = Upstream::start();
     let config = base_config()
         .replace("require_exp = false", "require_exp = true")
         .replace("partner_claim = \"sub\"", "partner_claim = \"pid\"")
         .replace("key_id_claim = \"jti\"", "key_id_claim = \"key\"");
-    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (up, gw) = base_with(&config);
     let c = json!({"pid": "acme", "key": "k-9", "sub": "globex", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600});
     let r = gw.get_auth(BY_EXT, &sign_cfg(Key::Hs, &c), &[]);
     assert_eq!(r.status, 200, "{r}");

@@ -2,20 +2,16 @@
 //! file structs accept, every metric `src/metrics.rs` registers (with its labels), every
 //! denial reason and every command, so adding one without documenting it fails here. Plain
 //! file reading, no network. That the shipped, annotated `config/` files pass `authgate check`
-//! is `tests/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
+//! is `tests/e2e/shipped.rs` (`shipped_config_passes_check`); the worked "Putting it together"
 //! example of the reference passes `check` here.
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const REFERENCE: &str = "docs/reference.md";
+use crate::common;
+use crate::common::{read_repo, ROOT};
 
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(format!("{ROOT}/{rel}")).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+const REFERENCE: &str = "docs/reference.md";
 
 // ---------------------------------------------------------------------------------------
 // The config keys, from the serde structs in src/config/file.rs
@@ -52,7 +48,7 @@ fn rename_all(rule: Option<&str>, field: &str) -> String {
                 .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
                 .unwrap_or_default()
         }
-        Some(other) => panic!("tests/docs.rs does not know serde rename_all = {other:?}; teach it"),
+        Some(other) => panic!("tests/e2e/docs.rs does not know serde rename_all = {other:?}; teach it"),
     }
 }
 
@@ -239,7 +235,7 @@ fn has_row(section: &str, name: &str) -> bool {
 
 /// The tables of one config file, from its root struct.
 fn config_tables(root: &str) -> Vec<Table> {
-    let structs = serde_structs(&read("src/config/file.rs"));
+    let structs = serde_structs(&read_repo("src/config/file.rs"));
     assert!(structs.contains_key(root), "src/config/file.rs has no struct {root}");
     let mut out = Vec::new();
     tables(&structs, root, "", false, &mut out);
@@ -247,7 +243,7 @@ fn config_tables(root: &str) -> Vec<Table> {
 }
 
 fn missing_keys(root: &str) -> Vec<String> {
-    let doc = read(REFERENCE);
+    let doc = read_repo(REFERENCE);
     let mut missing = Vec::new();
     for t in config_tables(root) {
         if t.path.is_empty() {
@@ -294,24 +290,24 @@ fn the_struct_parser_sees_the_known_keys() {
     assert_eq!(keys, ["max-body", "x"]);
 }
 
-#[test]
-fn every_gateway_config_key_is_in_the_reference() {
-    let missing = missing_keys("GatewayFile");
+/// Fails naming every key of `file` (read into the serde struct `root`) the reference lacks.
+fn assert_keys_documented(root: &str, file: &str) {
+    let missing = missing_keys(root);
     assert!(
         missing.is_empty(),
-        "{REFERENCE} does not document these authgate.toml keys (src/config/file.rs has them):\n  {}",
+        "{REFERENCE} does not document these {file} keys (src/config/file.rs has them):\n  {}",
         missing.join("\n  ")
     );
 }
 
 #[test]
+fn every_gateway_config_key_is_in_the_reference() {
+    assert_keys_documented("GatewayFile", "authgate.toml");
+}
+
+#[test]
 fn every_policy_file_key_is_in_the_reference() {
-    let missing = missing_keys("PolicyFile");
-    assert!(
-        missing.is_empty(),
-        "{REFERENCE} does not document these partners.toml keys (src/config/file.rs has them):\n  {}",
-        missing.join("\n  ")
-    );
+    assert_keys_documented("PolicyFile", "partners.toml");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ fn every_policy_file_key_is_in_the_reference() {
 
 #[test]
 fn every_registered_metric_and_label_is_in_the_reference() {
-    let src = read("src/metrics.rs");
+    let src = read_repo("src/metrics.rs");
     // the unit tests at the end quote rendered samples, not registrations
     let src = src.split("#[cfg(test)]").next().unwrap_or_default();
     let metrics: BTreeMap<String, BTreeSet<String>> = common::registered_metrics(src)
@@ -333,7 +329,7 @@ fn every_registered_metric_and_label_is_in_the_reference() {
             .is_some_and(|l| l.contains("route") && l.contains("status")),
         "the metrics parser lost its way: {metrics:?}"
     );
-    let doc = read(REFERENCE);
+    let doc = read_repo(REFERENCE);
     let mut missing = Vec::new();
     for (name, labels) in &metrics {
         let cell = format!("| `{name}`");
@@ -361,7 +357,7 @@ fn every_registered_metric_and_label_is_in_the_reference() {
 
 #[test]
 fn every_denial_reason_is_in_the_reference() {
-    let src = read("src/policy/denial.rs");
+    let src = read_repo("src/policy/denial.rs");
     let reasons: BTreeSet<String> = src
         .lines()
         .map(str::trim)
@@ -372,7 +368,7 @@ fn every_denial_reason_is_in_the_reference() {
         reasons.contains("bad_path") && reasons.contains("org_forbidden"),
         "{reasons:?}"
     );
-    let doc = read(REFERENCE);
+    let doc = read_repo(REFERENCE);
     let missing: Vec<&String> = reasons.iter().filter(|r| !doc.contains(&format!("`{r}`"))).collect();
     assert!(
         missing.is_empty(),
@@ -419,7 +415,7 @@ fn every_command_is_in_the_reference_and_help_points_there() {
         }
     }
     assert!(commands.iter().any(|c| c == "orgs import"), "{commands:?}");
-    let doc = read(REFERENCE);
+    let doc = read_repo(REFERENCE);
     let missing: Vec<&String> = commands
         .iter()
         .filter(|c| !doc.contains(&format!("`authgate {c}")))
@@ -474,7 +470,7 @@ fn links_stay_inside_the_repository() {
 /// given the files it names (made here: a certificate, a CA, an Ed25519 key, a policy).
 #[test]
 fn the_putting_it_together_example_passes_check() {
-    let text = read(REFERENCE);
+    let text = read_repo(REFERENCE);
     let section = text
         .split_once("## Putting it together")
         .map(|(_, rest)| rest)

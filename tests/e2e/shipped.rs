@@ -1,17 +1,13 @@
 //! What ships beside the binary: the annotated `config/` files load, the Dockerfile names
 //! things that exist, and `authgate demo` does what its curl lines promise.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::{free_ports, request, wait_for, TempDir, BIN, DEADLINE};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use crate::common;
+use crate::common::{free_ports, request, wait_for, TempDir, BIN, DEADLINE, ROOT};
 
 #[test]
 fn shipped_config_passes_check() {
@@ -198,31 +194,31 @@ fn demo_walkthrough() {
             .ok()
             .filter(|r| r.status == 200)
     });
-    let bearer = |name: &str| format!("Bearer {}", tokens[name]);
+    // a request with the token the demo exported as `name`, then the `extra` headers
+    let as_token = |name: &str, method: &str, path: &str, extra: &[(&str, &str)], body: Option<&[u8]>| {
+        let auth = format!("Bearer {}", tokens[name]);
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        request(addr, method, path, &headers, body)
+    };
     let json = [("Content-Type", "application/json")];
-    let created = request(
-        addr,
+    let created = as_token(
+        "ACME",
         "POST",
-        b"/partner/v1/orgs",
-        &[("Authorization", &bearer("ACME")), json[0]],
+        "/partner/v1/orgs",
+        &json,
         Some(br#"{"name":"Acme Tours","external_id":"customer-12345"}"#),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let org = created.json()["id"].as_str().unwrap().to_string();
-    let listed = request(
-        addr,
-        "GET",
-        b"/partner/v1/orgs",
-        &[("Authorization", &bearer("ACME_ED"))],
-        None,
-    );
+    let listed = as_token("ACME_ED", "GET", "/partner/v1/orgs", &[], None);
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json()["total"], 1);
-    let own = request(
-        addr,
+    let own = as_token(
+        "ACME",
         "POST",
-        format!("/partner/v1/orgs/{org}/api-keys").as_bytes(),
-        &[("Authorization", &bearer("ACME"))],
+        &format!("/partner/v1/orgs/{org}/api-keys"),
+        &[],
         Some(b"{}"),
     );
     assert_eq!(own.status, 201, "{}", own.text());
@@ -242,59 +238,37 @@ fn demo_walkthrough() {
     );
     for (name, status) in [("LEAKED", 401), ("GLOBEX", 401)] {
         assert_eq!(
-            request(
-                addr,
-                "GET",
-                b"/partner/v1/orgs",
-                &[("Authorization", &bearer(name))],
-                None
-            )
-            .status,
+            as_token(name, "GET", "/partner/v1/orgs", &[], None).status,
             status,
             "{name}"
         );
     }
-    let denied_ip = request(
-        addr,
+    let denied_ip = as_token(
+        "INITECH",
         "GET",
-        b"/partner/v1/orgs",
-        &[("Authorization", &bearer("INITECH")), ("X-Forwarded-For", "192.0.2.10")],
+        "/partner/v1/orgs",
+        &[("X-Forwarded-For", "192.0.2.10")],
         None,
     );
     assert_eq!(denied_ip.status, 403);
-    let foreign = request(
-        addr,
+    let foreign = as_token(
+        "ACME",
         "POST",
-        b"/partner/v1/orgs/00000000-0000-0000-0000-000000000000/api-keys",
-        &[("Authorization", &bearer("ACME"))],
+        "/partner/v1/orgs/00000000-0000-0000-0000-000000000000/api-keys",
+        &[],
         Some(b"{}"),
     );
     assert_eq!(foreign.status, 403);
     let path = "/partner/v1/orgs/a1b2c3d4-e5f6-7890-abcd-ef1234567890/login-links";
     let statuses: Vec<u16> = (0..31)
-        .map(|_| {
-            request(
-                addr,
-                "POST",
-                path.as_bytes(),
-                &[("Authorization", &bearer("ACME")), json[0]],
-                Some(br#"{"email":"owner@acmetours.com"}"#),
-            )
-            .status
-        })
+        .map(|_| as_token("ACME", "POST", path, &json, Some(br#"{"email":"owner@acmetours.com"}"#)).status)
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 30, "{statuses:?}");
     assert_eq!(statuses[30], 429, "{statuses:?}");
     // two demo instances behind the partner-api cluster, in turn; the org API is another
     let instances: Vec<String> = (0..4)
         .map(|_| {
-            let r = request(
-                addr,
-                "GET",
-                b"/partner/v1/orgs",
-                &[("Authorization", &bearer("ACME"))],
-                None,
-            );
+            let r = as_token("ACME", "GET", "/partner/v1/orgs", &[], None);
             assert_eq!(r.status, 200, "{r}");
             r.header("x-demo-instance").unwrap().to_string()
         })

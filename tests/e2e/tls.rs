@@ -9,16 +9,10 @@
 //! certificate file keeping the old one and counting a failure; `check` on bad and expiring
 //! files; the `"cloudflare"` trusted-proxies preset.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,15 +282,30 @@ async fn h1_exchange(
     })
 }
 
-/// One HTTP/1.1 GET on a fresh TLS connection. `Err` when the handshake or the exchange fails.
+/// Runs `exchange` on a fresh TLS connection. `Err` when the handshake or the exchange fails.
+fn over_tls<F, Fut>(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    exchange: F,
+) -> Result<TlsResponse, String>
+where
+    F: FnOnce(TlsStream<TcpStream>) -> Fut,
+    Fut: std::future::Future<Output = Result<TlsResponse, String>>,
+{
+    runtime().block_on(async {
+        let s = tls_connect(addr, config).await.map_err(|e| format!("handshake: {e}"))?;
+        exchange(s).await
+    })
+}
+
+/// One HTTP/1.1 GET on a fresh TLS connection.
 fn h1_get(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<TlsResponse, String> {
-    runtime().block_on(async {
-        let mut s = tls_connect(addr, config).await.map_err(|e| format!("handshake: {e}"))?;
+    over_tls(addr, config, |mut s| async move {
         h1_exchange(&mut s, target, headers)
             .await
             .map_err(|e| format!("exchange: {e}"))
@@ -313,8 +322,7 @@ fn h2_get(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<TlsResponse, String> {
-    runtime().block_on(async {
-        let s = tls_connect(addr, config).await.map_err(|e| format!("handshake: {e}"))?;
+    over_tls(addr, config, |s| async move {
         let serial = peer_serial(&s);
         let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let (client, conn) = h2::client::handshake(s)
@@ -469,18 +477,22 @@ fn authenticated_origin_pulls_refuse_the_handshake_without_the_right_client_cert
     let gw = start_tls(&up, &server, Some(&pull_ca));
     let (path, auth) = acme_request();
     let headers = [("Authorization", auth.as_str())];
+    // the request over a fresh connection with `client`'s certificate, h2 or HTTP/1.1 by `alpn`
+    let get_with = |client: Option<&Issued>, alpn: &[u8]| {
+        let config = client_config(&server_ca, client, alpn);
+        if alpn == b"h2" {
+            h2_get(gw.addr, config, &path, &headers)
+        } else {
+            h1_get(gw.addr, config, &path, &headers)
+        }
+    };
 
     for (label, client, alpn) in [
         ("no client certificate, h1", None, &b"http/1.1"[..]),
         ("no client certificate, h2", None, &b"h2"[..]),
         ("a certificate from another CA", Some(&stranger), &b"http/1.1"[..]),
     ] {
-        let config = client_config(&server_ca, client, alpn);
-        let r = if alpn == b"h2" {
-            h2_get(gw.addr, config, &path, &headers)
-        } else {
-            h1_get(gw.addr, config, &path, &headers)
-        };
+        let r = get_with(client, alpn);
         // TLS 1.3: the client may finish its side first and learn of the refusal from the
         // server's alert on its first read; either way no HTTP response arrives (the
         // handshake counters below show it was the handshake that failed).
@@ -506,15 +518,9 @@ fn authenticated_origin_pulls_refuse_the_handshake_without_the_right_client_cert
     );
 
     // the right CA's certificate passes, on both protocols
-    let r = h1_get(
-        gw.addr,
-        client_config(&server_ca, Some(&good), b"http/1.1"),
-        &path,
-        &headers,
-    )
-    .unwrap();
+    let r = get_with(Some(&good), b"http/1.1").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
-    let r = h2_get(gw.addr, client_config(&server_ca, Some(&good), b"h2"), &path, &headers).unwrap();
+    let r = get_with(Some(&good), b"h2").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.count(), 2);
     let m = gw.metrics();
@@ -547,20 +553,9 @@ fn authenticated_origin_pulls_refuse_the_handshake_without_the_right_client_cert
     );
     assert_eq!(up.count(), 3, "and nothing reaches the upstream");
     gw.wait_metric("authgate_tls_client_certs_rejected_total", &[], 2.0);
-    let refused = h1_get(
-        gw.addr,
-        client_config(&server_ca, Some(&good), b"http/1.1"),
-        &path,
-        &headers,
-    );
+    let refused = get_with(Some(&good), b"http/1.1");
     assert!(refused.is_err(), "{refused:?}");
-    let r = h1_get(
-        gw.addr,
-        client_config(&server_ca, Some(&stranger), b"http/1.1"),
-        &path,
-        &headers,
-    )
-    .unwrap();
+    let r = get_with(Some(&stranger), b"http/1.1").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.count(), 4);
     // requests are counted in pingora's logging phase, which may run after the response
@@ -645,35 +640,27 @@ fn sighup_swaps_the_certificate_for_new_connections_and_a_broken_file_keeps_the_
 // `authgate check` and the Cloudflare preset
 // ------------------------------------------------------------------------------------
 
-/// Writes a check-able config dir (base config with placeholders filled) plus `files`.
-fn check_dir(config: &str, files: &[(&str, &[u8])]) -> (TempDir, PathBuf) {
-    let dir = TempDir::new("check-tls");
-    for (rel, bytes) in standard_files() {
-        dir.write(&rel, &bytes);
-    }
-    dir.write("partners.toml", base_policy().as_bytes());
-    for (rel, bytes) in files {
-        dir.write(rel, bytes);
-    }
-    let config = config
-        .replace("{listen}", "127.0.0.1:18443")
-        .replace("{admin}", "127.0.0.1:19090")
-        .replace("{upstream}", "127.0.0.1:13000");
-    let path = dir.write("authgate.toml", config.as_bytes());
-    (dir, path)
+/// `authgate check` on `config` with the base policy and `files` beside it.
+fn check(config: &str, files: &[(&str, &[u8])]) -> CliOutput {
+    ConfDir::new("check-tls", config, &base_policy(), files).check()
 }
 
-fn check(path: &Path) -> CliOutput {
-    run_cli(
-        path.parent().unwrap(),
-        &["check", "--config", path.to_str().unwrap()],
-        None,
-        DEADLINE,
-    )
+/// Asserts that check reported `words` at the line of `[server.tls]`'s `key` in `config`.
+fn assert_reported(out: &CliOutput, config: &str, key: &str, words: &str) {
+    let at = format!(
+        "authgate.toml:{}: server.tls.{key}",
+        line_of(config, &format!("{key} ="))
+    );
+    assert!(
+        out.stdout.contains(&at) && out.stdout.contains(words),
+        "wanted {at}…{words} in:\n{}",
+        out.stdout
+    );
 }
 
-fn line_of(config: &str, needle: &str) -> usize {
-    config.lines().position(|l| l.contains(needle)).unwrap() + 1
+/// The three files of `[server.tls]` with client certificates.
+fn tls_files<'a>(cert: &'a [u8], key: &'a [u8], client_ca: &'a [u8]) -> [(&'static str, &'a [u8]); 3] {
+    [(TLS_CERT, cert), (TLS_KEY, key), (TLS_CLIENT_CA, client_ca)]
 }
 
 #[test]
@@ -687,29 +674,13 @@ fn check_validates_the_tls_files_and_warns_before_expiry() {
     let config = tls_config(true);
 
     // good files: ok, no warning
-    let (_d, path) = check_dir(
-        &config,
-        &[
-            (TLS_CERT, &good.cert),
-            (TLS_KEY, &good.key),
-            (TLS_CLIENT_CA, &pull_ca.cert),
-        ],
-    );
-    let out = check(&path);
+    let out = check(&config, &tls_files(&good.cert, &good.key, &pull_ca.cert));
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "ok");
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 
     // expiring within 14 days: still ok and exit 0, with a warning on stderr
-    let (_d, path) = check_dir(
-        &config,
-        &[
-            (TLS_CERT, &soon.cert),
-            (TLS_KEY, &soon.key),
-            (TLS_CLIENT_CA, &pull_ca.cert),
-        ],
-    );
-    let out = check(&path);
+    let out = check(&config, &tls_files(&soon.cert, &soon.key, &pull_ca.cert));
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "ok");
     assert!(
@@ -722,69 +693,28 @@ fn check_validates_the_tls_files_and_warns_before_expiry() {
 
     // a key that is not the certificate's, and a client CA file without a certificate: both
     // reported at their config lines, exit 1
-    let (_d, path) = check_dir(
-        &config,
-        &[
-            (TLS_CERT, &good.cert),
-            (TLS_KEY, &other.key),
-            (TLS_CLIENT_CA, b"not a certificate\n"),
-        ],
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let out = check(&path);
+    let out = check(&config, &tls_files(&good.cert, &other.key, b"not a certificate\n"));
     assert_eq!(out.code(), Some(1), "{}", out.all());
-    let key_line = format!("authgate.toml:{}: server.tls.key_file", line_of(&text, "key_file ="));
-    let ca_line = format!(
-        "authgate.toml:{}: server.tls.client_ca_file",
-        line_of(&text, "client_ca_file =")
-    );
-    assert!(
-        out.stdout.contains(&key_line) && out.stdout.contains("does not match"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains(&ca_line) && out.stdout.contains("no certificate found"),
-        "{}",
-        out.stdout
-    );
+    assert_reported(&out, &config, "key_file", "does not match");
+    assert_reported(&out, &config, "client_ca_file", "no certificate found");
 
     // a missing certificate file and a garbage key
-    let (_d, path) = check_dir(&config, &[(TLS_KEY, b"garbage"), (TLS_CLIENT_CA, &pull_ca.cert)]);
-    let out = check(&path);
+    let out = check(&config, &[(TLS_KEY, b"garbage"), (TLS_CLIENT_CA, &pull_ca.cert)]);
     assert_eq!(out.code(), Some(1), "{}", out.all());
-    let cert_line = format!("authgate.toml:{}: server.tls.cert_file", line_of(&text, "cert_file ="));
-    assert!(
-        out.stdout.contains(&cert_line) && out.stdout.contains("cannot read"),
-        "{}",
-        out.stdout
-    );
+    assert_reported(&out, &config, "cert_file", "cannot read");
     assert!(out.stdout.contains("no private key found"), "{}", out.stdout);
 
     // an unknown key in [server.tls] is an error like anywhere else
-    let (_d, path) = check_dir(
+    let out = check(
         &config.replace("[server.tls]\n", "[server.tls]\nciphers = \"all\"\n"),
         &[],
     );
-    let out = check(&path);
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.stdout.contains("ciphers"), "{}", out.stdout);
 
     // a gateway never starts on bad TLS files
-    let (_d, path) = check_dir(
-        &config,
-        &[
-            (TLS_CERT, &good.cert),
-            (TLS_KEY, &other.key),
-            (TLS_CLIENT_CA, &pull_ca.cert),
-        ],
-    );
-    let out = run_cli(
-        path.parent().unwrap(),
-        &["--config", path.to_str().unwrap()],
-        None,
-        DEADLINE,
-    );
+    let files = tls_files(&good.cert, &other.key, &pull_ca.cert);
+    let out = ConfDir::new("start-tls", &config, &base_policy(), &files).start_refused("bad TLS files");
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.stderr.contains("does not match"), "{}", out.stderr);
 }
@@ -798,14 +728,12 @@ fn check_accepts_the_cloudflare_preset() {
             "trusted_proxies = [\"cloudflare\", \"10.0.0.0/8\"]",
         );
     assert!(config.contains("\"cloudflare\""), "{config}");
-    let (_d, path) = check_dir(&config, &[]);
-    let out = check(&path);
+    let out = check(&config, &[]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "ok");
 
     // the preset is a word for trusted_proxies only: misspelt, or in an allow list, it is an error
-    let (_d, path) = check_dir(&config.replace("\"cloudflare\"", "\"Cloudflare\""), &[]);
-    let out = check(&path);
+    let out = check(&config.replace("\"cloudflare\"", "\"Cloudflare\""), &[]);
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
         out.stdout.contains("trusted_proxies") && out.stdout.contains("\"cloudflare\""),
@@ -823,8 +751,7 @@ fn the_cloudflare_preset_does_not_trust_a_peer_outside_cloudflare() {
             "trusted_proxies = [\"127.0.0.0/8\", \"::1/128\"]",
             "trusted_proxies = [\"cloudflare\"]",
         );
-    let up = Upstream::start();
-    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (up, gw) = base_with(&config);
     let r = gw.get_auth(
         format!("/partner/v1/orgs/{ORG_ACME}/members"),
         &token("acme"),

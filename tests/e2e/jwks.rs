@@ -2,14 +2,9 @@
 //! a URL (refreshed, stale-while-error, unknown-kid refetch, readiness), against the real
 //! binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
@@ -160,8 +155,7 @@ fn fetches(s: &Upstream) -> usize {
 #[test]
 fn jwks_url_is_refreshed_and_keeps_the_last_good_set_on_errors() {
     let keyset = jwks_server(&jwks(&[jwk(Key::Rs2, "jw-a", true)]));
-    let up = Upstream::start();
-    let gw = Gateway::start(&up.address(), &url_config(&keyset.address(), "1s"), &base_policy(), &[]);
+    let (_up, gw) = base_with(&url_config(&keyset.address(), "1s"));
     let c = claims("acme");
     let a = sign(Key::Rs2, Some("jw-a"), &c);
     let b = sign(Key::Ed2, Some("jw-b"), &c);
@@ -209,9 +203,8 @@ fn jwks_url_is_refreshed_and_keeps_the_last_good_set_on_errors() {
 #[test]
 fn jwks_url_unknown_kid_triggers_a_limited_refetch() {
     let keyset = jwks_server(&jwks(&[jwk(Key::Rs2, "jw-a", true)]));
-    let up = Upstream::start();
     // refresh far away: only an unknown kid can make the gateway fetch again
-    let gw = Gateway::start(&up.address(), &url_config(&keyset.address(), "1h"), &base_policy(), &[]);
+    let (_up, gw) = base_with(&url_config(&keyset.address(), "1h"));
     let c = claims("acme");
     assert_eq!(gw.get_auth(TARGET, &sign(Key::Rs2, Some("jw-a"), &c), &[]).status, 200);
     let b = sign(Key::Es2, Some("jw-b"), &c);

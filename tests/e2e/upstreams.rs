@@ -7,16 +7,11 @@
 //! Figures measured along the way are printed (`cargo test -- --nocapture` shows them);
 //! assertions never depend on them except where the behaviour under test is a timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::backend::{Backend, EventPlan};
-use common::*;
+use crate::common::*;
 
 /// Health checks fast enough for a test: out after 2 failed probes, back after 2 passes.
 /// The probe timeout is generous so that a loaded machine never fails a live backend (a
@@ -32,7 +27,7 @@ fn cluster(name: &str, backends: &[String], extra: &str) -> String {
     )
 }
 
-fn addrs(backends: &[&Backend]) -> Vec<String> {
+fn addrs(backends: &[&Upstream]) -> Vec<String> {
     backends.iter().map(|b| b.address()).collect()
 }
 
@@ -45,6 +40,14 @@ fn gateway(upstreams: String, routes_extra: &str) -> Gateway {
     }
     .render();
     Gateway::start("unused", &cfg, &base_policy(), &[])
+}
+
+/// Backends "a" and "b" as the cluster "default" (with `extra` lines), behind a gateway.
+fn two_backends(extra: &str) -> (Upstream, Upstream, Gateway) {
+    let a = Upstream::backend("a");
+    let b = Upstream::backend("b");
+    let gw = gateway(cluster("default", &addrs(&[&a, &b]), extra), "");
+    (a, b, gw)
 }
 
 /// `authgate_upstream_backend_healthy` of one backend.
@@ -78,9 +81,7 @@ fn ok_from(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> String {
 
 #[test]
 fn round_robin_gives_each_of_two_backends_half_of_100_requests() {
-    let a = Backend::start("a");
-    let b = Backend::start("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"round_robin\""), "");
+    let (a, b, gw) = two_backends("selection = \"round_robin\"");
     for i in 0..100 {
         ok_from(&gw, &format!("/public/rr/{i}"), &[]);
     }
@@ -104,12 +105,7 @@ fn round_robin_gives_each_of_two_backends_half_of_100_requests() {
 
 #[test]
 fn consistent_hash_keeps_each_client_ip_on_one_backend() {
-    let a = Backend::start("a");
-    let b = Backend::start("b");
-    let gw = gateway(
-        cluster("default", &addrs(&[&a, &b]), "selection = \"consistent_hash\""),
-        "",
-    );
+    let (_a, _b, gw) = two_backends("selection = \"consistent_hash\"");
     let mut per_backend = std::collections::HashMap::<String, usize>::new();
     for i in 1..=40 {
         let ip = format!("203.0.113.{i}");
@@ -130,9 +126,7 @@ fn consistent_hash_keeps_each_client_ip_on_one_backend() {
 
 #[test]
 fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
-    let a = Backend::start("a");
-    let b = Backend::start("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), "selection = \"least_conn\""), "");
+    let (a, b, gw) = two_backends("selection = \"least_conn\"");
     let addr = gw.addr;
     let held = std::thread::spawn(move || request(addr, "GET", "/public/held", &[], None));
     let busy = wait_for(DEADLINE, "the held request to reach a backend", || {
@@ -166,11 +160,9 @@ fn least_conn_sends_new_requests_to_the_backend_without_one_in_flight() {
 
 #[test]
 fn a_killed_backend_costs_no_client_an_error_is_taken_out_and_comes_back() {
-    let a = Backend::start("a");
-    let mut b = Backend::start("b");
+    let (a, mut b, gw) = two_backends(HEALTH);
     let b_addr: SocketAddr = b.addr;
     let b_label = b.address();
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), HEALTH), "");
     for i in 0..10 {
         ok_from(&gw, &format!("/public/warm/{i}"), &[]);
     }
@@ -198,7 +190,7 @@ fn a_killed_backend_costs_no_client_an_error_is_taken_out_and_comes_back() {
 
     // b's port answers again but fails its health check (503): it stays out, and no
     // request reaches it although it accepts connections.
-    let mut sick = Backend::start_on("b-sick", b_addr, true);
+    let mut sick = Upstream::backend_on("b-sick", b_addr, true);
     wait_for(DEADLINE, "health checks of the sick b", || {
         (sick.health_checks() >= 2).then_some(())
     });
@@ -210,7 +202,7 @@ fn a_killed_backend_costs_no_client_an_error_is_taken_out_and_comes_back() {
     sick.kill();
 
     // b comes back healthy: in rotation again after healthy_after passes.
-    let b2 = Backend::start_on("b", b_addr, false);
+    let b2 = Upstream::backend_on("b", b_addr, false);
     let revived = Instant::now();
     wait_healthy(&gw, "default", &b_label, 1.0);
     println!("b back: in rotation after {:?} (healthy_after = 2)", revived.elapsed());
@@ -241,7 +233,7 @@ fn all_backends_down_is_502_upstream_unavailable() {
 
 #[test]
 fn a_refused_connect_is_retried_once_on_another_backend_body_and_all() {
-    let b = Backend::start("b");
+    let b = Upstream::backend("b");
     let dead = closed_addr();
     // no health check: the dead backend stays in rotation, so every other request picks it
     let gw = gateway(cluster("default", &[dead, b.address()], ""), "");
@@ -255,11 +247,11 @@ fn a_refused_connect_is_retried_once_on_another_backend_body_and_all() {
         );
         assert_eq!(r.status, 200, "POST {i}: {r}");
         assert_eq!(r.header("x-backend"), Some("b"));
-        let hit = b.hits().pop().unwrap();
+        let hit = b.records().pop().unwrap();
         assert_eq!(hit.method, "POST");
         assert_eq!(hit.body, body.as_bytes(), "the retried request carries the whole body");
         assert_eq!(
-            hit.header("x-forwarded-for"),
+            hit.one("x-forwarded-for"),
             Some("127.0.0.1"),
             "the gateway's headers are set once, not once per attempt"
         );
@@ -269,9 +261,7 @@ fn a_refused_connect_is_retried_once_on_another_backend_body_and_all() {
 
 #[test]
 fn a_request_that_reached_a_backend_is_never_sent_again() {
-    let a = Backend::start("a");
-    let b = Backend::start("b");
-    let gw = gateway(cluster("default", &addrs(&[&a, &b]), ""), "");
+    let (a, b, gw) = two_backends("");
     // warm the connection pool: the next request to each backend reuses a connection,
     // where pingora's default policy would retry an idempotent request that fails
     for i in 0..4 {
@@ -305,8 +295,8 @@ upstream = "org-api"
 
 #[test]
 fn two_clusters_each_route_reaches_its_own_with_the_gateway_headers() {
-    let partner = Backend::start("partner-1");
-    let org = Backend::start("org-1");
+    let partner = Upstream::backend("partner-1");
+    let org = Upstream::backend("org-1");
     let upstreams = format!(
         "{}{}",
         cluster("default", &addrs(&[&partner]), ""),
@@ -318,23 +308,23 @@ fn two_clusters_each_route_reaches_its_own_with_the_gateway_headers() {
     let r = gw.get_auth("/partner/v1/orgs/by-external-id/c-1", &token("acme"), &client);
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.header("x-backend"), Some("partner-1"));
-    let hit = partner.hits().pop().unwrap();
-    assert_eq!(hit.header("x-partner-id"), Some("acme"));
-    assert_eq!(hit.header("x-org-id"), None);
+    let hit = partner.records().pop().unwrap();
+    assert_eq!(hit.one("x-partner-id"), Some("acme"));
+    assert_eq!(hit.one("x-org-id"), None);
 
     let org_token = sign_cfg(Key::Hs, &org_claims("org-77"));
     let r = gw.get_auth("/org", &org_token, &client);
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.header("x-backend"), Some("org-1"));
-    let org_hit = org.hits().pop().unwrap();
-    assert_eq!(org_hit.header("x-org-id"), Some("org-77"));
-    assert_eq!(org_hit.header("x-partner-id"), None);
+    let org_hit = org.records().pop().unwrap();
+    assert_eq!(org_hit.one("x-org-id"), Some("org-77"));
+    assert_eq!(org_hit.one("x-partner-id"), None);
 
     // the gateway headers (docs/reference.md#upstream-request) on both clusters
     for (what, h) in [("partner cluster", &hit), ("org cluster", &org_hit)] {
-        assert_eq!(h.header("x-real-ip"), Some("203.0.113.7"), "{what}");
-        assert_eq!(h.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"), "{what}");
-        assert_eq!(h.header("x-request-id"), Some("req-clusters-1"), "{what}");
+        assert_eq!(h.one("x-real-ip"), Some("203.0.113.7"), "{what}");
+        assert_eq!(h.one("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"), "{what}");
+        assert_eq!(h.one("x-request-id"), Some("req-clusters-1"), "{what}");
     }
     assert_eq!(partner.count(), 1, "nothing crossed over");
     assert_eq!(org.count(), 1, "nothing crossed over");
@@ -457,7 +447,7 @@ impl EventReader {
 
 #[test]
 fn a_streaming_route_outlives_the_cluster_read_timeout_and_ordinary_routes_do_not() {
-    let b = Backend::start("b");
+    let b = Upstream::backend("b");
     b.set_events(EventPlan {
         count: 3,
         gap: Duration::from_secs(2),
@@ -511,32 +501,6 @@ read_timeout = "10s"
 // config
 // ------------------------------------------------------------------------------------
 
-fn check(config: &str) -> CliOutput {
-    let dir = TempDir::new("check-upstreams");
-    for (rel, bytes) in standard_files() {
-        dir.write(&format!("conf/{rel}"), &bytes);
-    }
-    dir.write("conf/partners.toml", base_policy().as_bytes());
-    let ports = free_ports(2);
-    let text = config
-        .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
-        .replace("{admin}", &format!("127.0.0.1:{}", ports[1]));
-    let path = dir.write("conf/authgate.toml", text.as_bytes());
-    run_cli(
-        &dir.path,
-        &["check", "--config", &path.to_string_lossy()],
-        None,
-        DEADLINE,
-    )
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("{needle:?} not in text"))
-}
-
 #[test]
 fn check_reports_every_cluster_problem_with_its_line() {
     let upstreams = format!(
@@ -561,7 +525,7 @@ upstream = "billing"
         ..Cfg::default()
     }
     .render();
-    let out = check(&config);
+    let out = ConfDir::base_policy("check-upstreams", &config).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let text = out.all();
     for (needle, words) in [
@@ -587,7 +551,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
     }
     .render()
     .replace("{upstream}", "127.0.0.1:7004");
-    let out = check(&both);
+    let out = ConfDir::base_policy("check-upstreams", &both).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let want = format!(
         "authgate.toml:{}: ",
@@ -609,7 +573,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
         .replace("[upstream]\naddress = \"{upstream}\"\ntls = false\n", "")
         .replace("connect_timeout = \"2s\"\nread_timeout = \"30s\"\n", "");
     assert!(!neither.contains("[upstream]"));
-    let out = check(&neither);
+    let out = ConfDir::base_policy("check-upstreams", &neither).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.all().contains("an upstream is required"), "{}", out.all());
     assert!(!out.all().contains("is not a defined cluster"), "{}", out.all());
@@ -620,7 +584,7 @@ fn check_refuses_two_defaults_and_a_config_without_any_upstream() {
         ..Cfg::default()
     }
     .render();
-    let out = check(&unnamed);
+    let out = ConfDir::base_policy("check-upstreams", &unnamed).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
         out.all().contains("upstream \"default\" is not a defined cluster"),

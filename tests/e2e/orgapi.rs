@@ -2,14 +2,9 @@
 //! `auth = "api_key"` (static prefixed keys stored as digests, the seed's exact messages),
 //! against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const ORG: &str = "cf2701f8-fc4d-4002-8d52-92dd0d1e82a7";
@@ -227,11 +222,7 @@ fn org_param_must_equal_the_token_org() {
         assert!(!msg.is_empty());
     }
     assert_eq!(up.count(), n);
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-api"), ("reason", "org_forbidden")],
-        3.0,
-    );
+    gw.wait_denied("org-api", "org_forbidden", 3.0);
 }
 
 #[test]
@@ -243,11 +234,7 @@ fn org_must_be_listed_refuses_unlisted_orgs() {
         true,
         "unlisted org",
     );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-info"), ("reason", "unknown_partner")],
-        1.0,
-    );
+    gw.wait_denied("org-info", "unknown_partner", 1.0);
     // an api key of an unlisted org, too
     let r = gw.get("/v1/org/info", &[("X-API-Key", KEY_OTHER_ORG)]);
     assert_eq!(r.status, 401, "{r}");
@@ -378,21 +365,9 @@ fn api_key_route_with_the_seed_messages() {
     let r = gw.req("POST", p, &[("X-API-Key", KEY_OK)], Some(b"{}"));
     assert_error(&r, 404, "POST on a GET api_key route");
 
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-key-info"), ("reason", "missing_token")],
-        3.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-key-info"), ("reason", "invalid_token")],
-        10.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "org-key-info"), ("reason", "key_disabled")],
-        1.0,
-    );
+    gw.wait_denied("org-key-info", "missing_token", 3.0);
+    gw.wait_denied("org-key-info", "invalid_token", 10.0);
+    gw.wait_denied("org-key-info", "key_disabled", 1.0);
     let m = gw.metrics();
     assert!(
         !m.text.contains(KEY_OK) && !m.text.contains(ORG),

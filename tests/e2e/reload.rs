@@ -2,16 +2,13 @@
 //! requests in flight across reloads and under load, and graceful SIGTERM/SIGINT,
 //! against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -60,29 +57,33 @@ fn sighup_applies_a_new_policy_and_an_invalid_one_keeps_the_previous() {
         v2.contains("key-a") && v2.contains("org-new") && !v2.contains("\"globex\""),
         "{v2}"
     );
+    // v2 in force: key-a revoked, org-new added to acme, newco added, globex removed
+    let v2_in_force = |what: &str| {
+        assert_401_bearer(
+            &gw.get_auth(scoped(ORG_ACME), &key_a, &[]),
+            true,
+            &format!("{what}: key-a revoked"),
+        );
+        assert_eq!(
+            gw.get_auth(scoped("org-new"), &key_b, &[]).status,
+            200,
+            "{what}: org-new added"
+        );
+        assert_eq!(
+            gw.get_auth(scoped("org-newco"), &token("newco"), &[]).status,
+            200,
+            "{what}: partner newco added"
+        );
+        assert_401_bearer(
+            &gw.get_auth(scoped(ORG_GLOBEX), &token("globex"), &[]),
+            true,
+            &format!("{what}: partner globex removed"),
+        );
+        assert_eq!(gw.metrics().sum("authgate_partners", &[]), 9.0, "{what}");
+    };
     gw.write_policy(&v2);
     gw.reload();
-    assert_401_bearer(
-        &gw.get_auth(scoped(ORG_ACME), &key_a, &[]),
-        true,
-        "revoked by the reload",
-    );
-    assert_eq!(
-        gw.get_auth(scoped("org-new"), &key_b, &[]).status,
-        200,
-        "org added by the reload"
-    );
-    assert_eq!(
-        gw.get_auth(scoped("org-newco"), &token("newco"), &[]).status,
-        200,
-        "partner added"
-    );
-    assert_401_bearer(
-        &gw.get_auth(scoped(ORG_GLOBEX), &token("globex"), &[]),
-        true,
-        "partner removed",
-    );
-    assert_eq!(gw.metrics().sum("authgate_partners", &[]), 9.0);
+    v2_in_force("after the reload");
 
     // invalid policies: counted as failures, v2 stays in force
     let failures0 = gw.reloads("failure");
@@ -98,27 +99,7 @@ fn sighup_applies_a_new_policy_and_an_invalid_one_keeps_the_previous() {
         gw.write_policy(bad);
         gw.reload_expect("failure");
         assert_eq!(gw.reloads("failure"), failures0 + i as f64 + 1.0);
-        assert_401_bearer(
-            &gw.get_auth(scoped(ORG_ACME), &key_a, &[]),
-            true,
-            &format!("bad #{i}: key-a"),
-        );
-        assert_eq!(
-            gw.get_auth(scoped("org-new"), &key_b, &[]).status,
-            200,
-            "bad #{i}: org-new"
-        );
-        assert_eq!(
-            gw.get_auth(scoped("org-newco"), &token("newco"), &[]).status,
-            200,
-            "bad #{i}: newco"
-        );
-        assert_401_bearer(
-            &gw.get_auth(scoped(ORG_GLOBEX), &token("globex"), &[]),
-            true,
-            &format!("bad #{i}: globex"),
-        );
-        assert_eq!(gw.metrics().sum("authgate_partners", &[]), 9.0);
+        v2_in_force(&format!("bad #{i}"));
     }
     assert!(
         gw.log_text().contains("partners.toml"),
@@ -355,20 +336,40 @@ fn serves_new_connections(addr: std::net::SocketAddr) -> bool {
     buf.starts_with(b"HTTP/1.1 200")
 }
 
+/// GETs `path` from another thread; returns once the upstream has the request.
+fn in_flight(gw: &Gateway, up: &Upstream, path: &'static str) -> JoinHandle<io::Result<Response>> {
+    let addr = gw.addr;
+    let inflight = std::thread::spawn(move || try_request(addr, "GET", path, &[], None));
+    up.wait_path(path);
+    inflight
+}
+
+/// After SIGTERM: the in-flight request completes with 200 and the gateway exits 0.
+fn completed_then_exit_0(gw: &mut Gateway, inflight: JoinHandle<io::Result<Response>>) -> Response {
+    let r = inflight
+        .join()
+        .expect("client thread")
+        .expect("in-flight request failed at shutdown");
+    assert_eq!(r.status, 200, "{r}");
+    let st = gw
+        .wait_exit(Duration::from_secs(30))
+        .expect("gateway did not exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "exit status {st}");
+    r
+}
+
 #[test]
 fn sigterm_stops_accepting_lets_the_request_in_flight_finish_and_exits_0() {
-    let up = Upstream::start();
-    let gate = Gate::new();
-    up.set("/public/slow", Reply::json(200, json!({"drained": true})).held(&gate));
     let config = Cfg {
         shutdown_grace: "60s".into(),
         ..Cfg::default()
     }
     .render();
-    let mut gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (up, mut gw) = base_with(&config);
+    let gate = Gate::new();
+    up.set("/public/slow", Reply::json(200, json!({"drained": true})).held(&gate));
     let addr = gw.addr;
-    let inflight = std::thread::spawn(move || try_request(addr, "GET", "/public/slow", &[], None));
-    up.wait_path("/public/slow");
+    let inflight = in_flight(&gw, &up, "/public/slow");
     assert!(serves_new_connections(addr));
     gw.signal("TERM");
     // the request is held upstream, so there is no race: new connections must stop being served
@@ -380,16 +381,8 @@ fn sigterm_stops_accepting_lets_the_request_in_flight_finish_and_exits_0() {
         "the in-flight request ended before the upstream answered"
     );
     gate.open();
-    let r = inflight
-        .join()
-        .expect("client thread")
-        .expect("in-flight request failed at shutdown");
-    assert_eq!(r.status, 200, "{r}");
+    let r = completed_then_exit_0(&mut gw, inflight);
     assert_eq!(r.json(), json!({"drained": true}));
-    let st = gw
-        .wait_exit(Duration::from_secs(30))
-        .expect("gateway did not exit after draining");
-    assert_eq!(st.code(), Some(0), "exit status {st}");
 }
 
 #[test]
@@ -399,19 +392,9 @@ fn sigterm_with_a_slow_request_in_flight_completes_it() {
         "/public/slow",
         Reply::json(200, json!({"drained": true})).delayed(Duration::from_secs(2)),
     );
-    let addr = gw.addr;
-    let inflight = std::thread::spawn(move || try_request(addr, "GET", "/public/slow", &[], None));
-    up.wait_path("/public/slow");
+    let inflight = in_flight(&gw, &up, "/public/slow");
     gw.signal("TERM");
-    let r = inflight
-        .join()
-        .expect("client thread")
-        .expect("in-flight request failed at shutdown");
-    assert_eq!(r.status, 200, "{r}");
-    let st = gw
-        .wait_exit(Duration::from_secs(30))
-        .expect("gateway did not exit after SIGTERM");
-    assert_eq!(st.code(), Some(0), "exit status {st}");
+    completed_then_exit_0(&mut gw, inflight);
 }
 
 #[test]
@@ -429,19 +412,16 @@ fn sigterm_and_sigint_when_idle_exit_0() {
 
 #[test]
 fn sigterm_does_not_wait_past_shutdown_grace() {
-    let up = Upstream::start();
-    let never = Gate::new(); // never opened: the upstream never answers
-    up.set("/public/stuck", Reply::json(200, json!({"late": true})).held(&never));
     let config = Cfg {
         shutdown_grace: "1s".into(),
         read_timeout: "60s".into(),
         ..Cfg::default()
     }
     .render();
-    let mut gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
-    let addr = gw.addr;
-    let inflight = std::thread::spawn(move || try_request(addr, "GET", "/public/stuck", &[], None));
-    up.wait_path("/public/stuck");
+    let (up, mut gw) = base_with(&config);
+    let never = Gate::new(); // never opened: the upstream never answers
+    up.set("/public/stuck", Reply::json(200, json!({"late": true})).held(&never));
+    let inflight = in_flight(&gw, &up, "/public/stuck");
     gw.signal("TERM");
     let st = gw.wait_exit(Duration::from_secs(30));
     assert!(

@@ -2,12 +2,7 @@
 //! binary — headers named in `Connection`, underscore spellings, client-IP and method
 //! override headers, path parameters, route case, JWKS URL shadowing.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const ORG: &str = "cf2701f8-fc4d-4002-8d52-92dd0d1e82a7";
@@ -16,6 +11,7 @@ const API_KEY: &str = "org_hardening_key_aaaaaaaaaaaa";
 /// The base config plus an org route and an api_key route, so every auth kind is covered.
 fn all_kinds(trusted_proxies: &str, server_extra: &str) -> String {
     Cfg {
+        server_extra: server_extra.into(),
         trusted_proxies: trusted_proxies.into(),
         routes_extra: r#"
 [[routes]]
@@ -33,7 +29,6 @@ api_key_prefix = "org_"
         ..Cfg::default()
     }
     .render()
-    .replacen("threads = 2\n", &format!("threads = 2\n{server_extra}"), 1)
 }
 
 fn all_kinds_policy() -> String {
@@ -73,29 +68,40 @@ fn send(gw: &Gateway, path: &str, cred: &[(String, String)], extra: &[(&str, &st
     gw.get(path, &h)
 }
 
+/// A gateway on [`all_kinds`] and [`all_kinds_policy`] in front of `up`.
+fn start_all_kinds(up: &Upstream, trusted_proxies: &str, server_extra: &str) -> Gateway {
+    Gateway::start(
+        &up.address(),
+        &all_kinds(trusted_proxies, server_extra),
+        &all_kinds_policy(),
+        &[],
+    )
+}
+
+/// One request per auth kind with the `extra` headers; each must pass. Returns what the
+/// upstream received for each kind.
+fn each_kind(gw: &Gateway, up: &Upstream, extra: &[(&str, &str)]) -> Vec<(&'static str, Recorded)> {
+    per_kind()
+        .into_iter()
+        .map(|(kind, path, cred)| {
+            let r = send(gw, &path, &cred, extra);
+            assert_eq!(r.status, 200, "{kind}: {r}");
+            (kind, up.last())
+        })
+        .collect()
+}
+
 #[test]
 fn headers_named_in_connection_cannot_remove_the_gateways_own() {
     let up = Upstream::start();
-    let gw = Gateway::start(
-        &up.address(),
-        &all_kinds(r#"["127.0.0.0/8"]"#, ""),
-        &all_kinds_policy(),
-        &[],
-    );
+    let gw = start_all_kinds(&up, r#"["127.0.0.0/8"]"#, "");
     let conn = "close, X-Partner-Id, X-Org-Id, X-Real-IP, X-Request-Id, X-Api-Key-Id";
-    for (kind, path, cred) in per_kind() {
-        let r = send(
-            &gw,
-            &path,
-            &cred,
-            &[
-                ("Connection", conn),
-                ("X-Request-Id", "rid-conn-1"),
-                ("X-Forwarded-For", "203.0.113.9"),
-            ],
-        );
-        assert_eq!(r.status, 200, "{kind}: {r}");
-        let rec = up.last();
+    let extra = [
+        ("Connection", conn),
+        ("X-Request-Id", "rid-conn-1"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    for (kind, rec) in each_kind(&gw, &up, &extra) {
         assert_eq!(rec.all("x-request-id"), vec!["rid-conn-1"], "{kind}");
         assert_eq!(rec.all("x-real-ip"), vec!["203.0.113.9"], "{kind}");
         match kind {
@@ -119,12 +125,7 @@ fn headers_named_in_connection_cannot_remove_the_gateways_own() {
 #[test]
 fn underscore_spellings_never_reach_the_upstream() {
     let up = Upstream::start();
-    let gw = Gateway::start(
-        &up.address(),
-        &all_kinds(r#"["127.0.0.0/8"]"#, ""),
-        &all_kinds_policy(),
-        &[],
-    );
+    let gw = start_all_kinds(&up, r#"["127.0.0.0/8"]"#, "");
     let forged: [(&str, &str); 12] = [
         ("X_Partner_Id", "evil"),
         ("X-Partner_Id", "evil"),
@@ -139,10 +140,7 @@ fn underscore_spellings_never_reach_the_upstream() {
         ("True_Client_IP", "6.6.6.6"),
         ("X_Custom_Thing", "other underscore header"),
     ];
-    for (kind, path, cred) in per_kind() {
-        let r = send(&gw, &path, &cred, &forged);
-        assert_eq!(r.status, 200, "{kind}: {r}");
-        let rec = up.last();
+    for (kind, rec) in each_kind(&gw, &up, &forged) {
         let underscored = rec.names_with_prefix("");
         let left: Vec<&&str> = underscored.iter().filter(|n| n.contains('_')).collect();
         assert!(
@@ -154,12 +152,7 @@ fn underscore_spellings_never_reach_the_upstream() {
     }
 
     // "allow" passes other underscore names, never the spellings of the gateway's own
-    let gw = Gateway::start(
-        &up.address(),
-        &all_kinds(r#"["127.0.0.0/8"]"#, "underscore_headers = \"allow\"\n"),
-        &all_kinds_policy(),
-        &[],
-    );
+    let gw = start_all_kinds(&up, r#"["127.0.0.0/8"]"#, "underscore_headers = \"allow\"\n");
     let (_, path, cred) = &per_kind()[0];
     assert_eq!(send(&gw, path, cred, &forged).status, 200);
     let rec = up.last();
@@ -172,17 +165,8 @@ fn underscore_spellings_never_reach_the_upstream() {
     assert_eq!(rec.all("x-partner-id"), vec!["acme"]);
 
     // check refuses a value that is neither
-    let dir = TempDir::new("underscore");
-    let text = all_kinds("[]", "underscore_headers = \"keep\"\n")
-        .replace("{listen}", "127.0.0.1:1")
-        .replace("{admin}", "127.0.0.1:2")
-        .replace("{upstream}", "127.0.0.1:3");
-    dir.write("authgate.toml", text.as_bytes());
-    dir.write("partners.toml", all_kinds_policy().as_bytes());
-    for (rel, bytes) in standard_files() {
-        dir.write(&rel, &bytes);
-    }
-    let out = run_cli(&dir.path, &["check", "--config", "authgate.toml"], None, DEADLINE);
+    let config = all_kinds("[]", "underscore_headers = \"keep\"\n");
+    let out = ConfDir::new("underscore", &config, &all_kinds_policy(), &[]).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.stdout.contains("underscore_headers"), "{}", out.all());
 }
@@ -207,32 +191,16 @@ fn client_ip_claims_pass_only_from_trusted_proxies_and_method_overrides_never() 
     sent.extend_from_slice(&overrides);
 
     // the test client (127.0.0.1) is not a trusted proxy here
-    let untrusted = Gateway::start(
-        &up.address(),
-        &all_kinds(r#"["10.0.0.0/8"]"#, ""),
-        &all_kinds_policy(),
-        &[],
-    );
-    for (kind, path, cred) in per_kind() {
-        let r = send(&untrusted, &path, &cred, &sent);
-        assert_eq!(r.status, 200, "{kind}: {r}");
-        let rec = up.last();
+    let untrusted = start_all_kinds(&up, r#"["10.0.0.0/8"]"#, "");
+    for (kind, rec) in each_kind(&untrusted, &up, &sent) {
         for (name, _) in CLIENT_IP_CLAIMS.iter().chain(overrides.iter()) {
             assert!(rec.all(name).is_empty(), "{kind}: {name} reached the upstream");
         }
     }
 
     // from a trusted proxy the client-IP claims pass; the overrides still do not
-    let trusted = Gateway::start(
-        &up.address(),
-        &all_kinds(r#"["127.0.0.0/8"]"#, ""),
-        &all_kinds_policy(),
-        &[],
-    );
-    for (kind, path, cred) in per_kind() {
-        let r = send(&trusted, &path, &cred, &sent);
-        assert_eq!(r.status, 200, "{kind}: {r}");
-        let rec = up.last();
+    let trusted = start_all_kinds(&up, r#"["127.0.0.0/8"]"#, "");
+    for (kind, rec) in each_kind(&trusted, &up, &sent) {
         for (name, value) in CLIENT_IP_CLAIMS {
             assert_eq!(rec.all(name), vec![value], "{kind}: {name}");
         }
@@ -261,12 +229,8 @@ fn dot_segments_before_path_parameters_and_bad_utf8_are_refused() {
         assert_eq!(up.count(), before, "{path} reached the upstream");
     }
     // counted in pingora's logging phase, which may still run after the response arrived
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("reason", "bad_path"), ("route", "none")],
-        7.0,
-    );
-    // path parameters are refused unless allow_path_semicolons (tests/e2e_differentials.rs);
+    gw.wait_denied("none", "bad_path", 7.0);
+    // path parameters are refused unless allow_path_semicolons (tests/e2e/differentials.rs);
     // other escapes stay allowed, and are forwarded as sent
     let path = format!("/partner/v1/orgs/{ORG_ACME}/users;v=1");
     assert_error(&gw.get_auth(&path, &tok, &[]), 400, &path);
@@ -321,7 +285,6 @@ fn literal_segments_match_case_insensitively_so_login_links_keep_their_limit() {
 
 #[test]
 fn a_jwks_url_key_never_replaces_a_pinned_key() {
-    let up = Upstream::start();
     // the URL serves a key under the pinned HS kid "rs-1" — an attacker who controls the
     // URL would like its own RSA key to verify tokens for kid rs-1
     let evil = jwks(&[jwk(Key::Rs2, "rs-1", true), jwk(Key::Rs2, "url-rs", true)]);
@@ -335,7 +298,7 @@ fn a_jwks_url_key_never_replaces_a_pinned_key() {
         ..Cfg::default()
     }
     .render();
-    let gw = Gateway::start(&up.address(), &cfg, &base_policy(), &[]);
+    let (_up, gw) = base_with(&cfg);
     gw.wait_metric("authgate_jwks_fetches_total", &[("result", "success")], 1.0);
     assert!(gw.metrics().sum("authgate_jwks_keys_ignored_total", &[]) >= 1.0);
     let forged = sign(Key::Rs2, Some("rs-1"), &claims("acme"));
@@ -369,21 +332,12 @@ fn a_jwks_url_must_be_https_or_loopback() {
         ("http://127.0.0.1:9/jwks.json", true),
         ("http://localhost:9/jwks.json", true),
     ] {
-        let dir = TempDir::new("jwks-url");
-        let text = Cfg {
+        let config = Cfg {
             jwks: format!("[jwt.jwks]\nurl = \"{url}\"\n"),
             ..Cfg::default()
         }
-        .render()
-        .replace("{listen}", "127.0.0.1:1")
-        .replace("{admin}", "127.0.0.1:2")
-        .replace("{upstream}", "127.0.0.1:3");
-        dir.write("authgate.toml", text.as_bytes());
-        dir.write("partners.toml", base_policy().as_bytes());
-        for (rel, bytes) in standard_files() {
-            dir.write(&rel, &bytes);
-        }
-        let out = run_cli(&dir.path, &["check", "--config", "authgate.toml"], None, DEADLINE);
+        .render();
+        let out = ConfDir::base_policy("jwks-url", &config).check();
         if ok {
             assert_eq!(out.code(), Some(0), "{url}: {}", out.all());
         } else {
@@ -395,7 +349,6 @@ fn a_jwks_url_must_be_https_or_loopback() {
 
 #[test]
 fn a_partner_and_an_org_with_the_same_id_have_separate_buckets() {
-    let up = Upstream::start();
     let cfg = Cfg {
         limits_extra: "\n[[limits]]\nname = \"shared\"\nper_minute = 3\n".into(),
         routes_extra: r#"
@@ -415,7 +368,7 @@ limits = ["shared"]
         ..Cfg::default()
     }
     .render();
-    let gw = Gateway::start(&up.address(), &cfg, &base_policy(), &[]);
+    let (_up, gw) = base_with(&cfg);
     let partner = token("acme");
     let org = sign_cfg(Key::Hs, &with(org_claims("acme"), &[("jti", json!("k-o"))]));
     for _ in 0..3 {

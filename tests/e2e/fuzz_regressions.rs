@@ -2,18 +2,19 @@
 //! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` goes through `fuzz/harness.rs`,
 //! the very code the cargo-fuzz targets run, so `cargo test` re-checks on stable, without
 //! cargo-fuzz, every input the fuzzers were seeded with or once crashed on.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../fuzz/harness.rs"]
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use authgate::policy::jwt::TokenError;
 
+use crate::common::repo_path;
+
 /// The inputs of a target; a missing or empty directory is a failure, never a skip.
 fn inputs(target: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = repo_path("fuzz");
     let mut all = Vec::new();
     for kind in ["corpus", "regressions"] {
         let dir = root.join(kind).join(target);
@@ -41,35 +42,17 @@ fn replay(target: &str, check: fn(&[u8])) {
     assert!(failed.is_empty(), "{target}: the fuzz check fails on {failed:#?}");
 }
 
-#[test]
-fn jwt_verify() {
-    replay("jwt_verify", harness::jwt_verify);
+/// One test per cargo-fuzz target, named after it, replaying its inputs through its check.
+macro_rules! replay_tests {
+    ($($target:ident),* $(,)?) => {$(
+        #[test]
+        fn $target() {
+            replay(stringify!($target), harness::$target);
+        }
+    )*};
 }
 
-#[test]
-fn xff() {
-    replay("xff", harness::xff);
-}
-
-#[test]
-fn path_route() {
-    replay("path_route", harness::path_route);
-}
-
-#[test]
-fn config_load() {
-    replay("config_load", harness::config_load);
-}
-
-#[test]
-fn journal() {
-    replay("journal", harness::journal);
-}
-
-#[test]
-fn openapi_validate() {
-    replay("openapi_validate", harness::openapi_validate);
-}
+replay_tests!(jwt_verify, xff, path_route, config_load, journal, openapi_validate);
 
 /// The token seeds are what their names say (so the fuzzer starts from real tokens, valid
 /// and subtly invalid, and a change to the fixture keys or the shipped `[jwt]` shows here).
@@ -120,7 +103,7 @@ fn token_seeds_mean_what_their_names_say() {
         ("two-parts", Some(Malformed)),
         ("wrong-iss", Some(WrongIssuer)),
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/jwt_verify");
+    let dir = repo_path("fuzz/corpus/jwt_verify");
     for (name, want) in table {
         let data = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = harness::jwt_verdicts(&data)[0].as_ref().err().copied();

@@ -2,49 +2,10 @@
 //! listener, routing, path hygiene, request ids, body limits and upstream failures, all
 //! against the real binary.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
-
-/// Writes a config (placeholders filled with dummy addresses) and policy into `dir/conf`.
-fn write_conf(dir: &TempDir, config: &str, policy: &str) -> String {
-    for (rel, bytes) in standard_files() {
-        dir.write(&format!("conf/{rel}"), &bytes);
-    }
-    dir.write("conf/partners.toml", policy.as_bytes());
-    // free ports, in case a bad config were (wrongly) started
-    let ports = free_ports(3);
-    let config = config
-        .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
-        .replace("{admin}", &format!("127.0.0.1:{}", ports[1]))
-        .replace("{upstream}", &format!("127.0.0.1:{}", ports[2]));
-    let p = dir.write("conf/authgate.toml", config.as_bytes());
-    std::fs::create_dir_all(dir.path.join("run")).expect("run dir");
-    p.to_string_lossy().into_owned()
-}
-
-/// 1-based line of the first line containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("{needle:?} not in text"))
-}
-
-fn check(dir: &TempDir, config: &str) -> CliOutput {
-    run_cli(
-        &dir.path.join("run"),
-        &["check", "--config", config],
-        None,
-        Duration::from_secs(60),
-    )
-}
 
 fn config_with_ping() -> String {
     Cfg {
@@ -67,17 +28,15 @@ auth = "none"
 
 #[test]
 fn check_accepts_the_base_config() {
-    let dir = TempDir::new("check-ok");
-    let cfg = write_conf(&dir, &base_config(), &base_policy());
-    let out = check(&dir, &cfg);
+    let out = ConfDir::base_policy("check-ok", &base_config()).check();
     assert_eq!(out.code(), Some(0), "check failed: {}", out.all());
     assert_eq!(out.stdout.trim(), "ok", "stdout: {:?}", out.stdout);
 }
 
 #[test]
 fn check_resolves_paths_against_the_config_dir_not_the_cwd() {
-    let dir = TempDir::new("check-rel");
-    write_conf(&dir, &base_config(), &base_policy());
+    let conf = ConfDir::base_policy("check-rel", &base_config());
+    let dir = &conf.dir;
     // a relative --config from the temp dir; the files it names are relative to conf/
     let out = run_cli(
         &dir.path,
@@ -98,11 +57,13 @@ fn check_resolves_paths_against_the_config_dir_not_the_cwd() {
 
 #[test]
 fn check_reports_an_unknown_config_key_with_file_and_line() {
-    let dir = TempDir::new("check-unknown");
-    let config = base_config().replace("threads = 2\n", "threads = 2\nbogus_knob = 1\n");
-    let cfg = write_conf(&dir, &config, &base_policy());
+    let config = Cfg {
+        server_extra: "bogus_knob = 1\n".into(),
+        ..Cfg::default()
+    }
+    .render();
     let line = line_of(&config, "bogus_knob");
-    let out = check(&dir, &cfg);
+    let out = ConfDir::base_policy("check-unknown", &config).check();
     assert_eq!(out.code(), Some(1), "check must exit 1: {}", out.all());
     let want = format!("authgate.toml:{line}:");
     assert!(out.all().contains(&want), "wanted {want:?} in:\n{}", out.all());
@@ -116,15 +77,13 @@ fn check_reports_an_unknown_config_key_with_file_and_line() {
 
 #[test]
 fn check_reports_every_problem_not_just_the_first() {
-    let dir = TempDir::new("check-many");
     let config = base_config()
         .replace("read_timeout = \"30s\"", "read_timeout = \"30\"")
         .replace(
             "[[limits]]\nname = \"login-links\"\nper_minute = 30",
             "[[limits]]\nname = \"login-links\"\nper_minute = 0",
         );
-    let cfg = write_conf(&dir, &config, &base_policy());
-    let out = check(&dir, &cfg);
+    let out = ConfDir::base_policy("check-many", &config).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let l1 = line_of(&config, "read_timeout = \"30\"");
     let l2 = line_of(&config, "per_minute = 0");
@@ -136,20 +95,17 @@ fn check_reports_every_problem_not_just_the_first() {
 
 #[test]
 fn check_reports_unknown_policy_key_and_bad_cidr_in_the_policy_file() {
-    let dir = TempDir::new("check-policy");
     let policy = base_policy()
         .replace("id = \"globex\"\n", "id = \"globex\"\ncolour = \"red\"\n")
         .replace("\"198.51.100.7\"]", "\"198.51.100.7\", \"203.0.113.0/33\"]");
-    let cfg = write_conf(&dir, &base_config(), &policy);
-    let out = check(&dir, &cfg);
+    let out = ConfDir::new("check-policy", &base_config(), &policy, &[]).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     // an unknown key stops the policy parse, so check the CIDR on its own below
     let want = format!("partners.toml:{}:", line_of(&policy, "colour"));
     assert!(out.all().contains(&want), "wanted {want:?} in:\n{}", out.all());
 
     let policy = base_policy().replace("\"198.51.100.7\"]", "\"198.51.100.7\", \"203.0.113.0/33\"]");
-    let cfg = write_conf(&dir, &base_config(), &policy);
-    let out = check(&dir, &cfg);
+    let out = ConfDir::new("check-cidr", &base_config(), &policy, &[]).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     let want = format!("partners.toml:{}:", line_of(&policy, "203.0.113.0/33"));
     assert!(out.all().contains(&want), "wanted {want:?} in:\n{}", out.all());
@@ -162,39 +118,24 @@ fn check_reports_unknown_policy_key_and_bad_cidr_in_the_policy_file() {
 
 #[test]
 fn check_reports_a_missing_key_file() {
-    let dir = TempDir::new("check-keyfile");
     let config = base_config().replace("keys/es-1.pub.pem", "keys/missing.pub.pem");
-    let cfg = write_conf(&dir, &config, &base_policy());
-    let out = check(&dir, &cfg);
+    let out = ConfDir::base_policy("check-keyfile", &config).check();
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(out.all().contains("missing.pub.pem"), "{}", out.all());
 }
 
 #[test]
 fn a_bad_config_refuses_to_start_with_the_same_messages() {
-    let dir = TempDir::new("bad-start");
-    let config = base_config().replace("threads = 2\n", "threads = 2\nbogus_knob = 1\n");
+    let config = Cfg {
+        server_extra: "bogus_knob = 1\n".into(),
+        ..Cfg::default()
+    }
+    .render();
     let policy = base_policy().replace("\"198.51.100.7\"]", "\"198.51.100.7\", \"not-an-ip\"]");
-    let cfg = write_conf(&dir, &config, &policy);
-    let checked = check(&dir, &cfg);
+    let conf = ConfDir::new("bad-start", &config, &policy, &[]);
+    let checked = conf.check();
     assert_eq!(checked.code(), Some(1), "{}", checked.all());
-    let run = run_cli(
-        &dir.path.join("run"),
-        &["--config", &cfg],
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(
-        run.status.is_some(),
-        "authgate kept running with a bad config:\n{}",
-        run.all()
-    );
-    assert_ne!(
-        run.code(),
-        Some(0),
-        "authgate exited 0 with a bad config:\n{}",
-        run.all()
-    );
+    let run = conf.start_refused("a bad config");
     let problems: Vec<&str> = checked.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!problems.is_empty());
     for p in problems {
@@ -208,21 +149,8 @@ fn a_bad_config_refuses_to_start_with_the_same_messages() {
 
 #[test]
 fn a_bad_policy_file_refuses_to_start() {
-    let dir = TempDir::new("bad-policy-start");
     let policy = base_policy().replace("\"198.51.100.7\"]", "\"198.51.100.7\", \"10.0.0.0/99\"]");
-    let cfg = write_conf(&dir, &base_config(), &policy);
-    let run = run_cli(
-        &dir.path.join("run"),
-        &["--config", &cfg],
-        None,
-        Duration::from_secs(60),
-    );
-    assert!(
-        run.status.is_some(),
-        "authgate kept running with a bad policy:\n{}",
-        run.all()
-    );
-    assert_ne!(run.code(), Some(0), "{}", run.all());
+    let run = ConfDir::new("bad-policy-start", &base_config(), &policy, &[]).start_refused("a bad policy");
     let want = format!("partners.toml:{}:", line_of(&policy, "10.0.0.0/99"));
     assert!(run.all().contains(&want), "wanted {want:?} in:\n{}", run.all());
 }
@@ -383,32 +311,12 @@ fn admin_endpoints() {
         gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]);
     }
     gw.reload();
-    gw.wait_metric(
-        "authgate_requests_total",
-        &[("route", "health"), ("method", "GET"), ("status", "200")],
-        1.0,
-    );
-    gw.wait_metric(
-        "authgate_requests_total",
-        &[("route", "health"), ("method", "other"), ("status", "200")],
-        1.0,
-    );
+    gw.wait_requests("health", "GET", "200", 1.0);
+    gw.wait_requests("health", "other", "200", 1.0);
     gw.wait_metric("authgate_requests_total", &[("route", "none"), ("status", "404")], 1.0);
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "none"), ("reason", "no_route")],
-        1.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "none"), ("reason", "bad_path")],
-        1.0,
-    );
-    gw.wait_metric(
-        "authgate_denied_total",
-        &[("route", "by-external-id"), ("reason", "rate_limited")],
-        1.0,
-    );
+    gw.wait_denied("none", "no_route", 1.0);
+    gw.wait_denied("none", "bad_path", 1.0);
+    gw.wait_denied("by-external-id", "rate_limited", 1.0);
     gw.wait_metric(
         "authgate_rate_limited_total",
         &[("limit", "partner"), ("partner", "small")],
@@ -443,8 +351,7 @@ fn admin_endpoints() {
 
 #[test]
 fn unmatched_routes_are_404() {
-    let up = Upstream::start();
-    let gw = Gateway::start(&up.address(), &config_with_ping(), &base_policy(), &[]);
+    let (up, gw) = base_with(&config_with_ping());
     for (method, target) in [
         ("GET", "/nope"),
         ("GET", "/"),
@@ -462,16 +369,8 @@ fn unmatched_routes_are_404() {
     assert_error(&gw.req("get", "/ping", &[], None), 400, "get /ping");
     assert_eq!(up.count(), 0, "nothing reaches the upstream: {:?}", up.records());
     // methods are labelled from the fixed set: a lower-case one is "other"
-    gw.wait_metric(
-        "authgate_requests_total",
-        &[("route", "none"), ("method", "other"), ("status", "400")],
-        1.0,
-    );
-    gw.wait_metric(
-        "authgate_requests_total",
-        &[("route", "none"), ("method", "DELETE"), ("status", "404")],
-        1.0,
-    );
+    gw.wait_requests("none", "other", "400", 1.0);
+    gw.wait_requests("none", "DELETE", "404", 1.0);
 
     // positive controls: method match, `/**` matching zero segments, a trailing slash
     for target in ["/ping", "/ping/", "/public", "/public/", "/public/a/b/c"] {
@@ -677,13 +576,12 @@ fn client_request_ids_are_kept_when_valid_and_replaced_otherwise() {
 
 #[test]
 fn bodies_over_max_body_bytes_are_413_and_never_reach_the_upstream_complete() {
-    let up = Upstream::start();
     let config = Cfg {
         max_body_bytes: 1024,
         ..Cfg::default()
     }
     .render();
-    let gw = Gateway::start(&up.address(), &config, &base_policy(), &[]);
+    let (up, gw) = base_with(&config);
 
     // exactly at the limit passes
     let body = vec![b'a'; 1024];

@@ -5,15 +5,13 @@
 //! `burst <= passes <= burst + floor(elapsed / interval)`, with `elapsed` measured
 //! generously (from before the first request to after the last answer).
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
+
+/// A partner route with the `partner` limit only.
+const BY_EXT: &str = "/partner/v1/orgs/by-external-id/x";
 
 /// Asserts the 429 of docs/reference.md#responses and returns Retry-After.
 fn assert_429(r: &Response, limit: u32, context: &str) -> u64 {
@@ -125,7 +123,7 @@ fn partner_limit_holds_under_concurrency() {
         limited.len() as f64
     );
     // another partner is unaffected
-    let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &token("globex"), &[]);
+    let r = gw.get_auth(BY_EXT, &token("globex"), &[]);
     assert_eq!(r.status, 200, "{r}");
 }
 
@@ -190,7 +188,7 @@ fn per_partner_override_and_independent_partners() {
     let start = Instant::now();
     let mut passes = 0;
     for i in 0..8 {
-        let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]);
+        let r = gw.get_auth(BY_EXT, &small, &[]);
         if i < 5 {
             assert_eq!(r.status, 200, "#{i}: {r}");
         }
@@ -220,16 +218,11 @@ fn per_partner_override_and_independent_partners() {
     // partners are independent
     let small2 = token("small2");
     for i in 0..5 {
-        let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &small2, &[]);
+        let r = gw.get_auth(BY_EXT, &small2, &[]);
         assert_eq!(r.status, 200, "small2 #{i}: {r}");
     }
     for i in 0..10 {
-        assert_eq!(
-            gw.get_auth("/partner/v1/orgs/by-external-id/x", &token("acme"), &[])
-                .status,
-            200,
-            "acme #{i}"
-        );
+        assert_eq!(gw.get_auth(BY_EXT, &token("acme"), &[]).status, 200, "acme #{i}");
     }
     assert_eq!(
         up.records()
@@ -245,16 +238,13 @@ fn bucket_state_survives_a_reload_unless_the_override_changed() {
     let (_up, gw) = base();
     let small = token("small");
     let start = Instant::now();
-    let mut passes = 0;
-    for _ in 0..6 {
-        if gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]).status == 200 {
-            passes += 1;
-        }
-    }
+    let passes = (0..6)
+        .filter(|_| gw.get_auth(BY_EXT, &small, &[]).status == 200)
+        .count();
     assert!(passes >= 5);
     // reload with the same policy: still limited (unless time refilled a token)
     gw.reload();
-    let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]);
+    let r = gw.get_auth(BY_EXT, &small, &[]);
     if refill(start, 12.0) == 0 {
         assert_429(&r, 5, "bucket kept across a reload");
     }
@@ -268,11 +258,11 @@ fn bucket_state_survives_a_reload_unless_the_override_changed() {
     gw.write_policy(&changed);
     gw.reload();
     for i in 0..7 {
-        let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]);
+        let r = gw.get_auth(BY_EXT, &small, &[]);
         assert_eq!(r.status, 200, "#{i} after the override changed: {r}");
         assert_eq!(r.header("x-ratelimit-limit"), Some("7"));
     }
-    let r = gw.get_auth("/partner/v1/orgs/by-external-id/x", &small, &[]);
+    let r = gw.get_auth(BY_EXT, &small, &[]);
     let after_change = Instant::now();
     if after_change.duration_since(start).as_secs_f64() < 8.0 {
         assert_429(&r, 7, "new override enforced");

@@ -2,27 +2,28 @@
 //! shared limits, learned orgs, revocations, org import, and what happens when Redis is
 //! killed, paused or restarted empty.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::{ops, redis_config, wait_redis_up, RedisServer};
-use common::*;
+use crate::common;
+use crate::common::redis::{import_orgs, ops, redis_config, revoke, wait_redis_up, RedisServer};
+use crate::common::*;
 
 /// The base config with a 30/min limit on `/tiny` and `[redis]` pointing at `redis`.
 fn config(redis: &RedisServer, on_error: &str, timeout: &str) -> String {
     redis_config(&redis.url(), on_error, timeout, "", None)
 }
 
+/// `n` replicas on `redis`, each started and connected to it (`authgate_redis_up` 1).
 fn replicas(n: usize, up: &Upstream, redis: &RedisServer, on_error: &str) -> Vec<Gateway> {
-    (0..n)
+    let gws: Vec<Gateway> = (0..n)
         .map(|_| Gateway::start(&up.address(), &config(redis, on_error, "50ms"), &base_policy(), &[]))
-        .collect()
+        .collect();
+    for gw in &gws {
+        wait_redis_up(gw, 1.0);
+    }
+    gws
 }
 
 /// At least `burst`, at most `burst` + the refills `elapsed` allows (the suite's rule).
@@ -40,9 +41,6 @@ fn replicas_share_one_bucket_sequentially_and_concurrently() {
     let redis = RedisServer::start();
     let up = Upstream::start();
     let gws = replicas(4, &up, &redis, "local");
-    for gw in &gws {
-        wait_redis_up(gw, 1.0);
-    }
 
     // 2 replicas, round robin, until the first 429
     let tok = token("acme");
@@ -120,8 +118,6 @@ fn an_org_created_through_one_replica_is_accepted_by_another() {
     let redis = RedisServer::start();
     let up = Upstream::start();
     let gws = replicas(2, &up, &redis, "local");
-    wait_redis_up(&gws[0], 1.0);
-    wait_redis_up(&gws[1], 1.0);
     let tok = token("acme");
     let auth = bearer(&tok);
     let created = gws[0].req(
@@ -146,9 +142,6 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
     let redis = RedisServer::start();
     let up = Upstream::start();
     let gws = replicas(2, &up, &redis, "local");
-    for gw in &gws {
-        wait_redis_up(gw, 1.0);
-    }
     let path = format!("/partner/v1/orgs/{ORG_ACME}/users");
     let tok = token("acme"); // jti key-acme
     for gw in &gws {
@@ -157,12 +150,7 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
         assert_eq!(gw.get_auth(&path, &tok, &[]).status, 200);
     }
     let started = Instant::now();
-    let out = ops(
-        &gws[0],
-        &["revoke"],
-        &["--partner", "acme", "--key-id", "key-acme"],
-        None,
-    );
+    let out = revoke(&gws[0], "acme", "key-acme", &[]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     // one line per replica, each applied before the command returned
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -208,7 +196,7 @@ fn revoke_reaches_every_replica_and_unrevoke_takes_it_back() {
 
     // without [redis] the command exits 1 and points at the policy file
     let (_plain_up, plain) = base();
-    let out = ops(&plain, &["revoke"], &["--partner", "acme", "--key-id", "k"], None);
+    let out = revoke(&plain, "acme", "k", &[]);
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
         out.stderr.contains("revoked_keys") && out.stderr.contains("partners.toml"),
@@ -223,10 +211,9 @@ fn a_replica_restarted_while_redis_is_down_still_refuses_a_revoked_key() {
     let up = Upstream::start();
     let mut gws = replicas(1, &up, &redis, "local");
     let gw = &mut gws[0];
-    wait_redis_up(gw, 1.0);
     let path = format!("/partner/v1/orgs/{ORG_ACME}/users");
     let tok = token("acme");
-    let out = ops(gw, &["revoke"], &["--partner", "acme", "--key-id", "key-acme"], None);
+    let out = revoke(gw, "acme", "key-acme", &[]);
     assert_eq!(out.code(), Some(0), "{}", out.all());
     wait_for(DEADLINE, "revoked", || {
         (gw.get_auth(&path, &tok, &[]).status == 401).then_some(())
@@ -255,7 +242,6 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
     let up = Upstream::start();
     let gws = replicas(1, &up, &redis, "local");
     let gw = &gws[0];
-    wait_redis_up(gw, 1.0);
     let ids: Vec<String> = (0..10_000).map(|i| format!("imported-{i:05}")).collect();
     let list = format!("# orgs from before the gateway\n{}\n", ids.join("\n"));
     let dir = TempDir::new("import");
@@ -270,12 +256,7 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
     eprintln!("orgs import of 10k ids took {:?}", started.elapsed());
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "10000", "{}", out.all());
-    let again = ops(
-        gw,
-        &["orgs", "import"],
-        &["--partner", "acme", "-"],
-        Some(list.as_bytes()),
-    );
+    let again = import_orgs(gw, &["--partner", "acme"], list.as_bytes());
     assert_eq!(again.code(), Some(0), "{}", again.all());
     assert_eq!(again.stdout.trim(), "0", "{}", again.all());
     assert_eq!(redis.cmd(&["SCARD", "e2e:orgs:acme"]).int(), 10_000);
@@ -299,12 +280,7 @@ fn orgs_import_of_ten_thousand_ids_with_and_without_redis() {
 
     // without [redis]: into the journal, under its lock; a SIGHUP picks them up
     let (_plain_up, plain) = base();
-    let out = ops(
-        &plain,
-        &["orgs", "import"],
-        &["--partner", "globex", "-"],
-        Some(b"legacy-1\nlegacy-2\n"),
-    );
+    let out = import_orgs(&plain, &["--partner", "globex"], b"legacy-1\nlegacy-2\n");
     assert_eq!(out.code(), Some(0), "{}", out.all());
     assert_eq!(out.stdout.trim(), "2");
     let g = token("globex");
@@ -324,9 +300,6 @@ fn redis_killed_under_load_falls_back_to_per_replica_limits_with_local() {
     let mut redis = RedisServer::start();
     let up = Upstream::start();
     let gws = replicas(2, &up, &redis, "local");
-    for gw in &gws {
-        wait_redis_up(gw, 1.0);
-    }
     let tok = token("acme");
     // spend the shared bucket
     let mut statuses = Vec::new();
@@ -379,7 +352,6 @@ fn redis_down_with_deny_answers_503_where_shared_state_is_needed() {
     let up = Upstream::start();
     let gws = replicas(1, &up, &redis, "deny");
     let gw = &gws[0];
-    wait_redis_up(gw, 1.0);
     let tok = token("acme");
     assert_eq!(gw.get_auth("/tiny", &tok, &[]).status, 200);
     redis.kill();
@@ -435,9 +407,6 @@ fn redis_restarted_empty_resumes_sharing_and_gets_orgs_learned_meanwhile() {
     let mut redis = RedisServer::start();
     let up = Upstream::start();
     let gws = replicas(2, &up, &redis, "local");
-    for gw in &gws {
-        wait_redis_up(gw, 1.0);
-    }
     let tok = token("acme");
     let auth = bearer(&tok);
     redis.kill();
@@ -483,11 +452,10 @@ fn gateway_clients(redis: &RedisServer) -> usize {
 #[test]
 fn request_commands_move_to_worker_connections_which_are_reopened_after_redis_drops_them() {
     let redis = RedisServer::start();
-    let up = Upstream::start();
     // one worker, so every request meets the same worker connection
     let one_worker = config(&redis, "local", "200ms").replace("threads = 2\n", "threads = 1\n");
     assert!(one_worker.contains("threads = 1\n"));
-    let gw = Gateway::start(&up.address(), &one_worker, &base_policy(), &[]);
+    let (_up, gw) = base_with(&one_worker);
     wait_redis_up(&gw, 1.0);
     let tok = token("acme");
     // the shared connection and the revocation subscription

@@ -6,30 +6,17 @@
 //! promtool comes with Debian's `prometheus` package (CI installs it). Without it these
 //! tests fail, naming the package: the operator pack is part of what ships.
 
-// Tests panic on anything unexpected; that is how they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::TempDir;
+use crate::common;
+use crate::common::{read_repo, repo_path, TempDir, ROOT};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const RULES: &str = "deploy/prometheus/authgate-alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/authgate-alerts_test.yml";
 const DASHBOARD: &str = "deploy/grafana/authgate-dashboard.json";
-
-fn path(rel: &str) -> PathBuf {
-    Path::new(ROOT).join(rel)
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 /// Runs `promtool <args>` in `dir`; panics (naming the package) when promtool is missing,
 /// and with promtool's output when it fails.
@@ -54,7 +41,7 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 /// its histograms.
 fn registered_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for (name, m) in common::registered_metrics(&read("src/metrics.rs")) {
+    for (name, m) in common::registered_metrics(&read_repo("src/metrics.rs")) {
         if m.histogram {
             for suffix in ["_bucket", "_sum", "_count"] {
                 names.insert(format!("{name}{suffix}"));
@@ -106,7 +93,7 @@ fn alert_rules_pass_promtool_check() {
 fn alert_rules_pass_their_unit_tests() {
     // rule_files in the test file are relative to it
     let out = promtool(
-        &path("deploy/prometheus"),
+        &repo_path("deploy/prometheus"),
         &["test", "rules", "authgate-alerts_test.yml"],
     );
     assert!(out.contains("SUCCESS"), "{out}");
@@ -114,8 +101,8 @@ fn alert_rules_pass_their_unit_tests() {
 
 #[test]
 fn every_alert_has_a_unit_test_and_names_registered_metrics() {
-    let rules = read(RULES);
-    let tests = read(RULE_TESTS);
+    let rules = read_repo(RULES);
+    let tests = read_repo(RULE_TESTS);
     let alerts: Vec<&str> = rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
@@ -170,7 +157,7 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn dashboard_expressions_parse_and_name_registered_metrics() {
-    let text = read(DASHBOARD);
+    let text = read_repo(DASHBOARD);
     let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     let mut exprs = Vec::new();
     collect_exprs(&dash["panels"], &mut exprs);

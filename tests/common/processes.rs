@@ -1,0 +1,556 @@
+//! Processes and the files they need: the gateway under test ([`Gateway`]), one-shot CLI runs,
+//! signals, temp dirs, free ports and the `openssl` CLI.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::client::{get, request, try_request, Response};
+use super::config::{base_policy, standard_files};
+use super::metrics::Metrics;
+use super::tokens::bearer;
+use super::{wait_for, DEADLINE};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// The repository root (the crate's manifest directory).
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A file or directory of the repository, by its path from the root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(ROOT).join(rel)
+}
+
+/// The text of a repository file; panics naming it when it cannot be read.
+pub fn read_repo(rel: &str) -> String {
+    std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("authgate-e2e-{label}-{}-{n}-{nanos}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// Writes `bytes` to `rel` (parent dirs created).
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&p, bytes).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("(test failed; removing {})", self.path.display());
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs the `openssl` CLI in `dir` (test certificates and keys); panics naming the Debian
+/// package when it is missing, and with openssl's stderr when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the openssl CLI ({e}): install Debian's `openssl` package"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl req` arguments for a new, unencrypted P-256 key (followed by the key's file name).
+pub const NEW_P256_KEY: [&str; 6] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+];
+
+/// A self-signed P-256 certificate valid for 30 days, `key` and `cert` written under `dir`;
+/// `extra` goes after the subject (e.g. `-addext` pairs for a CA).
+pub fn self_signed_p256(dir: &Path, key: &str, cert: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(&NEW_P256_KEY);
+    args.extend_from_slice(&[key, "-out", cert, "-days", "30", "-subj", subject]);
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
+/// `n` distinct ports that were free a moment ago (bound together, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let socks: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// An address where nothing listens (for "upstream down").
+pub fn closed_addr() -> String {
+    format!("127.0.0.1:{}", free_ports(1)[0])
+}
+
+/// Output of a finished CLI run.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// `None` when it had to be killed at the deadline.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `authgate <args>` (cwd = `cwd`), feeding `stdin`, killing it after `timeout`.
+pub fn run_cli(cwd: &Path, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> CliOutput {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let out_path = std::env::temp_dir().join(format!("authgate-e2e-cli-{}-{n}.out", std::process::id()));
+    let err_path = out_path.with_extension("err");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn authgate");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        match pipe.write_all(input) {
+            // a command may refuse (an unknown partner, say) and exit before it reads its
+            // input: what it said and its exit status are the test's to judge
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.expect("write stdin"),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(s) => break Some(s),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    CliOutput { status, stdout, stderr }
+}
+
+/// Sends a signal with the `kill` command (`sig` like "HUP", "TERM").
+pub fn send_signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+/// Writes the standard key files, `policy` as partners.toml and `files` into `<dir>/conf`
+/// and makes `<dir>/run` (the working directory); returns the conf path.
+fn write_conf_dir(dir: &TempDir, policy: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    std::fs::create_dir_all(dir.path.join("run")).expect("run dir");
+    for (rel, bytes) in standard_files() {
+        dir.write(&format!("conf/{rel}"), &bytes);
+    }
+    dir.write("conf/partners.toml", policy.as_bytes());
+    for (rel, bytes) in files {
+        dir.write(&format!("conf/{rel}"), bytes);
+    }
+    dir.path.join("conf")
+}
+
+/// A config directory laid out like a [`Gateway`]'s, for `authgate check` and for starts
+/// that must fail: nothing is kept running. The placeholders `{listen}`, `{admin}` and
+/// `{upstream}` are filled with ports that were free, in case a bad config were (wrongly)
+/// started.
+pub struct ConfDir {
+    pub dir: TempDir,
+    /// `<dir>/conf/authgate.toml`.
+    pub config: PathBuf,
+}
+
+impl ConfDir {
+    pub fn new(label: &str, config: &str, policy: &str, files: &[(&str, &[u8])]) -> ConfDir {
+        let dir = TempDir::new(label);
+        let conf = write_conf_dir(&dir, policy, files);
+        let ports = free_ports(3);
+        let config_text = config
+            .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
+            .replace("{admin}", &format!("127.0.0.1:{}", ports[1]))
+            .replace("{upstream}", &format!("127.0.0.1:{}", ports[2]));
+        let config = conf.join("authgate.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        ConfDir { dir, config }
+    }
+
+    /// `config` with the base policy and no extra files.
+    pub fn base_policy(label: &str, config: &str) -> ConfDir {
+        ConfDir::new(label, config, &base_policy(), &[])
+    }
+
+    /// `authgate check --config <config>`, run from `<dir>/run`.
+    pub fn check(&self) -> CliOutput {
+        let config = self.config.to_string_lossy();
+        run_cli(
+            &self.dir.path.join("run"),
+            &["check", "--config", &config],
+            None,
+            DEADLINE,
+        )
+    }
+
+    /// `authgate --config <config>`, which must refuse to start: asserts that it exited by
+    /// itself, not with 0, and returns what it said.
+    pub fn start_refused(&self, what: &str) -> CliOutput {
+        let config = self.config.to_string_lossy();
+        let run = run_cli(&self.dir.path.join("run"), &["--config", &config], None, DEADLINE);
+        assert!(
+            run.status.is_some(),
+            "authgate kept running with {what}:\n{}",
+            run.all()
+        );
+        assert_ne!(run.code(), Some(0), "authgate exited 0 with {what}:\n{}", run.all());
+        run
+    }
+}
+
+/// The 1-based number of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in text"))
+}
+
+/// Options for [`Gateway::start_with`].
+#[derive(Clone, Debug)]
+pub struct StartOpts {
+    /// Wait for `/readyz` == 200 (else only `/healthz`).
+    pub wait_ready: bool,
+}
+
+impl Default for StartOpts {
+    fn default() -> Self {
+        StartOpts { wait_ready: true }
+    }
+}
+
+/// A running `authgate --config <dir>/conf/authgate.toml`, started from `<dir>/run`.
+pub struct Gateway {
+    pub dir: TempDir,
+    /// Where authgate.toml, partners.toml and the key files live.
+    pub conf: PathBuf,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    template: String,
+    upstream: String,
+    opts: StartOpts,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: usize,
+}
+
+impl Gateway {
+    /// Writes the config (placeholders filled), `policy` as partners.toml, the standard key
+    /// files and `files` into a fresh dir, starts the gateway and waits until it is ready.
+    pub fn start(upstream: &str, config: &str, policy: &str, files: &[(&str, &[u8])]) -> Gateway {
+        Self::start_with(upstream, config, policy, files, StartOpts::default())
+    }
+
+    pub fn start_with(upstream: &str, config: &str, policy: &str, files: &[(&str, &[u8])], opts: StartOpts) -> Gateway {
+        let dir = TempDir::new("gw");
+        let conf = write_conf_dir(&dir, policy, files);
+        let log = dir.path.join("gateway.log");
+        let mut gw = Gateway {
+            dir,
+            conf,
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            admin: "127.0.0.1:1".parse().expect("addr"),
+            template: config.to_string(),
+            upstream: upstream.to_string(),
+            opts,
+            child: None,
+            log,
+            starts: 0,
+        };
+        gw.launch();
+        gw
+    }
+
+    fn launch(&mut self) {
+        for attempt in 1..=3 {
+            let ports = free_ports(2);
+            self.addr = format!("127.0.0.1:{}", ports[0]).parse().expect("addr");
+            self.admin = format!("127.0.0.1:{}", ports[1]).parse().expect("addr");
+            let config = self
+                .template
+                .replace("{listen}", &self.addr.to_string())
+                .replace("{admin}", &self.admin.to_string())
+                .replace("{upstream}", &self.upstream);
+            std::fs::write(self.config_path(), config).expect("write config");
+            self.starts += 1;
+            {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .expect("log");
+                let _ = writeln!(f, "----- e2e: start #{} (attempt {attempt}) -----", self.starts);
+            }
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.log)
+                .expect("log file");
+            let child = Command::new(BIN)
+                .arg("--config")
+                .arg(self.config_path())
+                .current_dir(self.dir.path.join("run"))
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log clone"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn authgate");
+            self.child = Some(child);
+            match self.wait_started() {
+                Ok(()) => return,
+                Err(exit) => {
+                    let text = self.log_text();
+                    let in_use = text.to_ascii_lowercase().contains("in use");
+                    if in_use && attempt < 3 {
+                        continue;
+                    }
+                    panic!("authgate did not start ({exit}); log:\n{}", tail(&text, 80));
+                }
+            }
+        }
+    }
+
+    fn wait_started(&mut self) -> Result<(), String> {
+        let path = if self.opts.wait_ready { "/readyz" } else { "/healthz" };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("exited with {st}"));
+            }
+            if let Ok(r) = try_request(self.admin, "GET", path, &[], None) {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!("{path} not 200 within {DEADLINE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.conf.join("authgate.toml")
+    }
+
+    /// Writes a file into the config dir.
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        self.dir.write(&format!("conf/{rel}"), bytes);
+    }
+
+    pub fn write_policy(&self, policy: &str) {
+        self.write("partners.toml", policy.as_bytes());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway not running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.pid(), sig);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let r = get(self.admin, "/metrics", &[]);
+        assert_eq!(r.status, 200, "/metrics: {r}");
+        Metrics::parse(&r.text())
+    }
+
+    pub fn reloads(&self, result: &str) -> f64 {
+        self.metrics()
+            .sum("authgate_config_reloads_total", &[("result", result)])
+    }
+
+    /// Waits until the metric sum reaches at least `at_least`.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        wait_for(DEADLINE, &format!("{name}{labels:?} >= {at_least}"), || {
+            let v = self.metrics().sum(name, labels);
+            (v >= at_least).then_some(v)
+        })
+    }
+
+    /// Waits until `authgate_denied_total{route, reason}` reaches at least `at_least`.
+    pub fn wait_denied(&self, route: &str, reason: &str, at_least: f64) -> f64 {
+        self.wait_metric(
+            "authgate_denied_total",
+            &[("route", route), ("reason", reason)],
+            at_least,
+        )
+    }
+
+    /// Waits until `authgate_requests_total{route, method, status}` reaches at least
+    /// `at_least`.
+    pub fn wait_requests(&self, route: &str, method: &str, status: &str, at_least: f64) -> f64 {
+        let labels = [("route", route), ("method", method), ("status", status)];
+        self.wait_metric("authgate_requests_total", &labels, at_least)
+    }
+
+    /// Waits until the parsed metrics satisfy `pred`; returns them.
+    pub fn wait_metric_where(&self, what: &str, mut pred: impl FnMut(&Metrics) -> bool) -> Metrics {
+        wait_for(DEADLINE, what, || {
+            let m = self.metrics();
+            pred(&m).then_some(m)
+        })
+    }
+
+    /// SIGHUP, then waits until `authgate_config_reloads_total{result}` grew.
+    pub fn reload_expect(&self, result: &str) {
+        let before = self.reloads(result);
+        self.signal("HUP");
+        self.wait_metric("authgate_config_reloads_total", &[("result", result)], before + 1.0);
+    }
+
+    /// SIGHUP and wait for a successful reload.
+    pub fn reload(&self) {
+        self.reload_expect("success");
+    }
+
+    pub fn req(
+        &self,
+        method: &str,
+        target: impl AsRef<[u8]>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        request(self.addr, method, target, headers, body)
+    }
+
+    pub fn get(&self, target: impl AsRef<[u8]>, headers: &[(&str, &str)]) -> Response {
+        get(self.addr, target, headers)
+    }
+
+    /// GET with `Authorization: Bearer <token>` plus `headers`.
+    pub fn get_auth(&self, target: impl AsRef<[u8]>, token: &str, headers: &[(&str, &str)]) -> Response {
+        let auth = bearer(token);
+        let mut h = vec![("Authorization", auth.as_str())];
+        h.extend_from_slice(headers);
+        get(self.addr, target, &h)
+    }
+
+    /// Polls the process for an exit until `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status when it exited
+    /// by itself.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let pid = self.child.as_ref()?.id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let st = self.wait_exit(grace);
+        if st.is_none() {
+            self.kill();
+        }
+        st
+    }
+
+    /// Stops the gateway and starts it again on new ports with the same files.
+    pub fn restart(&mut self) {
+        let st = self.stop(Duration::from_secs(30));
+        assert!(st.is_some(), "gateway did not exit on SIGTERM before restart");
+        self.launch();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- authgate log ({}), last lines -----\n{}\n----- end of log -----",
+                self.log.display(),
+                tail(&self.log_text(), 60)
+            );
+        }
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
