@@ -83,6 +83,10 @@ pub(crate) struct Pass {
     pub(crate) headroom: Option<Headroom>,
     /// `learn_org_from_response` of the route.
     pub(crate) learn: Option<String>,
+    /// Step 7a: hold the body and check it against the operation's schema.
+    pub(crate) hold: Option<crate::openapi::HeldBody>,
+    /// Step 7a under `validate = "report"`: the head's failures, to log and count.
+    pub(crate) reported: Option<Box<crate::openapi::Rejection>>,
 }
 
 /// A refused request, as the proxy keeps it.
@@ -166,6 +170,11 @@ impl Gateway {
         })?;
         metrics.set_learned_orgs(learned.len());
         metrics.set_partners(policy.directory.partner_count());
+        for spec in settings.fixed.routes.specs() {
+            for op in spec.spec().operations() {
+                metrics.declare_validation(op.id());
+            }
+        }
         let overrides = limits.build_overrides(&policy.directory, None);
         let tls = match policy.tls {
             Some(material) => {
@@ -239,6 +248,8 @@ impl Gateway {
                 client_ip: a.client_ip,
                 headroom: a.headroom,
                 learn: a.route.learn_org_pointer.clone(),
+                hold: a.checks.hold,
+                reported: a.checks.reported,
             }),
             Err(r) => Err(Block {
                 route: r.route.map(|r| r.index),

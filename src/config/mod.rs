@@ -5,6 +5,7 @@ pub(crate) mod file;
 pub(crate) mod jwks;
 pub mod load;
 pub(crate) mod problem;
+pub mod routes_report;
 pub(crate) mod settings;
 pub mod validate;
 

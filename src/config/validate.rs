@@ -25,6 +25,8 @@ use crate::policy::rate_limit::LimitDef;
 use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Route, RouteTable};
 use crate::policy::upstream_headers::UnderscoreHeaders;
 
+mod openapi;
+
 /// Default values (docs/reference.md#configuration).
 pub(crate) mod defaults {
     pub(crate) const ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -358,10 +360,10 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         }
     }
 
-    // [[routes]]
+    // [[routes]], then the operations of each [[openapi]] spec
     let mut routes = Vec::new();
-    if file.routes.is_empty() {
-        c.r.whole("at least one [[routes]] entry is required");
+    if file.routes.is_empty() && file.openapi.is_empty() {
+        c.r.whole("at least one [[routes]] or [[openapi]] entry is required");
     }
     let mut route_upstreams = Vec::new();
     for (index, rt) in file.routes.iter().enumerate() {
@@ -371,6 +373,14 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
             route_upstreams.push(target);
         }
     }
+    let specs = openapi::tables(
+        &mut c,
+        &file.openapi,
+        &limits,
+        &upstreams,
+        &mut routes,
+        &mut route_upstreams,
+    );
     let authenticates = routes
         .iter()
         .any(|r: &Route| matches!(r.auth, AuthKind::Partner | AuthKind::Org));
@@ -394,7 +404,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         upstreams,
         route_upstreams,
         fixed: StaticPolicy {
-            routes: RouteTable::new(routes),
+            routes: RouteTable::with_specs(routes, specs),
             client_ip,
             jwt,
             max_body_bytes: s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES),

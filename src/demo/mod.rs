@@ -262,6 +262,13 @@ curl -si {base}/v1/org/info -H 'X-API-Key: org_not_a_real_key_000000'
 for i in 1 2 3 4; do curl -s -o /dev/null -D - {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" | grep -i '^x-demo-instance'; done
 curl -s {admin}/metrics | grep '^authgate_upstream_backend_healthy'
 
+# 400 from the edge, never sent upstream: the spec's create-org body needs a name, and limit is 1-100;
+# 415: a body that is not JSON; 405: a path the spec documents, with a method it does not
+curl -si -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' -d '{{"external_id":"no-name"}}'
+curl -si '{base}/partner/v1/orgs?limit=5000' -H "Authorization: Bearer $ACME"
+curl -si -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: text/plain' -d 'Acme Tours'
+curl -si -X DELETE {base}/partner/v1/orgs -H "Authorization: Bearer $ACME"
+
 # 400: path hygiene; metrics
 curl -si --path-as-is '{base}/partner/v1/orgs/{own_org}/../x' -H "Authorization: Bearer $ACME"
 curl -s {admin}/metrics | grep '^authgate_'

@@ -39,6 +39,11 @@ impl PathProblem {
     }
 }
 
+/// The query of a request target (after the first `?`), if it has one.
+pub fn query_of(target: &[u8]) -> Option<&[u8]> {
+    target.iter().position(|&b| b == b'?').map(|i| &target[i + 1..])
+}
+
 /// The path part of a request target (everything before the first `?`).
 pub fn path_of(target: &[u8]) -> &[u8] {
     match target.iter().position(|&b| b == b'?') {
