@@ -25,6 +25,7 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin auth
  && chown authgate:authgate /var/lib/authgate
 COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
 COPY config/authgate.toml config/partners.toml /etc/authgate/
+COPY config/openapi /etc/authgate/openapi/
 # In the container: journal to the volume, and let the orchestrator reach the admin port.
 RUN sed -i \
       -e 's|^# learned_orgs_file = .*|learned_orgs_file = "/var/lib/authgate/learned-orgs.jsonl"|' \

@@ -30,7 +30,7 @@ CLIENT_IP=203.0.113.9 DENIED_IP=198.51.100.200
 REQ_PATH=/partner/v1/orgs/$ORG/members
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/authgate-load.XXXXXX")
 declare -A PID=() ROW_PORT=() ROW_TOKEN=() ROW_PROC=() ROW_LABEL=() ROW_AUTH=() ROW_SCHEME=()
-declare -A ROW_FLOOD=() ROW_PROC2=() ROW_PACED=()
+declare -A ROW_FLOOD=() ROW_PROC2=() ROW_PACED=() ROW_POST=()
 ROWS=() ALL_PIDS=()
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -162,6 +162,10 @@ start_all() {
    render authgate.toml.in "$WORK/authgate-redis.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT)
   printf '\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" >>"$WORK/authgate-redis.toml"
   render partners.toml.in "$WORK/partners.toml" CLIENT_IP ORG OTHER_ORG
+  # the validation rows: the shipped Partner API spec twice, validate = enforce and off
+  cp "$ROOT/config/openapi/partner-api.yaml" "$WORK/partner-api.yaml"
+  sed 's/operationId: /operationId: off_/' "$ROOT/config/openapi/partner-api.yaml" >"$WORK/partner-api-off.yaml"
+  python3 "$TPL/body.py" >"$WORK/body.json"
   render haproxy-jwt.cfg.in "$WORK/haproxy-jwt.cfg" PROXY_THREADS HA_MAXCONN HA_JWT_PORT HS_SECRET RS_PEM ES_PEM WORK UPSTREAM_PORT
   render haproxy-pure.cfg.in "$WORK/haproxy-pure.cfg" PROXY_THREADS HA_MAXCONN HA_PURE_PORT UPSTREAM_PORT
   printf '%s bench\n%s other\n' "$ORG" "$OTHER_ORG" >"$WORK/orgs.map"
@@ -195,7 +199,12 @@ start_all() {
 
 add_row() { # id label process port token auth(yes|no) [scheme, default http]
   ROWS+=("$1"); ROW_LABEL[$1]=$2 ROW_PROC[$1]=$3 ROW_PORT[$1]=$4 ROW_TOKEN[$1]=$5 ROW_AUTH[$1]=$6
-  ROW_SCHEME[$1]=${7:-http} ROW_FLOOD[$1]=0 ROW_PROC2[$1]="" ROW_PACED[$1]=0
+  ROW_SCHEME[$1]=${7:-http} ROW_FLOOD[$1]=0 ROW_PROC2[$1]="" ROW_PACED[$1]=0 ROW_POST[$1]=""
+}
+
+add_post_row() { # id label process port token path: like add_row, but wrk POSTs $WORK/body.json to path
+  add_row "$1" "$2" "$3" "$4" "$5" yes
+  ROW_POST[$1]=$6
 }
 
 add_paced_row() { # id label process port token: like add_row, but every connection waits PACE_MS between requests
@@ -236,6 +245,20 @@ probe() { # row -> empty when the row answers as it must, else what went wrong
 
 probe_row() { # row -> probe, or for a row that refuses everything by design (the pingora 401 floor) probe_flood
   if [[ ${ROW_FLOOD[$1]} == 1 && ${ROW_AUTH[$1]} == no ]]; then probe_flood "$1"; else probe "$1"; fi
+  [[ -z ${ROW_POST[$1]} ]] || probe_post "$1"
+}
+
+probe_post() { # post row -> empty when the valid body is forwarded (200) and a body without a name is refused (enforce) or forwarded (off)
+  local c want=200
+  c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST -H "Authorization: Bearer ${ROW_TOKEN[$1]}" \
+    -H "X-Forwarded-For: $CLIENT_IP" -H 'Content-Type: application/json' --data-binary "@$WORK/body.json" \
+    "$(base_url "$1")${ROW_POST[$1]}" || true)
+  [[ $c == 200 ]] || { echo "valid body -> $c, want 200"; return; }
+  [[ ${ROW_POST[$1]} == /enforce/* ]] && want=400
+  c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST -H "Authorization: Bearer ${ROW_TOKEN[$1]}" \
+    -H "X-Forwarded-For: $CLIENT_IP" -H 'Content-Type: application/json' --data-binary '{"external_id":"x"}' \
+    "$(base_url "$1")${ROW_POST[$1]}" || true)
+  [[ $c == "$want" ]] || echo "body without a name -> $c, want $want"
 }
 
 probe_flood() { # flood row -> empty when a tampered token of its kind is answered 401
@@ -265,6 +288,10 @@ run_wrk() { # row duration [round]: timed run, appends to results.tsv when a rou
   if [[ ${ROW_FLOOD[$r]} == 1 ]]; then
     out=$(FLOOD_TOKEN=${ROW_TOKEN[$r]} FLOOD_PATH=$REQ_PATH FLOOD_XFF=$CLIENT_IP \
       wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/flood.lua" "$(base_url "$r")$REQ_PATH") || die "wrk failed on $r"
+  elif [[ -n ${ROW_POST[$r]} ]]; then
+    out=$(POST_BODY_FILE=$WORK/body.json wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/post.lua" \
+      -H "Authorization: Bearer ${ROW_TOKEN[$r]}" -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")${ROW_POST[$r]}") ||
+      die "wrk failed on $r"
   elif [[ ${ROW_PACED[$r]} == 1 ]]; then
     out=$(PACE_MS=$PACE_MS wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$TPL/paced.lua" \
       -H "Authorization: Bearer ${ROW_TOKEN[$r]}" -H "X-Forwarded-For: $CLIENT_IP" "$(base_url "$r")$REQ_PATH") ||
@@ -328,6 +355,8 @@ main() {
   add_row haproxy-rs256 "(e) HAProxy jwt_verify, RS256" haproxy-jwt "$HA_JWT_PORT" "$rs" yes
   add_row haproxy-es256 "(e) HAProxy jwt_verify, ES256" haproxy-jwt "$HA_JWT_PORT" "$es" yes
   add_row haproxy-pure "(f) HAProxy pure proxy" haproxy-pure "$HA_PURE_PORT" "$hs" no
+  add_post_row authgate-validate-enforce "(k) authgate, POST ~1 KB create-org body, validate = enforce" authgate "$AG_PORT" "$hs" /enforce/partner/v1/orgs
+  add_post_row authgate-validate-off "(k) authgate, POST ~1 KB create-org body, validate = off" authgate "$AG_PORT" "$hs" /off/partner/v1/orgs
   add_flood_row authgate-hs256-flood "(h) authgate, bad-signature flood, HS256" authgate "$AG_PORT" "$hs"
   add_flood_row authgate-rs256-flood "(h) authgate, bad-signature flood, RS256" authgate "$AG_PORT" "$rs"
   add_flood_row authgate-es256-flood "(h) authgate, bad-signature flood, ES256" authgate "$AG_PORT" "$es"

@@ -18,15 +18,16 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     // leaves: text helpers and the append-only file, importing nothing of ours
     ("json_text", &[]),
     ("ip_text", &[]),
+    ("path_text", &[]),
     ("state_file", &[]),
     ("architecture", &[]),
-    // pure decisions: no pingora, no I/O
-    ("policy", &["ip_text", "json_text"]),
-    ("openapi", &["json_text", "policy"]),
+    // pure decisions: no pingora, no I/O (the spec compiler first: step 7a is a policy layer)
+    ("openapi", &["path_text"]),
+    ("policy", &["ip_text", "json_text", "openapi", "path_text"]),
     // files into validated values
     ("config", &["openapi", "policy"]),
     // what the running gateway owns: stores, metrics, the TLS listener, the log writer
-    ("metrics", &["policy"]),
+    ("metrics", &["openapi", "policy"]),
     ("journal", &["policy", "state_file"]),
     ("shared", &["config", "metrics", "policy", "state_file"]),
     ("tls", &["config", "metrics"]),

@@ -88,6 +88,10 @@ pub(crate) struct Pass {
     pub(crate) headroom: Option<Headroom>,
     /// `learn_org_from_response` of the route.
     pub(crate) learn: Option<String>,
+    /// Step 7a: hold the body and check it against the operation's schema.
+    pub(crate) hold: Option<crate::openapi::HeldBody>,
+    /// Step 7a under `validate = "report"`: the head's failures, to log and count.
+    pub(crate) reported: Option<Box<crate::openapi::Rejection>>,
 }
 
 /// A refused request, as the proxy keeps it.
@@ -171,6 +175,11 @@ impl Gateway {
         })?;
         metrics.set_learned_orgs(learned.len());
         metrics.set_partners(policy.directory.partner_count());
+        for spec in settings.fixed.routes.specs() {
+            for op in spec.spec().operations() {
+                metrics.declare_validation(op.id());
+            }
+        }
         let overrides = limits.build_overrides(&policy.directory, None);
         let tls = match policy.tls {
             Some(material) => {
@@ -244,6 +253,8 @@ impl Gateway {
                 client_ip: a.client_ip,
                 headroom: a.headroom,
                 learn: a.route.learn_org_pointer.clone(),
+                hold: a.checks.hold,
+                reported: a.checks.reported,
             }),
             Err(r) => Err(Block {
                 route: r.route.map(|r| r.index),
@@ -311,6 +322,14 @@ impl Gateway {
             if let Denial::RateLimited { limit, .. } = d {
                 self.metrics.rate_limited(limit, identity.partner_label());
             }
+        }
+    }
+
+    /// Counts a request's step-7a failures, once per failing location (`report` mode counts
+    /// what it let through; `enforce` what it refused).
+    pub(crate) fn record_validation(&self, route: Option<usize>, failed: crate::openapi::Locations) {
+        for location in failed.iter() {
+            self.metrics.validation_failure(route, location);
         }
     }
 

@@ -29,6 +29,7 @@ pub mod mint;
 pub mod openapi;
 #[cfg(feature = "gateway")]
 pub mod ops;
+pub(crate) mod path_text;
 pub mod policy;
 #[cfg(feature = "gateway")]
 pub(crate) mod proxy;

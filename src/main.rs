@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Print the compiled route table: [[routes]], then every [[openapi]] operation, with what is validated.
+    Routes {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
     /// Run the gateway and the demo upstream on the shipped config/ files.
     Demo {
         /// Config to use (default: config/authgate.toml).
@@ -133,6 +138,27 @@ enum OrgsAction {
     },
 }
 
+/// `authgate routes`: the compiled table, or the config's problems (exit 1).
+fn routes(config: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read config file: {e}", config.display());
+            return ExitCode::from(1);
+        }
+    };
+    match authgate::config::load::settings_from_text(config, &text) {
+        (Some(s), problems) if problems.is_empty() => {
+            print!("{}", authgate::config::routes_report::render(&s));
+            ExitCode::SUCCESS
+        }
+        (_, problems) => {
+            eprintln!("{problems}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `authgate revoke` / `unrevoke` with a parsed `--wait`.
 fn revoke(a: &RevokeArgs, revoked: bool) -> ExitCode {
     match authgate::config::validate::parse_duration(&a.wait) {
@@ -148,6 +174,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Routes { config }), _) => routes(&config),
         (Some(Command::Demo { config }), _) => authgate::demo::run(config),
         (
             Some(Command::Token {

@@ -246,6 +246,19 @@ impl RedisMetrics {
     }
 }
 
+/// `authgate_validation_failures_total`, registered with every gateway (0 series are only
+/// declared for spec routes).
+fn validation_metric(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
+    let v = IntCounterVec::new(
+        Opts::new(
+            "authgate_validation_failures_total",
+            "Requests that broke their OpenAPI operation's contract (step 7a), by route and failing location; counted under validate = enforce and report.",
+        ),
+        &["route", "location"],
+    )?;
+    register(registry, v)
+}
+
 /// The metrics of the TLS listener (`[server.tls]`), registered only when it is configured:
 /// an expiry gauge of 0 would look like a certificate that expired in 1970.
 #[derive(Clone)]
@@ -268,6 +281,8 @@ pub(crate) struct Metrics {
     rate_limited: IntCounterVec,
     backend_healthy: IntGaugeVec,
     state: StateMetrics,
+    /// `authgate_validation_failures_total{route, location}` (step 7a).
+    validation: IntCounterVec,
     redis: Option<RedisMetrics>,
     routes: Vec<RouteMetrics>,
 }
@@ -371,6 +386,7 @@ impl Metrics {
             backend_healthy: register(&registry, backend_healthy)?,
             routes: RouteMetrics::register(&registry, routes)?,
             state: StateMetrics::register(&registry)?,
+            validation: validation_metric(&registry)?,
             redis: redis.then(|| RedisMetrics::register(&registry)).transpose()?,
             registry,
         })
@@ -479,6 +495,20 @@ impl Metrics {
     /// Sets the learned-org gauge.
     pub(crate) fn set_learned_orgs(&self, n: usize) {
         self.state.learned_orgs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Declares the validation series of a spec route (one per location, at 0), so a
+    /// dashboard sees them before the first failure.
+    pub(crate) fn declare_validation(&self, route: &str) {
+        for location in crate::openapi::Location::ALL {
+            self.validation.with_label_values(&[route, location.label()]);
+        }
+    }
+
+    /// Counts a request that failed step 7a at `location` (once per request and location).
+    pub(crate) fn validation_failure(&self, route: Option<usize>, location: crate::openapi::Location) {
+        let r = self.route(route);
+        self.validation.with_label_values(&[&r.name, location.label()]).inc();
     }
 
     /// Handles on the Redis metrics, when `[redis]` is configured.

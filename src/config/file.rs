@@ -25,7 +25,65 @@ pub(crate) struct GatewayFile {
     pub(crate) limits: Vec<LimitFile>,
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RouteFile>>,
+    /// `[[openapi]]`: routes compiled from the upstream's spec (docs/reference.md#openapi).
+    #[serde(default)]
+    pub(crate) openapi: Vec<Spanned<OpenApiFile>>,
     pub(crate) redis: Option<Spanned<RedisFile>>,
+}
+
+/// `[[openapi]]`: one upstream spec whose operations become routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OpenApiFile {
+    /// The spec file (OpenAPI 3.1, YAML or JSON), relative to the config file.
+    pub(crate) spec: Spanned<String>,
+    /// Prepended to every path of the spec (default none).
+    pub(crate) prefix: Option<Spanned<String>>,
+    /// The cluster of its operations (default `"default"`); a route key may override it.
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// `"enforce"` (default), `"report"` or `"off"`.
+    pub(crate) validate: Option<Spanned<String>>,
+    /// Route keys for every operation (an operation's `x-authgate` and the overlay win).
+    pub(crate) defaults: Option<Spanned<RouteKeysFile>>,
+    /// `[[openapi.operations]]`: route keys by `operationId`, over the spec's.
+    #[serde(default)]
+    pub(crate) operations: Vec<Spanned<OperationFile>>,
+}
+
+/// The route keys a spec operation takes from `defaults`, its `x-authgate` object or an
+/// overlay (the keys of a `[[routes]]` entry that are not about matching).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteKeysFile {
+    pub(crate) auth: Option<String>,
+    pub(crate) limits: Option<Vec<String>>,
+    pub(crate) org_param: Option<String>,
+    pub(crate) learn_org_from_response: Option<String>,
+    pub(crate) read_timeout: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) websocket: Option<bool>,
+    pub(crate) error_format: Option<String>,
+    pub(crate) api_key_header: Option<String>,
+    pub(crate) api_key_prefix: Option<String>,
+}
+
+/// `[[openapi.operations]]`: the overlay of one operation, by `operationId`, so the spec
+/// stays the upstream team's file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OperationFile {
+    /// The `operationId` it applies to (it must exist in the spec).
+    pub(crate) id: Spanned<String>,
+    pub(crate) auth: Option<String>,
+    pub(crate) limits: Option<Vec<String>>,
+    pub(crate) org_param: Option<String>,
+    pub(crate) learn_org_from_response: Option<String>,
+    pub(crate) read_timeout: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) websocket: Option<bool>,
+    pub(crate) error_format: Option<String>,
+    pub(crate) api_key_header: Option<String>,
+    pub(crate) api_key_prefix: Option<String>,
 }
 
 /// `[redis]` (docs/reference.md#redis).

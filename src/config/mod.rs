@@ -8,6 +8,7 @@ pub(crate) mod jwks;
 pub mod load;
 pub(crate) mod policy_file;
 pub(crate) mod problem;
+pub mod routes_report;
 pub(crate) mod settings;
 #[cfg(feature = "gateway")]
 pub(crate) mod tls_files;

@@ -99,6 +99,11 @@ impl<'a> Reporter<'a> {
         });
     }
 
+    /// Records a problem in another file this one names (a spec: `spec.yaml:12: ...`).
+    pub(crate) fn elsewhere(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
     /// Records a TOML/serde parse error, with its line when toml knows it.
     pub(crate) fn parse_error(&mut self, err: &toml::de::Error) {
         let mut message = err.message().trim().to_string();

@@ -217,7 +217,6 @@ fn print_walkthrough(config: &Path, s: &Settings, instances: &[Instance]) {
         "org-key-1",
         "dev-hs",
     );
-    let own_org = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
     println!(
         r#"
 authgate demo — gateway on {base} (admin {admin}), demo upstream instances {upstream}
@@ -230,8 +229,22 @@ export ACME_ED={acme_ed}
 export LEAKED={leaked}
 export GLOBEX={globex}
 export INITECH={initech}
-export ORGKEY={org}
+export ORGKEY={org}"#,
+        upstream = instances
+            .iter()
+            .map(|i| format!("{}@{}", i.name, i.addr))
+            .collect::<Vec<_>>()
+            .join(" "),
+        config = config.display(),
+    );
+    print_curls(&base, &admin);
+}
 
+/// The walkthrough's curl lines, one per layer, for the tokens printed before them.
+fn print_curls(base: &str, admin: &str) {
+    let own_org = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
+    println!(
+        r#"
 # 201: create an org (the gateway learns it belongs to acme); 200: list acme's orgs
 curl -s -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' -d '{{"name":"Acme Tours","external_id":"customer-12345"}}'
 curl -s {base}/partner/v1/orgs -H "Authorization: Bearer $ACME_ED"
@@ -262,18 +275,19 @@ curl -si {base}/v1/org/info -H 'X-API-Key: org_not_a_real_key_000000'
 for i in 1 2 3 4; do curl -s -o /dev/null -D - {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" | grep -i '^x-demo-instance'; done
 curl -s {admin}/metrics | grep '^authgate_upstream_backend_healthy'
 
+# 400 from the edge, never sent upstream: the spec's create-org body needs a name, and limit is 1-100;
+# 415: a body that is not JSON; 405: a path the spec documents, with a method it does not
+curl -si -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' -d '{{"external_id":"no-name"}}'
+curl -si '{base}/partner/v1/orgs?limit=5000' -H "Authorization: Bearer $ACME"
+curl -si -X POST {base}/partner/v1/orgs -H "Authorization: Bearer $ACME" -H 'Content-Type: text/plain' -d 'Acme Tours'
+curl -si -X DELETE {base}/partner/v1/orgs -H "Authorization: Bearer $ACME"
+
 # 400: path hygiene; metrics
 curl -si --path-as-is '{base}/partner/v1/orgs/{own_org}/../x' -H "Authorization: Bearer $ACME"
 curl -s {admin}/metrics | grep '^authgate_'
 
 Ctrl-C stops the demo.
 "#,
-        upstream = instances
-            .iter()
-            .map(|i| format!("{}@{}", i.name, i.addr))
-            .collect::<Vec<_>>()
-            .join(" "),
-        config = config.display(),
         key = DEMO_API_KEY,
     );
 }

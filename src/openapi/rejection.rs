@@ -77,6 +77,11 @@ impl Locations {
     fn insert(&mut self, location: Location) {
         self.0 |= location.bit();
     }
+
+    /// Adds every location of `other`.
+    pub fn merge(&mut self, other: Locations) {
+        self.0 |= other.0;
+    }
 }
 
 /// One failing value: an `errors[]` entry.

@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use crate::policy::path::decode_segment;
+use crate::path_text::decode_segment;
 
 /// One segment of a spec path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::params::{header_values, query_values, ParamCheck};
 use super::rejection::{Collector, Rejection};
 use super::schema::SchemaCompiler;
 use super::spec::{At, ParamIn, RawOperation};
-use crate::policy::path::decode_segment;
+use crate::path_text::decode_segment;
 
 /// The parts of a request head the checks read.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ use super::method::MethodProblem;
 use super::path::PathProblem;
 use super::routes::{AuthKind, ErrorFormat};
 use crate::json_text::push_quoted;
+use crate::openapi::{Reason as CheckReason, Rejection};
 
 /// A refused request. Variants map 1:1 onto the reason names of docs/reference.md#pipeline (`reason()`),
 /// except that the api-key variants share `missing_token` / `invalid_token`.
@@ -20,6 +21,14 @@ pub enum Denial {
         limit: u64,
     },
     NoRoute,
+    /// A path an `[[openapi]]` spec documents, with a method it does not (step 1): the
+    /// `Allow` header's value.
+    MethodNotAllowed {
+        allow: Box<str>,
+    },
+    /// Step 7a: the request breaks its spec operation's contract (400, or 415 for the media
+    /// type), with the failures partners can act on.
+    InvalidRequest(Box<Rejection>),
     /// No `Authorization` header, or a scheme other than Bearer.
     MissingToken,
     InvalidToken(TokenError),
@@ -59,6 +68,9 @@ pub(crate) enum Reason {
     BadMethod,
     BodyTooLarge,
     NoRoute,
+    MethodNotAllowed,
+    InvalidRequest,
+    UnsupportedMediaType,
     MissingToken,
     InvalidToken,
     KeyDisabled,
@@ -77,11 +89,14 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 18] = [
+    pub(crate) const ALL: [Reason; 21] = [
         Reason::BadPath,
         Reason::BadMethod,
         Reason::BodyTooLarge,
         Reason::NoRoute,
+        Reason::MethodNotAllowed,
+        Reason::InvalidRequest,
+        Reason::UnsupportedMediaType,
         Reason::MissingToken,
         Reason::InvalidToken,
         Reason::KeyDisabled,
@@ -105,6 +120,9 @@ impl Reason {
             Reason::BadMethod => "bad_method",
             Reason::BodyTooLarge => "body_too_large",
             Reason::NoRoute => "no_route",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MissingToken => "missing_token",
             Reason::InvalidToken => "invalid_token",
             Reason::KeyDisabled => "key_disabled",
@@ -136,6 +154,11 @@ impl Denial {
             Denial::BadMethod(_) => Reason::BadMethod,
             Denial::BodyTooLarge { .. } => Reason::BodyTooLarge,
             Denial::NoRoute => Reason::NoRoute,
+            Denial::MethodNotAllowed { .. } => Reason::MethodNotAllowed,
+            Denial::InvalidRequest(r) => match r.reason {
+                CheckReason::InvalidRequest => Reason::InvalidRequest,
+                CheckReason::UnsupportedMediaType => Reason::UnsupportedMediaType,
+            },
             Denial::MissingToken | Denial::MissingApiKey => Reason::MissingToken,
             Denial::InvalidToken(_) | Denial::BadApiKeyFormat | Denial::UnknownApiKey => Reason::InvalidToken,
             Denial::KeyDisabled => Reason::KeyDisabled,
@@ -159,6 +182,8 @@ impl Denial {
             Denial::BadPath(_) | Denial::BadMethod(_) | Denial::BadRequest => 400,
             Denial::BodyTooLarge { .. } => 413,
             Denial::NoRoute => 404,
+            Denial::MethodNotAllowed { .. } => 405,
+            Denial::InvalidRequest(r) => r.status,
             Denial::MissingToken
             | Denial::InvalidToken(_)
             | Denial::MissingApiKey
@@ -183,6 +208,8 @@ impl Denial {
             Denial::BadMethod(p) => format!("Bad request method: {}", p.describe()),
             Denial::BodyTooLarge { limit } => format!("Request body is larger than the {limit}-byte limit"),
             Denial::NoRoute => "No route matches this method and path".into(),
+            Denial::MethodNotAllowed { allow } => format!("Method not allowed on this path; allowed: {allow}"),
+            Denial::InvalidRequest(r) => r.message.clone(),
             Denial::MissingToken => "Missing API key: send Authorization: Bearer <API key>".into(),
             Denial::InvalidToken(e) => e.message().into(),
             Denial::MissingApiKey => format!("Missing {api_key_header} header"),
@@ -261,6 +288,9 @@ pub(crate) fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
     if matches!(denial, Denial::SharedStateUnavailable) {
         headers.push(("Retry-After", "1".to_string()));
     }
+    if let Denial::MethodNotAllowed { allow } = denial {
+        headers.push(("Allow", allow.to_string()));
+    }
     let body = match style.error_format {
         ErrorFormat::Simple => {
             let mut b = String::from("{\"error\":");
@@ -274,11 +304,32 @@ pub(crate) fn render(denial: &Denial, style: AnswerStyle<'_>) -> ErrorResponse {
             push_quoted(&mut b, &message);
             b.push_str(",\"error\":");
             push_quoted(&mut b, reason_phrase(status));
+            if let Denial::InvalidRequest(r) = denial {
+                push_errors(&mut b, r);
+            }
             b.push('}');
             b
         }
     };
     ErrorResponse { status, headers, body }
+}
+
+/// `,"errors":[{"in": ..., "pointer": ..., "message": ...}, ...]` of a step-7a refusal.
+fn push_errors(b: &mut String, r: &Rejection) {
+    b.push_str(",\"errors\":[");
+    for (i, e) in r.errors.iter().enumerate() {
+        if i > 0 {
+            b.push(',');
+        }
+        b.push_str("{\"in\":");
+        push_quoted(b, e.location.json_in());
+        b.push_str(",\"pointer\":");
+        push_quoted(b, &e.pointer);
+        b.push_str(",\"message\":");
+        push_quoted(b, &e.message);
+        b.push('}');
+    }
+    b.push(']');
 }
 
 /// The standard reason phrase (the ErrorDto `error` field).
@@ -288,7 +339,9 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -303,12 +356,31 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    fn rejection(reason: CheckReason) -> Rejection {
+        Rejection {
+            status: reason.status(),
+            reason,
+            message: "Invalid request body: /email is required".into(),
+            errors: vec![crate::openapi::FieldError {
+                location: crate::openapi::Location::Body,
+                pointer: "/email".into(),
+                message: "is required".into(),
+            }],
+            locations: Default::default(),
+        }
+    }
+
     fn all() -> Vec<Denial> {
         vec![
             Denial::BadPath(PathProblem::DotSegment),
             Denial::BadMethod(MethodProblem::Lowercase),
             Denial::BodyTooLarge { limit: 10 },
             Denial::NoRoute,
+            Denial::MethodNotAllowed {
+                allow: "GET, HEAD".into(),
+            },
+            Denial::InvalidRequest(Box::new(rejection(CheckReason::InvalidRequest))),
+            Denial::InvalidRequest(Box::new(rejection(CheckReason::UnsupportedMediaType))),
             Denial::MissingToken,
             Denial::InvalidToken(TokenError::Expired),
             Denial::MissingApiKey,
@@ -359,6 +431,9 @@ mod tests {
             (400, "bad_method"),
             (413, "body_too_large"),
             (404, "no_route"),
+            (405, "method_not_allowed"),
+            (400, "invalid_request"),
+            (415, "unsupported_media_type"),
             (401, "missing_token"),
             (401, "invalid_token"),
             (401, "missing_token"),
@@ -380,6 +455,35 @@ mod tests {
         for (d, (status, reason)) in all().iter().zip(expected) {
             assert_eq!((d.status(), d.reason().as_str()), (status, reason), "{d:?}");
         }
+    }
+
+    #[test]
+    fn step_7a_refusals_list_their_errors_and_405_says_allow() {
+        let d = Denial::InvalidRequest(Box::new(rejection(CheckReason::InvalidRequest)));
+        let r = render(&d, AnswerStyle::default());
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["statusCode"], 400);
+        assert_eq!(v["message"], "Invalid request body: /email is required");
+        assert_eq!(
+            v["errors"],
+            serde_json::json!([{"in": "body", "pointer": "/email", "message": "is required"}])
+        );
+        let simple = AnswerStyle {
+            error_format: ErrorFormat::Simple,
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&d, simple).body,
+            r#"{"error":"Invalid request body: /email is required"}"#
+        );
+        let r = render(
+            &Denial::MethodNotAllowed {
+                allow: "GET, HEAD".into(),
+            },
+            AnswerStyle::default(),
+        );
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("Allow", "GET, HEAD".to_string())));
     }
 
     #[test]

@@ -16,5 +16,6 @@ pub mod rate_limit;
 pub(crate) mod response_headers;
 pub mod revocations;
 pub mod routes;
+pub mod spec_routes;
 pub mod token_cache;
 pub(crate) mod upstream_headers;

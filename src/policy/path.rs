@@ -1,7 +1,8 @@
 //! Path hygiene (docs/reference.md#pipeline, step 0): reject paths that different servers could read
 //! differently, before anything else looks at them. The path is never rewritten.
 
-use std::borrow::Cow;
+pub use crate::path_text::decode_segment;
+use crate::path_text::hex;
 
 /// Why a path was rejected (for the log line; the client sees one generic message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,11 @@ impl PathProblem {
             PathProblem::Semicolon => "the path has a ';' (or %3B): path parameters are not accepted",
         }
     }
+}
+
+/// The query of a request target (after the first `?`), if it has one.
+pub fn query_of(target: &[u8]) -> Option<&[u8]> {
+    target.iter().position(|&b| b == b'?').map(|i| &target[i + 1..])
 }
 
 /// The path part of a request target (everything before the first `?`).
@@ -149,43 +155,10 @@ pub fn before_params(seg: &[u8]) -> &[u8] {
     }
 }
 
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes one segment (borrowing when there is nothing to decode). Call only on
-/// segments that passed [`check`], whose escapes are well formed.
-pub fn decode_segment(seg: &[u8]) -> Cow<'_, [u8]> {
-    if !seg.contains(&b'%') {
-        return Cow::Borrowed(seg);
-    }
-    let mut out = Vec::with_capacity(seg.len());
-    let mut i = 0;
-    while i < seg.len() {
-        if seg[i] == b'%' {
-            if let (Some(hi), Some(lo)) = (
-                seg.get(i + 1).and_then(|&c| hex(c)),
-                seg.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(seg[i]);
-        i += 1;
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     #[test]
     fn accepted_paths() {

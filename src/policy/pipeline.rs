@@ -23,8 +23,10 @@ use super::path;
 use super::principal::{Principal, PrincipalKind};
 use super::rate_limit::{Headroom, OverrideBuckets, RateLimits};
 use super::revocations::Revocations;
-use super::routes::{AuthKind, ErrorFormat, Route, RouteTable};
+use super::routes::{AuthKind, ErrorFormat, Route, RouteMatch, RouteTable, Routed};
+use super::spec_routes::{SpecMatch, ValidateMode};
 use super::token_cache::TokenCache;
+use crate::openapi::{BodyPlan, HeldBody, Rejection, RequestHead};
 
 /// Settings that change only with a restart.
 #[derive(Debug, Clone)]
@@ -113,6 +115,19 @@ pub struct Admitted<'r> {
     pub(crate) identity: Identity,
     pub(crate) client_ip: ClientIp,
     pub(crate) headroom: Option<Headroom>,
+    /// What step 7a left for the body (spec operations only).
+    pub(crate) checks: Checks,
+}
+
+/// Step 7a's outcome for an admitted request: whether its body must be held and checked
+/// before the upstream sees anything, and (under `validate = "report"`) the failures the
+/// head already had, to log and count.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// Hold the body (up to the limit), check it, then forward it byte for byte.
+    pub hold: Option<HeldBody>,
+    /// `report` mode: the head's failures (the request is forwarded anyway).
+    pub reported: Option<Box<Rejection>>,
 }
 
 /// A refused request, with what the answer and the metrics need.
@@ -219,16 +234,16 @@ where
     }
 
     // 1. route
-    let Some(m) = gate.fixed.routes.find(req.method, raw_path) else {
-        return Err(refuse(None, Denial::NoRoute, Identity::Anonymous));
-    };
+    let m = routed(gate.fixed, req.method, raw_path).map_err(|d| refuse(None, d, Identity::Anonymous))?;
     let route = m.route;
     if route.auth == AuthKind::None {
+        let checks = spec_checks(m.spec.as_ref(), req).map_err(|d| refuse(Some(route), d, Identity::Anonymous))?;
         return Ok(Admitted {
             route,
             identity: Identity::Anonymous,
             client_ip,
             headroom: None,
+            checks,
         });
     }
 
@@ -248,12 +263,59 @@ where
         owns(gate, shared, &identity, capture).await.map_err(on_route)?;
     }
 
+    // 7a. what the spec operation declares
+    let checks = spec_checks(m.spec.as_ref(), req).map_err(on_route)?;
     Ok(Admitted {
         route,
         identity,
         client_ip,
         headroom,
+        checks,
     })
+}
+
+/// Step 1: the route (`[[routes]]` first, then spec operations), or 404 / 405.
+fn routed<'r, 'p>(fixed: &'r StaticPolicy, method: &str, path: &'p [u8]) -> Result<RouteMatch<'r, 'p>, Denial> {
+    match fixed.routes.route(method, path, fixed.allow_path_semicolons) {
+        Routed::Matched(m) => Ok(m),
+        Routed::MethodNotAllowed(allow) => Err(Denial::MethodNotAllowed { allow: allow.into() }),
+        Routed::NoRoute => Err(Denial::NoRoute),
+    }
+}
+
+/// Step 7a: a spec operation's parameters, media type and body presence, checked on the
+/// head (`enforce`: a failure refuses; `report`: it is kept to log and count); whether the
+/// body is to be held for its schema.
+fn spec_checks(spec: Option<&SpecMatch<'_, '_>>, req: &RequestFacts<'_>) -> Result<Checks, Denial> {
+    let Some(m) = spec else {
+        return Ok(Checks::default());
+    };
+    let head = RequestHead {
+        captures: &m.captures,
+        query: path::query_of(req.target),
+        headers: req.headers,
+    };
+    let hold = |plan: BodyPlan| match plan {
+        BodyPlan::Hold(h) => Some(h),
+        BodyPlan::None | BodyPlan::Stream => None,
+    };
+    match m.validate {
+        ValidateMode::Off => Ok(Checks::default()),
+        ValidateMode::Enforce => match m.op.check_head(&head) {
+            Ok(plan) => Ok(Checks {
+                hold: hold(plan),
+                reported: None,
+            }),
+            Err(r) => Err(Denial::InvalidRequest(Box::new(r))),
+        },
+        ValidateMode::Report => {
+            let (plan, result) = m.op.check_head_report(&head);
+            Ok(Checks {
+                hold: hold(plan),
+                reported: result.err().map(Box::new),
+            })
+        }
+    }
 }
 
 /// Step 0 on the request line: a method with a lowercase letter, then path hygiene and the

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use super::path::{before_params, decode_segment};
+use super::spec_routes::{self, SpecMatch, SpecOutcome, SpecRoutes};
 
 /// Which credential a route asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub struct Pattern {
     segments: Vec<Segment>,
     rest: bool,
     params: Vec<String>,
+    /// The path as configured (for `authgate routes`).
+    source: Box<str>,
 }
 
 impl Pattern {
@@ -70,7 +73,12 @@ impl Pattern {
         let mut params: Vec<String> = Vec::new();
         let mut rest = false;
         if body.is_empty() {
-            return Ok(Pattern { segments, rest, params });
+            return Ok(Pattern {
+                segments,
+                rest,
+                params,
+                source: path.into(),
+            });
         }
         let parts: Vec<&str> = body.split('/').collect();
         for (i, part) in parts.iter().enumerate() {
@@ -101,7 +109,22 @@ impl Pattern {
                 segments.push(Segment::Literal(part.as_bytes().to_vec()));
             }
         }
-        Ok(Pattern { segments, rest, params })
+        Ok(Pattern {
+            segments,
+            rest,
+            params,
+            source: path.into(),
+        })
+    }
+
+    /// The path as configured.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The name of capture `i`.
+    pub fn param_name(&self, i: usize) -> Option<&str> {
+        self.params.get(i).map(String::as_str)
     }
 
     /// Index of a `{name}` capture, if the pattern has it.
@@ -166,11 +189,24 @@ pub struct Route {
     pub error_format: ErrorFormat,
 }
 
-/// The result of routing: the route and the raw `org_param` capture.
-#[derive(Debug, Clone, Copy)]
+/// The result of routing: the route, the raw `org_param` capture, and for a spec operation
+/// the operation and its captures.
+#[derive(Debug, Clone)]
 pub struct RouteMatch<'r, 'p> {
     pub route: &'r Route,
     pub org_capture: Option<&'p [u8]>,
+    /// Set when the route is an operation of an `[[openapi]]` spec.
+    pub spec: Option<SpecMatch<'r, 'p>>,
+}
+
+/// Where step 1 sends a request.
+#[derive(Debug)]
+pub enum Routed<'r, 'p> {
+    Matched(RouteMatch<'r, 'p>),
+    /// A path a spec documents, with a method it does not: 405 with this `Allow` value.
+    MethodNotAllowed(&'r str),
+    /// 404.
+    NoRoute,
 }
 
 /// Whether a request method meets a route's method: exactly, or `HEAD` on a `GET` route.
@@ -178,21 +214,71 @@ pub fn method_matches(route: &str, request: &str) -> bool {
     route == request || (route == "GET" && request == "HEAD")
 }
 
-/// All routes in config order.
+/// All routes: `[[routes]]` in config order, then the operations of each `[[openapi]]` spec.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    specs: Vec<SpecRoutes>,
 }
 
 impl RouteTable {
     /// Wraps routes already validated and numbered in order.
     pub fn new(routes: Vec<Route>) -> Self {
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            specs: Vec::new(),
+        }
     }
 
-    /// The first route whose method and path match.
+    /// `routes` (hand-written first, then every spec operation, numbered in order) and the
+    /// specs that route to their operations.
+    pub fn with_specs(routes: Vec<Route>, specs: Vec<SpecRoutes>) -> Self {
+        RouteTable { routes, specs }
+    }
+
+    /// Step 1: the first `[[routes]]` entry whose method and path match, else the spec
+    /// operation for the path and method (or 405 when a spec has the path but not the
+    /// method), else 404. `semicolons` is `[server] allow_path_semicolons`.
+    pub fn route<'r, 'p>(&'r self, method: &str, path: &'p [u8], semicolons: bool) -> Routed<'r, 'p> {
+        if let Some(m) = self.find(method, path) {
+            return Routed::Matched(m);
+        }
+        match spec_routes::route(&self.specs, method, path, semicolons) {
+            SpecOutcome::Matched(index, m) => match self.routes.get(index) {
+                Some(route) => Routed::Matched(RouteMatch {
+                    route,
+                    org_capture: route.org_param.and_then(|i| m.captures.get(i)).map(|c| c.1),
+                    spec: Some(m),
+                }),
+                None => Routed::NoRoute,
+            },
+            SpecOutcome::MethodNotAllowed(allow) => Routed::MethodNotAllowed(allow),
+            SpecOutcome::NoMatch => Routed::NoRoute,
+        }
+    }
+
+    /// The specs, in config order.
+    pub fn specs(&self) -> &[SpecRoutes] {
+        &self.specs
+    }
+
+    /// The spec operation that is route `index`, with its spec's `validate` mode.
+    pub fn operation(&self, index: usize) -> Option<(&crate::openapi::Operation, spec_routes::ValidateMode)> {
+        self.specs
+            .iter()
+            .find_map(|s| s.operation(index).map(|op| (op, s.validate())))
+    }
+
+    /// How many routes are `[[routes]]` entries (the spec operations come after them).
+    pub fn hand_written(&self) -> usize {
+        self.specs
+            .first()
+            .map_or(self.routes.len(), |s| s.first().min(self.routes.len()))
+    }
+
+    /// The first `[[routes]]` entry whose method and path match.
     pub fn find<'r, 'p>(&'r self, method: &str, path: &'p [u8]) -> Option<RouteMatch<'r, 'p>> {
-        self.routes.iter().find_map(|route| {
+        self.routes[..self.hand_written()].iter().find_map(|route| {
             if route.method.as_deref().is_some_and(|m| !method_matches(m, method)) {
                 return None;
             }
@@ -200,6 +286,7 @@ impl RouteTable {
             Some(RouteMatch {
                 route,
                 org_capture: captured,
+                spec: None,
             })
         })
     }

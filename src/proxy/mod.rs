@@ -3,6 +3,7 @@
 
 pub(crate) mod clusters;
 pub(crate) mod head_deadline;
+pub(crate) mod held_body;
 pub(crate) mod least_conn;
 pub(crate) mod request_id;
 
@@ -18,13 +19,14 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use self::clusters::{Attempt, Clusters};
-use crate::gateway::{Gateway, InFlight};
+use crate::gateway::{Gateway, InFlight, Pass};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::{render, Denial};
 use crate::policy::ownership::org_from_response;
 use crate::policy::pipeline::{style_of, Identity, RequestFacts};
 use crate::policy::rate_limit::Headroom;
 use crate::policy::response_headers;
+use crate::policy::spec_routes::ValidateMode;
 use crate::policy::upstream_headers::{self, UnderscoreHeaders};
 
 /// Largest create response buffered to learn an org from.
@@ -50,6 +52,8 @@ pub(crate) struct RequestCtx {
     attempt: Attempt,
     /// The connection's TLS client certificate is no longer trusted: close without an answer.
     tls_refused: bool,
+    /// Step 7a failures forwarded under `validate = "report"` (counted in `logging`).
+    validation_failed: crate::openapi::Locations,
     /// The upstream request carries `Upgrade` (a `websocket = true` route): only then may the
     /// upstream answer 101 (docs/reference.md#routes).
     upgrade_forwarded: bool,
@@ -93,6 +97,73 @@ impl AuthProxy {
             session.write_response_body(Some(Bytes::from(resp.body)), true).await?;
         }
         Ok(())
+    }
+}
+
+impl AuthProxy {
+    /// Records what the pipeline decided for an admitted request, then runs step 7a's body
+    /// check where the operation holds bodies; `Ok(true)` when that check refused it.
+    async fn admitted(&self, session: &mut Session, ctx: &mut RequestCtx, pass: Pass) -> pingora::Result<bool> {
+        ctx.route = Some(pass.route);
+        ctx.client_ip = pass.client_ip;
+        ctx.headroom = pass.headroom;
+        if let (Some(pointer), Identity::Partner { id, .. }) = (pass.learn, &pass.identity) {
+            if session.req_header().method == http::Method::POST {
+                ctx.learn = Some(LearnBuffer {
+                    pointer,
+                    partner: id.clone(),
+                    body: Vec::new(),
+                    active: false,
+                });
+            }
+        }
+        ctx.identity = pass.identity;
+        if let Some(r) = pass.reported {
+            self.report(ctx, &r);
+        }
+        let Some(held) = pass.hold else {
+            return Ok(false);
+        };
+        match self.check_held_body(session, ctx, held).await {
+            None => Ok(false),
+            Some(denial) => {
+                self.write_denial(session, ctx, denial).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Step 7a on a held body: read it whole (nothing has reached the upstream yet), check
+    /// it; the refusal under `validate = "enforce"`, else `None` (forwarded byte for byte).
+    async fn check_held_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        held: crate::openapi::HeldBody,
+    ) -> Option<Denial> {
+        let body = match held_body::read_whole(session, self.gw.settings().fixed.max_body_bytes).await {
+            Ok(b) => b,
+            Err(d) => {
+                session.set_keepalive(None);
+                return Some(d);
+            }
+        };
+        let (op, mode) = self.gw.settings().fixed.routes.operation(ctx.route?)?;
+        let rejection = op.check_body(held, &body).err()?;
+        match mode {
+            ValidateMode::Enforce => Some(Denial::InvalidRequest(Box::new(rejection))),
+            ValidateMode::Report | ValidateMode::Off => {
+                self.report(ctx, &rejection);
+                None
+            }
+        }
+    }
+
+    /// `validate = "report"`: a request its operation would refuse is logged and counted,
+    /// and forwarded.
+    fn report(&self, ctx: &mut RequestCtx, r: &crate::openapi::Rejection) {
+        ctx.validation_failed.merge(r.locations);
+        tracing::warn!(request_id = %ctx.request_id, status = r.status, "request would be refused (validate = \"report\"): {}", r.message);
     }
 }
 
@@ -164,6 +235,7 @@ impl ProxyHttp for AuthProxy {
             learn: None,
             attempt: Attempt::default(),
             tls_refused: false,
+            validation_failed: Default::default(),
             upgrade_forwarded: false,
             _in_flight: Some(self.gw.enter()),
         }
@@ -215,23 +287,7 @@ impl ProxyHttp for AuthProxy {
         };
         let verdict = self.gw.admit(&facts).await;
         match verdict {
-            Ok(pass) => {
-                ctx.route = Some(pass.route);
-                ctx.client_ip = pass.client_ip;
-                ctx.headroom = pass.headroom;
-                if let (Some(pointer), Identity::Partner { id, .. }) = (pass.learn, &pass.identity) {
-                    if session.req_header().method == http::Method::POST {
-                        ctx.learn = Some(LearnBuffer {
-                            pointer,
-                            partner: id.clone(),
-                            body: Vec::new(),
-                            active: false,
-                        });
-                    }
-                }
-                ctx.identity = pass.identity;
-                Ok(false)
-            }
+            Ok(pass) => self.admitted(session, ctx, pass).await,
             Err(block) => {
                 let denial = block.denial;
                 if denial == Denial::InvalidToken(crate::policy::jwt::TokenError::UnknownKey) {
@@ -495,6 +551,11 @@ impl ProxyHttp for AuthProxy {
         let gw = &self.gw;
         let seconds = elapsed.as_secs_f64();
         gw.record_request(ctx.route, method, status, seconds, ctx.denial.as_ref(), &ctx.identity);
+        let mut failed = ctx.validation_failed;
+        if let Some(Denial::InvalidRequest(r)) = &ctx.denial {
+            failed.merge(r.locations);
+        }
+        gw.record_validation(ctx.route, failed);
         if gw.settings().access_log {
             let route = ctx
                 .route

@@ -19,6 +19,7 @@ mod fuzz_regressions;
 mod hardening;
 mod jwks;
 mod layout;
+mod openapi;
 mod orgapi;
 mod ratelimit;
 mod reload;

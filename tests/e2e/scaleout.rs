@@ -16,9 +16,13 @@ fn config(redis: &RedisServer, on_error: &str, timeout: &str) -> String {
 }
 
 /// `n` replicas on `redis`, each started and connected to it (`authgate_redis_up` 1).
+/// The per-command timeout is generous: these tests kill and restart Redis (refused
+/// connections, no waiting), and on a loaded 2-core CI machine running the whole suite a
+/// 50 ms bound was sometimes missed by a healthy Redis, which `on_error = "local"` then
+/// answers from this replica's knowledge (a 403 for an org another replica learned).
 fn replicas(n: usize, up: &Upstream, redis: &RedisServer, on_error: &str) -> Vec<Gateway> {
     let gws: Vec<Gateway> = (0..n)
-        .map(|_| Gateway::start(&up.address(), &config(redis, on_error, "50ms"), &base_policy(), &[]))
+        .map(|_| Gateway::start(&up.address(), &config(redis, on_error, "2s"), &base_policy(), &[]))
         .collect();
     for gw in &gws {
         wait_redis_up(gw, 1.0);

@@ -156,6 +156,10 @@ fn demo_walkthrough() {
         "partners.toml",
         &std::fs::read(format!("{ROOT}/config/partners.toml")).unwrap(),
     );
+    for spec in ["partner-api.yaml", "org-api.yaml"] {
+        let bytes = std::fs::read(format!("{ROOT}/config/openapi/{spec}")).unwrap();
+        dir.write(&format!("openapi/{spec}"), &bytes);
+    }
     let mut child = Command::new(BIN)
         .args(["demo", "--config"])
         .arg(dir.path.join("authgate.toml"))
@@ -218,7 +222,7 @@ fn demo_walkthrough() {
         "ACME",
         "POST",
         &format!("/partner/v1/orgs/{org}/api-keys"),
-        &[],
+        &json,
         Some(b"{}"),
     );
     assert_eq!(own.status, 201, "{}", own.text());
@@ -255,10 +259,23 @@ fn demo_walkthrough() {
         "ACME",
         "POST",
         "/partner/v1/orgs/00000000-0000-0000-0000-000000000000/api-keys",
-        &[],
+        &json,
         Some(b"{}"),
     );
     assert_eq!(foreign.status, 403);
+    // the demo's edge-400 line: the shipped spec says a create-org body needs a name
+    let edge = as_token(
+        "ACME",
+        "POST",
+        "/partner/v1/orgs",
+        &json,
+        Some(br#"{"external_id":"no-name"}"#),
+    );
+    assert_eq!(edge.status, 400, "{}", edge.text());
+    assert_eq!(edge.json()["message"], "Invalid request body: /name is required");
+    assert!(edge.header("x-demo-instance").is_none(), "answered by the edge");
+    let not_allowed = request(addr, "DELETE", b"/partner/v1/orgs", &[], None);
+    assert_eq!(not_allowed.status, 405);
     let path = "/partner/v1/orgs/a1b2c3d4-e5f6-7890-abcd-ef1234567890/login-links";
     let statuses: Vec<u16> = (0..31)
         .map(|_| as_token("ACME", "POST", path, &json, Some(br#"{"email":"owner@acmetours.com"}"#)).status)

@@ -11,6 +11,7 @@
 
 mod client_ip;
 mod jwt;
+mod openapi;
 mod policies;
 mod redis;
 pub(crate) mod routes;
@@ -197,7 +198,18 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
     let instance = server::instance_id(&mut c, file.server.instance_id.as_ref());
     let redis = file.redis.as_ref().and_then(|r| redis::redis(&mut c, r, instance));
     let limits = policies::limits(&mut c, &file.limits);
-    let (routes, route_upstreams) = routes::routes(&mut c, &file.routes, &limits, &upstreams);
+    if file.routes.is_empty() && file.openapi.is_empty() {
+        c.r.whole("at least one [[routes]] or [[openapi]] entry is required");
+    }
+    let (mut routes, mut route_upstreams) = routes::routes(&mut c, &file.routes, &limits, &upstreams);
+    let specs = openapi::tables(
+        &mut c,
+        &file.openapi,
+        &limits,
+        &upstreams,
+        &mut routes,
+        &mut route_upstreams,
+    );
     let authenticates = routes
         .iter()
         .any(|r: &Route| matches!(r.auth, AuthKind::Partner | AuthKind::Org));
@@ -220,7 +232,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         upstreams,
         route_upstreams,
         fixed: StaticPolicy {
-            routes: RouteTable::new(routes),
+            routes: RouteTable::with_specs(routes, specs),
             client_ip,
             jwt,
             max_body_bytes: server.max_body_bytes,

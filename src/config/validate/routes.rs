@@ -17,7 +17,7 @@ use crate::config::settings::{ClusterSettings, RouteUpstream};
 use crate::policy::rate_limit::LimitDef;
 use crate::policy::routes::{ApiKeySettings, AuthKind, ErrorFormat, Pattern, Route};
 
-/// `[[routes]]`: at least one; each entry through [`route_upstream`] and [`route`]. Returns
+/// `[[routes]]` (the caller requires it or `[[openapi]]`): each entry through [`route_upstream`] and [`route`]. Returns
 /// the usable routes and, beside each, where it forwards.
 pub(super) fn routes(
     c: &mut Ctx<'_, '_>,
@@ -26,9 +26,6 @@ pub(super) fn routes(
     clusters: &[ClusterSettings],
 ) -> (Vec<Route>, Vec<RouteUpstream>) {
     let mut routes = Vec::new();
-    if list.is_empty() {
-        c.r.whole("at least one [[routes]] entry is required");
-    }
     let mut route_upstreams = Vec::new();
     for (index, rt) in list.iter().enumerate() {
         let target = route_upstream(c, rt.get_ref(), clusters);

@@ -1,0 +1,37 @@
+//! Step 7a's held bodies (docs/reference.md#openapi): on an operation with a JSON request
+//! body schema the whole body is read before anything reaches the upstream (pingora would
+//! send the request head upstream before reading a body), checked, and then forwarded byte
+//! for byte.
+//!
+//! The bytes reach the upstream through pingora's retry buffer: pingora keeps what a filter
+//! read of the body and sends it before reading more, but keeps at most 64 KiB. So a held
+//! body is at most `min(max_body_bytes, 64 KiB)`; a larger one on such an operation is a 413.
+//! Every other body streams as before.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+
+use crate::policy::denial::Denial;
+
+/// The largest body pingora 0.9 forwards after a filter read it (its retry buffer).
+pub(crate) const HOLD_LIMIT: u64 = 64 * 1024;
+
+/// Reads the whole request body, at most `limit` bytes (else 413), keeping it in pingora's
+/// retry buffer for the upstream.
+pub(crate) async fn read_whole(session: &mut Session, limit: u64) -> Result<Bytes, Denial> {
+    let limit = limit.min(HOLD_LIMIT);
+    session.enable_retry_buffering();
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(Denial::BodyTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(Denial::BadRequest),
+        }
+    }
+}
