@@ -157,6 +157,8 @@ struct State {
     /// Keyed by "METHOD /path" or "/path".
     overrides: Mutex<HashMap<String, Reply>>,
     conn_errors: AtomicUsize,
+    /// Connections accepted (a request the gateway refused must not open one).
+    connections: AtomicUsize,
     health_checks: AtomicUsize,
     ids: AtomicU64,
     /// Holds `.../held` answers.
@@ -212,6 +214,7 @@ impl Upstream {
             records: Mutex::new(Vec::new()),
             overrides: Mutex::new(HashMap::new()),
             conn_errors: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
             held: Gate::new(),
@@ -312,6 +315,11 @@ impl Upstream {
         self.state.conn_errors.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     pub fn health_checks(&self) -> usize {
         self.state.health_checks.load(Ordering::SeqCst)
     }
@@ -353,6 +361,7 @@ async fn accept_loop(listener: TcpListener, st: Arc<State>, mut stop: tokio::syn
             _ = &mut stop => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let st2 = st.clone();
