@@ -86,16 +86,21 @@ impl HeadReceived {
 impl HeadDeadline {
     /// One request of an HTTP/1 connection: pingora's `process_new_http`, dropped (closing
     /// the connection) when the deadline passes before the head is complete.
+    ///
+    /// The deadline is pingora's fast timer (10 ms ticks, one shared timer per tick, armed
+    /// only if the head is not in by the first poll), as pingora's own per-read timeouts
+    /// are: a tokio timer per request re-arms the worker's timer wheel and, whenever it is
+    /// the earliest deadline, wakes the event loop through its eventfd.
     async fn serve_one(
         self: &Arc<Self>,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        head: &Arc<AtomicBool>,
     ) -> Option<ReusedHttpStream> {
-        let head = Arc::new(AtomicBool::new(false));
+        head.store(false, Ordering::Release);
         session.set_connection_user_context(Some(Box::new(HeadReceived(head.clone()))));
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut work = pin!(self.inner.process_new_http(session, shutdown));
-        let mut timer = pin!(tokio::time::sleep_until(deadline));
+        let mut timer = pin!(pingora::time::fast_timeout::fast_sleep(self.timeout));
         poll_fn(|cx| {
             if let Poll::Ready(reused) = work.as_mut().poll(cx) {
                 return Poll::Ready(reused);
@@ -121,13 +126,15 @@ impl ServerApp for HeadDeadline {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
         session.set_keepalive_reuses_remaining(self.inner.server_options().and_then(|o| o.keepalive_request_limit));
-        let mut reused = self.serve_one(session, shutdown).await;
+        // one flag per connection, reset for each request head
+        let head = Arc::new(AtomicBool::new(false));
+        let mut reused = self.serve_one(session, shutdown, &head).await;
         while let Some((stream, persistent)) = reused.map(ReusedHttpStream::consume) {
             let mut session = ServerSession::new_http1(stream);
             if let Some(persistent) = persistent {
                 persistent.apply_to_session(&mut session);
             }
-            reused = self.serve_one(session, shutdown).await;
+            reused = self.serve_one(session, shutdown, &head).await;
         }
         None
     }

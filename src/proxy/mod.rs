@@ -85,7 +85,7 @@ impl AuthProxy {
         ctx.denial = Some(denial);
         let mut h = ResponseHeader::build(resp.status, Some(4 + resp.headers.len()))?;
         h.insert_header("Content-Type", "application/json")?;
-        h.insert_header("Content-Length", resp.body.len().to_string())?;
+        h.insert_header("Content-Length", resp.body.len())?;
         h.insert_header("Cache-Control", "no-store")?;
         h.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         for (k, v) in resp.headers {
