@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::json_text::escape_into;
@@ -60,17 +59,19 @@ impl AccessRecord<'_> {
         str_field(&mut out, b"method", Some(self.method));
         str_field(&mut out, b"path", Some(&String::from_utf8_lossy(self.path)));
         str_field(&mut out, b"route", Some(self.route));
-        let _ = write!(out, ",\"status\":{}", self.status);
+        push_number(&mut out, b",\"status\":", u64::from(self.status));
         str_field(&mut out, b"reason", self.reason);
         str_field(&mut out, b"partner", self.partner);
         str_field(&mut out, b"org", self.org);
         if let Some(ip) = self.client_ip {
-            let _ = write!(out, ",\"client_ip\":\"{}\"", crate::ip_text::ip_text(ip));
+            out.extend_from_slice(b",\"client_ip\":\"");
+            out.extend_from_slice(crate::ip_text::ip_text(ip).as_bytes());
+            out.push(b'"');
         }
         if let Some(s) = self.upstream_status {
-            let _ = write!(out, ",\"upstream_status\":{s}");
+            push_number(&mut out, b",\"upstream_status\":", u64::from(s));
         }
-        let _ = write!(out, ",\"duration_us\":{}", self.duration_us);
+        push_number(&mut out, b",\"duration_us\":", self.duration_us);
         str_field(&mut out, b"error", self.error);
         out.extend_from_slice(b"}\n");
         out
@@ -100,7 +101,19 @@ pub(crate) fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
         }
         out.extend_from_slice(cached.1.as_bytes());
     });
-    let _ = write!(out, ".{:06}Z", d.subsec_micros());
+    // `.{:06}Z` without core::fmt: the microseconds, zero-padded to six digits
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(d.subsec_micros()).as_bytes();
+    out.push(b'.');
+    out.extend(std::iter::repeat_n(b'0', 6usize.saturating_sub(micros.len())));
+    out.extend_from_slice(micros);
+    out.push(b'Z');
+}
+
+/// `name` (the `,"key":` text) and `n` in decimal, appended to `out`.
+fn push_number(out: &mut Vec<u8>, name: &[u8], n: u64) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]

@@ -37,9 +37,25 @@ pub(crate) fn escape(s: &str, mut put: impl FnMut(&str)) {
     put(&s[start..]);
 }
 
-/// A byte JSON cannot hold as it is inside a string: `"`, `\`, control characters, DEL.
+/// The bytes JSON cannot hold as they are inside a string: `"`, `\`, control characters,
+/// DEL. A table, as serde_json keeps one: one load a byte instead of four comparisons, on
+/// every field of every access-log line.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
+/// A byte JSON cannot hold as it is inside a string.
 fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+    NEEDS_ESCAPE[usize::from(b)]
 }
 
 /// [`escape`] appended to a byte buffer.
@@ -57,6 +73,14 @@ pub(crate) fn push_quoted(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_is_the_rule() {
+        for b in 0..=255u8 {
+            let rule = b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
+            assert_eq!(needs_escape(b), rule, "{b:#x}");
+        }
+    }
 
     #[test]
     fn escaping() {
