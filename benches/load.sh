@@ -77,22 +77,8 @@ build() {
   [[ -x $AUTHGATE && -x $PASSTHROUGH ]] || die "release binaries missing: $AUTHGATE $PASSTHROUGH"
 }
 
-free_ports() { # N -> N distinct free loopback ports
-  python3 -c 'import socket,sys
-ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
-}
-
-render() { # template output VAR...: @VAR@ -> $VAR
-  local tpl=$1 out=$2 v val args=(); shift 2
-  for v in "$@"; do
-    val=${!v}; val=${val//\\/\\\\}; val=${val//&/\\&}; val=${val//|/\\|}
-    args+=(-e "s|@$v@|$val|g")
-  done
-  sed "${args[@]}" "$TPL/$tpl" >"$out"
-  ! grep -n '@[A-Z_]*@' "$out" | grep -v '^[0-9]*:[[:space:]]*#' >&2 || die "unfilled placeholder in $out"
-}
+# free_ports, render, render_nginx_conf
+source "$ROOT/benches/lib.sh"
 
 start() { # name cmd...: background, stdout+stderr to $WORK/name.log
   local name=$1; shift
@@ -142,16 +128,11 @@ start_all() {
   ports=$(free_ports 12)
   read -r UPSTREAM_PORT PASS_PORT AG_PORT AG_ADMIN_PORT HA_JWT_PORT HA_PURE_PORT AG_TLS_PORT AG_TLS_ADMIN_PORT \
     REDIS_PORT AG_REDIS_PORT AG_REDIS_ADMIN_PORT DENY_PORT <<<"$ports"
-  local nofile extra="" m nginx_v
+  local nofile
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nofile=$(ulimit -n); [[ $nofile == unlimited ]] && nofile=65536
   HA_MAXCONN=$(( (nofile - 100) / 2 > 20000 ? 20000 : (nofile - 100) / 2 ))
-  nginx_v=$(nginx -V 2>&1) || true
-  for m in fastcgi uwsgi scgi; do
-    [[ $nginx_v == *"--without-http_${m}_module"* ]] || extra+="${m}_temp_path $WORK/nginx-tmp/$m; "
-  done
-  NGINX_EXTRA_TEMP=$extra; mkdir -p "$WORK/nginx-tmp"
-  render nginx.conf.in "$WORK/nginx.conf" WORK UPSTREAM_PORT NGINX_EXTRA_TEMP
+  render_nginx_conf
   render authgate.toml.in "$WORK/authgate.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT
   # the same config with [server.tls], on its own ports (same policy, keys and upstream)
   (AG_PORT=$AG_TLS_PORT AG_ADMIN_PORT=$AG_TLS_ADMIN_PORT

@@ -42,21 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_ports() {
-  python3 -c 'import socket,sys
-ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
-}
-
-render() { # template output VAR...: @VAR@ -> $VAR
-  local tpl=$1 out=$2 v val args=(); shift 2
-  for v in "$@"; do
-    val=${!v}; val=${val//\\/\\\\}; val=${val//&/\\&}; val=${val//|/\\|}
-    args+=(-e "s|@$v@|$val|g")
-  done
-  sed "${args[@]}" "$TPL/$tpl" >"$out"
-}
+# free_ports, render, render_nginx_conf
+source "$ROOT/benches/lib.sh"
 
 wait_status() { # url wanted-status
   local deadline=$((SECONDS + 120)) code
@@ -79,14 +66,7 @@ setup() {
    for k in rs es; do openssl pkey -in $k.key.pem -pubout -out $k.pub.pem; done)
   cp "$ROOT/config/openapi/partner-api.yaml" "$WORK/partner-api.yaml"
   sed 's/operationId: /operationId: off_/' "$ROOT/config/openapi/partner-api.yaml" >"$WORK/partner-api-off.yaml"
-  local nginx_v m
-  nginx_v=$(nginx -V 2>&1) || true
-  NGINX_EXTRA_TEMP=""
-  for m in fastcgi uwsgi scgi; do
-    [[ $nginx_v == *"--without-http_${m}_module"* ]] || NGINX_EXTRA_TEMP+="${m}_temp_path $WORK/nginx-tmp/$m; "
-  done
-  mkdir -p "$WORK/nginx-tmp"
-  render nginx.conf.in "$WORK/nginx.conf" WORK UPSTREAM_PORT NGINX_EXTRA_TEMP
+  render_nginx_conf
   render authgate.toml.in "$WORK/authgate.toml" AG_PORT AG_ADMIN_PORT PROXY_THREADS UPSTREAM_PORT
   render partners.toml.in "$WORK/partners.toml" CLIENT_IP ORG OTHER_ORG
   nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.log" 2>&1 &

@@ -332,23 +332,13 @@ fn push_errors(b: &mut String, r: &Rejection) {
     b.push(']');
 }
 
-/// The standard reason phrase (the ErrorDto `error` field).
+/// The standard reason phrase of `status` (the `error` field of the DTO body), as the
+/// `http` crate names it.
 pub(crate) fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
 }
 
 #[cfg(test)]
