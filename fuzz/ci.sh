@@ -5,29 +5,52 @@
 # `--sanitizer none` cargo-fuzz passes only stable -C flags (see fuzz/README.md).
 # Nothing is written into the repository except the build directory fuzz/target (ignored).
 #
-#   fuzz/ci.sh                       # from anywhere; FUZZ_SECONDS=300 fuzz/ci.sh for longer
+#   fuzz/ci.sh                       # build, then run; FUZZ_SECONDS=300 fuzz/ci.sh for longer
+#   fuzz/ci.sh build                 # only build (.ci/run builds while the tests run)
+#   fuzz/ci.sh run                   # only run what `build` built
+#
+# FUZZ_JOBS targets run at once (default: one per CPU; each libFuzzer process is one thread,
+# so two at once on two cores give each target the same CPU time as one after the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+phase=${1:-all}
+case $phase in
+build | run | all) ;;
+*)
+  echo "usage: fuzz/ci.sh [build|run|all]" >&2
+  exit 2
+  ;;
+esac
 seconds=${FUZZ_SECONDS:-30}
+jobs_max=${FUZZ_JOBS:-$(nproc)}
 targets=(jwt_verify xff path_route config_load journal openapi_validate)
 cargo_fuzz_version=0.13.2
 flags=(--sanitizer none)
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  step "installing cargo-fuzz $cargo_fuzz_version"
-  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
+build() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    step "installing cargo-fuzz $cargo_fuzz_version"
+    cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
+  fi
+
+  # cargo fuzz has no --locked: check that fuzz/Cargo.lock is current before building
+  cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
+
+  step "building the fuzz targets (cargo fuzz build ${flags[*]})"
+  start=$(date +%s)
+  cargo fuzz build "${flags[@]}"
+  echo "built in $(($(date +%s) - start)) s"
+}
+
+if [ "$phase" != run ]; then
+  build
 fi
-
-# cargo fuzz has no --locked: check that fuzz/Cargo.lock is current before building
-cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
-
-step "building the fuzz targets (cargo fuzz build ${flags[*]})"
-start=$(date +%s)
-cargo fuzz build "${flags[@]}"
-echo "built in $(($(date +%s) - start)) s"
+if [ "$phase" = build ]; then
+  exit 0
+fi
 
 work=$(mktemp -d)
 keep=0
@@ -43,19 +66,43 @@ show() { # an input, as hex and as an escaped string
   echo
 }
 
-failed=()
-for t in "${targets[@]}"; do
-  step "fuzzing $t for ${seconds}s"
-  corpus="$work/$t/corpus"
-  artifacts="$work/$t/artifacts"
-  mkdir -p "$corpus" "$artifacts"
-  cp fuzz/corpus/"$t"/* fuzz/regressions/"$t"/* "$corpus"/
+# what `cargo fuzz build` made (run directly: `cargo fuzz run` would take the build lock
+# and re-check the build once per target)
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bin_dir=fuzz/target/$triple/release
+
+fuzz_one() { # runs one target; its log and exit status go under $work/<target>
+  local t=$1
+  local corpus="$work/$t/corpus" artifacts="$work/$t/artifacts"
   set +e
-  cargo fuzz run "${flags[@]}" "$t" "$corpus" -- \
+  "$bin_dir/$t" "$corpus" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 >"$work/$t/log" 2>&1
-  rc=$?
-  set -e
+  echo $? >"$work/$t/rc"
+}
+
+step "fuzzing ${targets[*]} for ${seconds}s each, $jobs_max at a time"
+for t in "${targets[@]}"; do
+  if [ ! -x "$bin_dir/$t" ]; then
+    echo "no $bin_dir/$t: run fuzz/ci.sh build first" >&2
+    exit 1
+  fi
+  mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
+  cp fuzz/corpus/"$t"/* fuzz/regressions/"$t"/* "$work/$t/corpus"/
+done
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+    wait -n || true
+  done
+  fuzz_one "$t" &
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
+  artifacts="$work/$t/artifacts"
+  rc=$(cat "$work/$t/rc")
+  step "$t (exit $rc)"
   grep -E '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/$t/log" || true
   if [ "$rc" -ne 0 ] || [ -n "$(ls -A "$artifacts")" ]; then
     failed+=("$t")

@@ -115,9 +115,16 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// An address where nothing listens (for "upstream down").
+/// An address where nothing listens (for "upstream down"): a port bound without `listen`,
+/// so every connect is refused, and held until the test binary exits. A port merely freed
+/// could be handed to a listener of a test running beside this one (fault: the port is
+/// reused; what must hold: "down" stays down for the whole test).
 pub fn closed_addr() -> String {
-    format!("127.0.0.1:{}", free_ports(1)[0])
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind :0");
+    let addr = socket.local_addr().expect("local addr");
+    std::mem::forget(socket); // bound, never listening, for the rest of the run
+    addr.to_string()
 }
 
 /// Output of a finished CLI run.

@@ -262,14 +262,14 @@ fn literal_segments_match_case_insensitively_so_login_links_keep_their_limit() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 30, "{statuses:?}");
     assert_eq!(statuses[30], 429, "{statuses:?}");
     assert_eq!(up.last().target, format!("/partner/v1/orgs/{ORG_ACME}/Login-Links"));
-    let m = gw.metrics();
-    assert_eq!(
-        m.sum(
-            "authgate_requests_total",
-            &[("route", "login-links"), ("status", "429")]
-        ),
-        1.0
+    // counted in the request's logging phase, after the response is out: wait, then check
+    // it is exactly one (fault: a scrape that overtakes the count)
+    let limited = gw.wait_metric(
+        "authgate_requests_total",
+        &[("route", "login-links"), ("status", "429")],
+        1.0,
     );
+    assert_eq!(limited, 1.0);
     // captures keep their case: an org id is not case-folded into someone else's
     let r = gw.get_auth(format!("/partner/v1/orgs/{}/users", ORG_ACME.to_uppercase()), &tok, &[]);
     assert_error(&r, 403, "upper-cased org id");
