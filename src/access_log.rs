@@ -101,12 +101,12 @@ pub(crate) fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
         }
         out.extend_from_slice(cached.1.as_bytes());
     });
-    // `.{:06}Z` without core::fmt: the microseconds, zero-padded to six digits
+    // `.{:06}Z` without core::fmt: 1_000_000 + micros has seven digits, and the last six
+    // are the microseconds, zero-padded
     let mut digits = itoa::Buffer::new();
-    let micros = digits.format(d.subsec_micros()).as_bytes();
+    let seven = digits.format(1_000_000 + d.subsec_micros()).as_bytes();
     out.push(b'.');
-    out.extend(std::iter::repeat_n(b'0', 6usize.saturating_sub(micros.len())));
-    out.extend_from_slice(micros);
+    out.extend_from_slice(&seven[1..]);
     out.push(b'Z');
 }
 
@@ -177,5 +177,11 @@ mod tests {
             UNIX_EPOCH + std::time::Duration::from_micros(1_795_423_507_239_296),
         );
         assert_eq!(String::from_utf8(out).unwrap(), "2026-11-23T08:45:07.239296Z");
+        let mut out = Vec::new();
+        write_timestamp(
+            &mut out,
+            UNIX_EPOCH + std::time::Duration::from_micros(1_795_423_507_000_005),
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), "2026-11-23T08:45:07.000005Z");
     }
 }

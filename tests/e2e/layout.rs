@@ -1,6 +1,6 @@
 //! The shape of `tests/` itself: one test binary.
 
-use crate::common::repo_path;
+use crate::common::{repo_path, TempDir};
 
 /// Fault model: someone adds `tests/<name>.rs`; cargo would build it as a test binary of its
 /// own, linking the crate and pingora once more (minutes of CI). Must hold: nothing directly
@@ -26,7 +26,7 @@ fn one_test_binary() {
 /// wrapper, with the lint flags `.ci/run` gives it; the exit status and stderr.
 /// The third value: whether rustc's own artifact (`libprobe.rlib`) was written.
 fn build_through_lint_wrapper(label: &str, lib_rs: &str) -> (bool, String, bool) {
-    let dir = crate::common::TempDir::new(label);
+    let dir = TempDir::new(label);
     let root = dir.path.clone();
     std::fs::create_dir_all(root.join("src")).expect("src");
     std::fs::write(
