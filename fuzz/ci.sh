@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz smoke for CI: build every cargo-fuzz target once, run each for FUZZ_SECONDS
 # (default 30) from a temporary copy of the committed corpus and regressions, and fail on
-# any crash, timeout or out-of-memory, printing the input. Stable Rust is enough: with
-# `--sanitizer none` cargo-fuzz passes only stable -C flags (see fuzz/README.md).
-# Nothing is written into the repository except the build directory fuzz/target (ignored).
+# any crash, timeout or out-of-memory, printing the input. Stable Rust is enough: the build
+# passes only the stable -C flags of `cargo fuzz build --sanitizer none` (fuzz/README.md),
+# and needs no cargo-fuzz. Nothing is written into the repository except target/ (ignored).
 #
 #   fuzz/ci.sh                       # build, then run; FUZZ_SECONDS=300 fuzz/ci.sh for longer
 #   fuzz/ci.sh build                 # only build (.ci/run builds while the tests run)
@@ -25,24 +25,46 @@ esac
 seconds=${FUZZ_SECONDS:-30}
 jobs_max=${FUZZ_JOBS:-$(nproc)}
 targets=(jwt_verify xff path_route config_load journal openapi_validate)
-cargo_fuzz_version=0.13.2
 flags=(--sanitizer none)
 
 step() { printf '\n==> %s\n' "$*"; }
 
-build() {
-  if ! cargo fuzz --version >/dev/null 2>&1; then
-    step "installing cargo-fuzz $cargo_fuzz_version"
-    cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
-  fi
+# CI's build (not `cargo fuzz build`, which instruments every crate and builds them all
+# again in fuzz/target): the targets go into the main target/, where the main release build
+# already holds every dependency with the same features (the `main-build-deps` feature of
+# fuzz/Cargo.toml), so only authgate and the targets compile. fuzz/instrument gives those
+# two cargo-fuzz's coverage flags; the package overrides below give them opt-level 1
+# (half the compile of 3, as many executions per second here) and debug assertions and
+# overflow checks, as `cargo fuzz build` does. Dependencies are not instrumented:
+# libFuzzer steers by coverage of authgate's own code (longer campaigns: fuzz/README.md).
+profile=()
+for pkg in authgate authgate-fuzz; do
+  profile+=(--config "profile.release.package.$pkg.opt-level=1"
+    --config "profile.release.package.$pkg.debug-assertions=true"
+    --config "profile.release.package.$pkg.overflow-checks=true")
+done
 
-  # cargo fuzz has no --locked: check that fuzz/Cargo.lock is current before building
+build() {
+  # the lock files must agree on every shared crate, or nothing is reused
   cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 
-  step "building the fuzz targets (cargo fuzz build ${flags[*]})"
+  step "building the fuzz targets into target/ (authgate and the targets instrumented)"
   start=$(date +%s)
-  cargo fuzz build "${flags[@]}"
+  local log
+  log=$(mktemp)
+  RUSTC_WRAPPER="$PWD/fuzz/instrument" CARGO_TARGET_DIR="$PWD/target" \
+    cargo build --manifest-path fuzz/Cargo.toml --release --locked --bins \
+    --features main-build-deps "${profile[@]}" 2>&1 | tee "$log"
   echo "built in $(($(date +%s) - start)) s"
+  # anything compiled besides authgate, the targets and libFuzzer means the graphs drifted
+  # apart: say so (it costs CI minutes, not correctness)
+  local extra
+  extra=$(sed -n 's/^ *Compiling \([^ ]*\) .*/\1/p' "$log" |
+    grep -v -x -E 'authgate|authgate-fuzz|libfuzzer-sys|arbitrary' || true)
+  if [ -n "$extra" ]; then
+    echo "note: compiled again for the fuzz build (features differ from the main build's):" $extra
+  fi
+  rm -f "$log"
 }
 
 if [ "$phase" != run ]; then
@@ -66,10 +88,8 @@ show() { # an input, as hex and as an escaped string
   echo
 }
 
-# what `cargo fuzz build` made (run directly: `cargo fuzz run` would take the build lock
-# and re-check the build once per target)
-triple=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir=fuzz/target/$triple/release
+# what `build` made, run directly
+bin_dir=target/release
 
 fuzz_one() { # runs one target; its log and exit status go under $work/<target>
   local t=$1
@@ -114,7 +134,7 @@ for t in "${targets[@]}"; do
     for f in "$artifacts"/*; do
       [ -e "$f" ] || continue
       show "$f"
-      echo "reproduce: cargo fuzz run ${flags[*]} $t $f"
+      echo "reproduce: $bin_dir/$t $f   (or: cargo fuzz run ${flags[*]} $t $f)"
     done
   fi
 done

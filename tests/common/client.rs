@@ -7,6 +7,22 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+/// `Read::read`, retried while it fails with `Interrupted`.
+///
+/// Fault model: the test process is stopped and resumed (a frozen and thawed sandbox, a
+/// debugger) or a signal handler runs while a blocking socket read waits; the kernel never
+/// restarts a read that has a receive timeout (signal(7)), and std's `read` passes the
+/// EINTR on (only `read_exact` and `read_to_end` retry). Must hold: a test sees the bytes or
+/// the close the peer sent, never a spurious "Interrupted system call".
+pub fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A response as read off the wire.
 #[derive(Clone, Debug)]
 pub struct Response {
@@ -93,7 +109,7 @@ impl<R: Read> Reader<R> {
             self.pos = 0;
         }
         let mut tmp = [0u8; 16384];
-        let n = self.inner.read(&mut tmp)?;
+        let n = read_some(&mut self.inner, &mut tmp)?;
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }

@@ -14,7 +14,7 @@
 //!
 //! Threads and blocking sockets only; everything stops when the relay is dropped.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,7 +167,7 @@ fn start_link(
 fn pipe(mut from: TcpStream, mut to: TcpStream, silent: Arc<AtomicBool>, state: Arc<State>) {
     let mut buf = [0u8; 16 * 1024];
     while !state.stop.load(Ordering::SeqCst) {
-        match from.read(&mut buf) {
+        match crate::common::client::read_some(&mut from, &mut buf) {
             Ok(0) => {
                 if !silent.load(Ordering::SeqCst) {
                     let _ = to.shutdown(Shutdown::Write);

@@ -268,7 +268,7 @@ fn serve_raw(mut s: TcpStream, conn: usize, seen: &Mutex<Vec<Seen>>) {
     loop {
         if tunnel {
             let mut buf = [0u8; 4096];
-            match s.read(&mut buf) {
+            match read_some(&mut s, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     record(Seen::Tunnel {
@@ -301,7 +301,7 @@ fn read_head(s: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
+        match read_some(s, &mut b) {
             Ok(1) => head.push(b[0]),
             _ => return None,
         }
@@ -551,7 +551,7 @@ fn trickle_until_closed(mut s: TcpStream, start: &[u8], what: &str) {
     let deadline = Instant::now() + DEADLINE;
     let mut buf = [0u8; 1024];
     loop {
-        match s.read(&mut buf) {
+        match read_some(&mut s, &mut buf) {
             Ok(0) => return,
             Ok(_) => {} // a 408 may precede the close
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -627,7 +627,7 @@ fn the_admin_listener_holds_at_most_admin_max_connections() {
     let mut extra = raw_connect(gw.admin);
     let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
     let mut buf = [0u8; 64];
-    match extra.read(&mut buf) {
+    match read_some(&mut extra, &mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("a connection beyond admin_max_connections was served: {other:?}"),

@@ -1,6 +1,6 @@
 //! The shape of `tests/` itself: one test binary.
 
-use crate::common::{repo_path, TempDir};
+use crate::common::{read_repo, repo_path, TempDir};
 
 /// Fault model: someone adds `tests/<name>.rs`; cargo would build it as a test binary of its
 /// own, linking the crate and pingora once more (minutes of CI). Must hold: nothing directly
@@ -74,4 +74,93 @@ fn ci_lint_wrapper_fails_the_build_on_a_clippy_finding() {
     let (ok, stderr, rlib) = build_through_lint_wrapper("lint-clean", "pub fn two() -> i32 {\n    2\n}\n");
     assert!(ok, "a clean crate builds:\n{stderr}");
     assert!(rlib, "rustc's own artifact, libprobe.rlib, was written");
+}
+
+/// A dependency's spec without `optional`, as a comparable value.
+fn spec_without_optional(spec: &toml::Value) -> toml::Value {
+    match spec {
+        toml::Value::Table(t) => {
+            let mut t = t.clone();
+            t.remove("optional");
+            if t.len() == 1 && t.contains_key("version") {
+                return t["version"].clone();
+            }
+            toml::Value::Table(t)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Fault model: a dependency or dev-dependency is added to the main crate, or one's
+/// features change, and fuzz/Cargo.toml is not told. The fuzz workspace then resolves that
+/// crate, and every crate above it, with other features, and CI's fuzz build (fuzz/ci.sh,
+/// into the main target/) compiles them all again instead of reusing the main build's:
+/// minutes of CI, with nothing failing. Must hold: the fuzz manifest's `main-build-deps`
+/// feature names each of the main crate's `gateway` dependencies and dev-dependencies with
+/// the same spec, and fuzz/Cargo.lock pins every crate of Cargo.lock at the same version.
+#[test]
+fn fuzz_build_resolves_dependencies_like_the_main_build() {
+    let main: toml::Table = read_repo("Cargo.toml").parse().expect("Cargo.toml");
+    let fuzz: toml::Table = read_repo("fuzz/Cargo.toml").parse().expect("fuzz/Cargo.toml");
+    let deps = |t: &toml::Table, key: &str| t.get(key).and_then(|v| v.as_table()).cloned().unwrap_or_default();
+    let (main_deps, main_dev, fuzz_deps) = (
+        deps(&main, "dependencies"),
+        deps(&main, "dev-dependencies"),
+        deps(&fuzz, "dependencies"),
+    );
+    let names = |features: &toml::Table, feature: &str| -> Vec<String> {
+        features[feature]
+            .as_array()
+            .unwrap_or_else(|| panic!("feature {feature}"))
+            .iter()
+            .filter_map(|v| v.as_str()?.strip_prefix("dep:").map(str::to_string))
+            .collect()
+    };
+    let gateway = names(main["features"].as_table().expect("[features]"), "gateway");
+    let mirrored = names(fuzz["features"].as_table().expect("fuzz [features]"), "main-build-deps");
+    assert!(gateway.len() > 5, "the gateway feature's dependencies: {gateway:?}");
+
+    let mut problems = Vec::new();
+    let wanted = gateway.iter().map(|n| (n, &main_deps[n])).chain(main_dev.iter());
+    for (name, spec) in wanted {
+        match fuzz_deps.get(name) {
+            None => problems.push(format!("{name}: missing from fuzz/Cargo.toml")),
+            Some(f) if spec_without_optional(f) != spec_without_optional(spec) => {
+                problems.push(format!("{name}: fuzz has {f}, the main crate {spec}"))
+            }
+            Some(f) => {
+                let optional = f.get("optional").and_then(|o| o.as_bool()) == Some(true);
+                if optional && !mirrored.contains(name) {
+                    problems.push(format!("{name}: not enabled by the main-build-deps feature"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "fuzz/Cargo.toml drifted from Cargo.toml:\n{}",
+        problems.join("\n")
+    );
+
+    let packages = |rel: &str| -> std::collections::BTreeSet<(String, String)> {
+        let lock: toml::Table = read_repo(rel).parse().expect("lock file");
+        lock["package"]
+            .as_array()
+            .expect("[[package]]")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (main_lock, fuzz_lock) = (packages("Cargo.lock"), packages("fuzz/Cargo.lock"));
+    let missing: Vec<_> = main_lock.difference(&fuzz_lock).collect();
+    assert!(
+        missing.is_empty(),
+        "fuzz/Cargo.lock lacks these crates of Cargo.lock at the same version (copy Cargo.lock to \
+         fuzz/Cargo.lock and run `cargo metadata --manifest-path fuzz/Cargo.toml --offline`): {missing:?}"
+    );
 }

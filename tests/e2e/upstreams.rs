@@ -7,7 +7,7 @@
 //! Figures measured along the way are printed (`cargo test -- --nocapture` shows them);
 //! assertions never depend on them except where the behaviour under test is a timeout.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -395,7 +395,7 @@ impl EventReader {
 
     fn fill(&mut self) -> bool {
         let mut buf = [0u8; 4096];
-        let n = self.stream.read(&mut buf).unwrap();
+        let n = read_some(&mut self.stream, &mut buf).unwrap();
         self.raw.extend_from_slice(&buf[..n]);
         n > 0
     }
