@@ -104,15 +104,49 @@ pub fn self_signed_p256(dir: &Path, key: &str, cert: &str, subject: &str, extra:
     openssl(dir, &args);
 }
 
-/// `n` distinct ports that were free a moment ago (bound together, then released).
+/// `n` ports for listeners that a child process binds itself (a gateway, redis-server).
+///
+/// Fault model: the tests run eight at a time in one process. A port found with a bind to
+/// `:0` and then released can be handed by the kernel to the next `bind(:0)` of a test
+/// running beside this one (its fake upstream) before the child binds it; that gateway
+/// then fails to start, or worse, its readiness probe or a request reaches the other
+/// test's server (seen: a token-less request answered 200 by another test's upstream).
+/// Must hold: a port is handed out at most once per test run, from below the kernel's
+/// ephemeral range, where `bind(:0)` and outgoing connections never land, and only after a
+/// bind shows it is free now.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let socks: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind :0"))
-        .collect();
-    socks
-        .iter()
-        .map(|s| s.local_addr().expect("local addr").port())
-        .collect()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, span) = (
+        ephemeral_low.saturating_sub(12_000).max(1024),
+        12_000u64.min(u64::from(ephemeral_low) - 1024),
+    );
+    assert!(
+        span >= 1_000,
+        "the ephemeral port range starts at {ephemeral_low}: no room below it for test listeners"
+    );
+    // concurrent test processes (two checkouts) start at different places
+    let _ = NEXT.compare_exchange(
+        0,
+        u64::from(std::process::id()) * 7919 % span + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = low + ((NEXT.fetch_add(1, Ordering::SeqCst) - 1) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} free ports in {low}..{}", u64::from(low) + span);
+    ports
 }
 
 /// An address where nothing listens (for "upstream down"): a port bound without `listen`,

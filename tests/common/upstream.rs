@@ -16,7 +16,8 @@
 //! - `POST /partner/v1/orgs`: 201 `{"id": <fresh uuid>, "name": <from the body>}`;
 //! - anything else: 200 `{"ok":true}`.
 //!
-//! Every answer carries `X-Upstream: yes`.
+//! Every answer carries `X-Upstream: yes`; on a path ending in `/close` it also carries
+//! `Connection: close`, so the gateway keeps no pooled connection to this upstream.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -481,7 +482,14 @@ async fn handle(st: Arc<State>, req: hyper::Request<Incoming>) -> Result<hyper::
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    Ok(respond(reply.status, &reply.content_type, full(reply.body)))
+    let mut resp = respond(reply.status, &reply.content_type, full(reply.body));
+    if path.ends_with("/close") {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
 }
 
 /// The server-sent-event body of `.../events` (see [`EventPlan`]).
