@@ -11,7 +11,8 @@
 # Environment (defaults): ROUNDS=3 DURATION=10s CONNS=32 THREADS=1 (wrk), PROXY_THREADS=1
 # (worker threads of every proxy), WARMUP=2s (per config, before the rounds; 0 = none),
 # PACE_MS=6 (paced rows: each connection's pause between requests, benches/load/paced.lua),
-# SKIP_BUILD=1 (use the existing target/release binaries), KEEP=1 (keep the temp dir),
+# SKIP_BUILD=1 (use the existing target/release binaries; not after .ci/run, whose
+# wrapper builds the passthrough example at opt-level 0), KEEP=1 (keep the temp dir),
 # OUT_MD=benches/load-results.md, ONLY="row ..." (run only these rows, e.g. ONLY="passthrough
 # authgate-hs256 authgate-hs256-tls" for plain vs TLS). Needs: cargo, wrk, haproxy 2.6+, nginx, openssl,
 # python3, curl, redis-server. Every process listens on 127.0.0.1 on a free port and is stopped on exit.

@@ -16,6 +16,9 @@
 #   bash benches/profile.sh                 # N=2000, all four rows
 #   ROWS="flood floor" N=1000 bash benches/profile.sh
 #
+# SKIP_BUILD=1 uses the binaries already in target/release (not after .ci/run: its wrapper
+# builds the passthrough example at opt-level 0).
+#
 # Prints a table; OUT_MD (default benches/profile-results.md) gets the same in Markdown.
 set -euo pipefail
 
