@@ -122,7 +122,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .unwrap_or(32768);
     let (low, span) = (
         ephemeral_low.saturating_sub(12_000).max(1024),
-        12_000u64.min(u64::from(ephemeral_low) - 1024),
+        12_000u64.min(u64::from(ephemeral_low).saturating_sub(1024)),
     );
     assert!(
         span >= 1_000,
