@@ -19,6 +19,8 @@ LAYERS = [
     ("    step 1: route", [r"authgate::policy::routes::RouteTable::route$"]),
     ("    client IP", [r"authgate::policy::client_ip::resolve$"]),
     ("    step 2: token (parse, cache, HMAC)", [r"authgate::policy::token_cache::TokenCache::verify$"]),
+    ("      JOSE header (the per-thread memo, or a parse)", [r"authgate::policy::jose_header::signer$"]),
+    ("      signature (HMAC-SHA256 / public key)", [r"authgate::policy::jwt::SignatureCheck::verify$"]),
     ("  write_denial (render + pingora write)", [r"AuthProxy::write_denial::\{\{closure\}\}$"]),
     ("    render (status, headers, JSON)", [r"authgate::policy::denial::render$"]),
     ("upstream_request_filter (headers for the upstream)", [r"ProxyHttp>::upstream_request_filter::\{\{closure\}\}$"]),

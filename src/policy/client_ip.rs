@@ -5,7 +5,14 @@
 
 use std::net::IpAddr;
 
+use http::HeaderName;
+
 use super::ip_set::IpSet;
+
+/// `X-Forwarded-For`, as a prebuilt name: a lookup by `&str` parses the name on every request.
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `CF-Connecting-IP` (Cloudflare's client address), prebuilt like [`X_FORWARDED_FOR`].
+pub(crate) const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// The client address a policy decision uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use super::jose_header::{self, HeaderProblem, JoseHeader};
 use serde_json::Value;
 
 /// Tokens longer than this are rejected before any parsing.
@@ -329,33 +331,61 @@ fn key_id_of(claim: Option<&Value>, policy: &JwtPolicy) -> Result<Option<Arc<str
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default, deserialize_with = "opt_string")]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<de::IgnoredAny>,
-    #[serde(default)]
-    b64: Option<de::IgnoredAny>,
-}
-
-fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Option::<String>::deserialize(d)
-}
-
-/// Bytes a compact JWS may contain: the base64url alphabet and the dots. A table, because
-/// this check runs over every byte of every token, flood included.
-const TOKEN_BYTE: [bool; 256] = {
+/// Bytes a base64url part of a compact JWS may contain. A table, because this check runs
+/// over the payload and signature of every token, flood included.
+const BASE64URL_BYTE: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
         b += 1;
     }
     t
 };
+
+/// Whether every byte of `part` is base64url; without a branch per byte.
+fn is_base64url(part: &str) -> bool {
+    part.bytes().fold(true, |ok, b| ok & BASE64URL_BYTE[usize::from(b)])
+}
+
+/// The three parts of a compact JWS, each non-empty and base64url. The header's bytes are
+/// left to [`jose_header::with_header`] (its decode refuses what is not base64url, as
+/// `Malformed` too), which spares a scan of the part that repeats from token to token.
+fn compact_parts(token: &str) -> Result<(&str, &str, &str), TokenError> {
+    let (h64, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let (p64, s64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+    // a third dot lands in the signature, which is then not base64url
+    if h64.is_empty() || p64.is_empty() || s64.is_empty() || !is_base64url(p64) || !is_base64url(s64) {
+        return Err(TokenError::Malformed);
+    }
+    Ok((h64, p64, s64))
+}
+
+/// The key check a header names: an allowed algorithm, a known key, the key serving that
+/// algorithm.
+fn signature_check<'k>(
+    header: &JoseHeader,
+    keys: &'k KeySet,
+    policy: &JwtPolicy,
+) -> Result<&'k SignatureCheck, TokenError> {
+    if !policy.algorithms.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
+    let key = keys.select(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
+    key.check_for(header.alg).ok_or(TokenError::AlgorithmMismatch)
+}
+
+impl From<HeaderProblem> for TokenError {
+    fn from(p: HeaderProblem) -> Self {
+        match p {
+            HeaderProblem::NotBase64 => TokenError::Malformed,
+            HeaderProblem::NotAHeader => TokenError::BadHeader,
+            HeaderProblem::Critical => TokenError::CritHeader,
+            HeaderProblem::UnknownAlgorithm => TokenError::AlgorithmNotAllowed,
+        }
+    }
+}
 
 /// Verifies signature, header and claims of `token` (without the `Bearer ` prefix).
 /// Does not look at the cache; see [`super::token_cache`].
@@ -363,27 +393,8 @@ pub fn verify(token: &str, keys: &KeySet, policy: &JwtPolicy, now: f64) -> Resul
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
     }
-    if !token.bytes().all(|b| TOKEN_BYTE[usize::from(b)]) {
-        return Err(TokenError::Malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenError::Malformed);
-    };
-    if h64.is_empty() || p64.is_empty() || s64.is_empty() {
-        return Err(TokenError::Malformed);
-    }
-    let header_json = URL_SAFE_NO_PAD.decode(h64).map_err(|_| TokenError::Malformed)?;
-    let header: Header = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
-    if header.crit.is_some() || header.b64.is_some() {
-        return Err(TokenError::CritHeader);
-    }
-    let alg: Algorithm = header.alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
-    if !policy.algorithms.contains(&alg) {
-        return Err(TokenError::AlgorithmNotAllowed);
-    }
-    let key = keys.select(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-    let check = key.check_for(alg).ok_or(TokenError::AlgorithmMismatch)?;
+    let (h64, p64, s64) = compact_parts(token)?;
+    let check = jose_header::with_header(h64, |h| signature_check(h, keys, policy)).map_err(TokenError::from)??;
     let signed = &token[..h64.len() + 1 + p64.len()];
     // a signature longer than the buffer does not fit: refused like a wrong one
     let mut raw = [0u8; MAX_SIGNATURE_LEN];

@@ -42,10 +42,14 @@ pub fn check_method(method: &str) -> Result<(), MethodProblem> {
 /// Refuses a request target whose query has a parameter that a framework reads as `_method`.
 /// Parameters are split on `&` and `;` (older Rack splits on both); see [`is_override_name`].
 pub fn check_query(target: &[u8]) -> Result<(), MethodProblem> {
-    let Some(q) = target.iter().position(|&b| b == b'?') else {
-        return Ok(());
-    };
-    let query = &target[q + 1..];
+    match target.iter().position(|&b| b == b'?') {
+        Some(q) => check_query_string(&target[q + 1..]),
+        None => Ok(()),
+    }
+}
+
+/// [`check_query`] on the query string itself (the target after its first `?`).
+pub fn check_query_string(query: &[u8]) -> Result<(), MethodProblem> {
     for param in query.split(|&b| b == b'&' || b == b';') {
         let name = param.split(|&b| b == b'=').next().unwrap_or_default();
         if is_override_name(name) {

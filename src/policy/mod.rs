@@ -6,6 +6,7 @@ pub(crate) mod denial;
 pub mod directory;
 pub mod identity;
 pub mod ip_set;
+pub(crate) mod jose_header;
 pub mod jwt;
 pub mod method;
 pub mod ownership;

@@ -46,6 +46,14 @@ pub fn query_of(target: &[u8]) -> Option<&[u8]> {
 }
 
 /// The path part of a request target (everything before the first `?`).
+/// The path and the query (after the first `?`, if any) of a request target, in one scan.
+pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    }
+}
+
 pub fn path_of(target: &[u8]) -> &[u8] {
     match target.iter().position(|&b| b == b'?') {
         Some(i) => &target[..i],
@@ -70,6 +78,43 @@ pub fn check(path: &[u8]) -> Result<(), PathProblem> {
         check_segment(seg)?;
     }
     Ok(())
+}
+
+/// Bytes of a path segment that no server reads in two ways: ASCII letters, digits, `-`,
+/// `_` and `~` (RFC 3986's unreserved set without `.`).
+const PLAIN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~';
+        b += 1;
+    }
+    t
+};
+
+/// The common case in one pass: `/`, then plain segments (see `PLAIN_BYTE`) separated by
+/// single slashes, at most one trailing. Such a path passes [`check`] and
+/// [`check_semicolons`] whatever their settings, so step 0 skips them; anything else
+/// (a dot, an escape, a `;`, `//`) takes the full checks.
+pub fn is_plain(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    let mut after_slash = true;
+    for &b in rest {
+        if b == b'/' {
+            if after_slash {
+                return false;
+            }
+            after_slash = true;
+        } else if PLAIN_BYTE[usize::from(b)] {
+            after_slash = false;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// One segment: no backslash, no encoded separator or NUL, well-formed escapes, not a dot
@@ -184,6 +229,29 @@ mod tests {
             "/a/%3B..",
         ] {
             assert_eq!(check(ok.as_bytes()), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_plain_paths() {
+        for plain in ["/", "/a", "/a/", "/partner/v1/orgs/a1b2-c3/members", "/A_b~c/-"] {
+            assert!(is_plain(plain.as_bytes()), "{plain}");
+        }
+        for full in [
+            "",
+            "a",
+            "//",
+            "/a//",
+            "//a",
+            "/a/./b",
+            "/a.json",
+            "/a;b",
+            "/%41",
+            "/a\\b",
+            "/caf\u{e9}",
+            "/a b",
+        ] {
+            assert!(!is_plain(full.as_bytes()), "{full}");
         }
     }
 
@@ -344,6 +412,18 @@ pub(crate) mod props {
                     let d = decode_segment(before);
                     prop_assert!(&*d != b"." && &*d != b"..", "dot segment before ';'");
                 }
+            }
+        }
+
+        /// Fault model: the one-pass fast path waves through a path the full checks
+        /// refuse. Must hold: a plain path passes `check` and `check_semicolons` under
+        /// either setting, on any bytes.
+        #[test]
+        fn plain_paths_pass_every_full_check(p in path_bytes()) {
+            if is_plain(&p) {
+                prop_assert_eq!(check(&p), Ok(()));
+                prop_assert_eq!(check_semicolons(&p, false), Ok(()));
+                prop_assert_eq!(check_semicolons(&p, true), Ok(()));
             }
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use http::HeaderMap;
 
-use super::client_ip::{self, ClientIp, ClientIpPolicy};
+use super::client_ip::{self, ClientIp, ClientIpPolicy, CF_CONNECTING_IP, X_FORWARDED_FOR};
 use super::denial::{AnswerStyle, Denial};
 use super::directory::{self, Directory};
 use super::identity::valid_id;
@@ -213,8 +213,8 @@ where
     let client_ip = client_ip::resolve(
         &gate.fixed.client_ip,
         req.peer,
-        req.headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()),
-        req.headers.get("cf-connecting-ip").map(|v| v.as_bytes()),
+        req.headers.get_all(X_FORWARDED_FOR).iter().map(|v| v.as_bytes()),
+        req.headers.get(CF_CONNECTING_IP).map(|v| v.as_bytes()),
     );
     let refuse = |route: Option<&'g Route>, denial: Denial, identity: Identity| Refused {
         route,
@@ -224,10 +224,10 @@ where
     };
 
     // 0. method, path hygiene, then a declared body that is too large
-    let raw_path = path::path_of(req.target);
-    if let Err(d) = request_line(gate.fixed, req.method, req.target) {
-        return Err(refuse(None, d, Identity::Anonymous));
-    }
+    let raw_path = match request_line(gate.fixed, req.method, req.target) {
+        Ok(path) => path,
+        Err(d) => return Err(refuse(None, d, Identity::Anonymous)),
+    };
     if req.content_length.is_some_and(|n| n > gate.fixed.max_body_bytes) {
         let limit = gate.fixed.max_body_bytes;
         return Err(refuse(None, Denial::BodyTooLarge { limit }, Identity::Anonymous));
@@ -319,13 +319,19 @@ fn spec_checks(spec: Option<&SpecMatch<'_, '_>>, req: &RequestFacts<'_>) -> Resu
 }
 
 /// Step 0 on the request line: a method with a lowercase letter, then path hygiene and the
-/// `;` rule, then a `_method` query parameter (docs/reference.md#pipeline).
-pub fn request_line(fixed: &StaticPolicy, method: &str, target: &[u8]) -> Result<(), Denial> {
+/// `;` rule, then a `_method` query parameter (docs/reference.md#pipeline). Answers the
+/// raw path (the target without its query), found in the same scan.
+pub fn request_line<'t>(fixed: &StaticPolicy, method: &str, target: &'t [u8]) -> Result<&'t [u8], Denial> {
     method::check_method(method).map_err(Denial::BadMethod)?;
-    let raw_path = path::path_of(target);
-    path::check(raw_path).map_err(Denial::BadPath)?;
-    path::check_semicolons(raw_path, fixed.allow_path_semicolons).map_err(Denial::BadPath)?;
-    method::check_query(target).map_err(Denial::BadMethod)
+    let (raw_path, query) = path::split_target(target);
+    if !path::is_plain(raw_path) {
+        path::check(raw_path).map_err(Denial::BadPath)?;
+        path::check_semicolons(raw_path, fixed.allow_path_semicolons).map_err(Denial::BadPath)?;
+    }
+    if let Some(query) = query {
+        method::check_query_string(query).map_err(Denial::BadMethod)?;
+    }
+    Ok(raw_path)
 }
 
 /// The principal claim as a string that may serve as an id ([`super::identity`]).

@@ -59,6 +59,9 @@ pub struct Pattern {
     segments: Vec<Segment>,
     rest: bool,
     params: Vec<String>,
+    /// What every matching path starts with, raw: `/` and the literal segments before the
+    /// first `{param}` (and the `/` that must follow them), for [`Pattern::cannot_match`].
+    prefix: Box<[u8]>,
     /// The path as configured (for `authgate routes`).
     source: Box<str>,
 }
@@ -74,6 +77,7 @@ impl Pattern {
         let mut rest = false;
         if body.is_empty() {
             return Ok(Pattern {
+                prefix: literal_prefix(&segments),
                 segments,
                 rest,
                 params,
@@ -110,11 +114,23 @@ impl Pattern {
             }
         }
         Ok(Pattern {
+            prefix: literal_prefix(&segments),
             segments,
             rest,
             params,
             source: path.into(),
         })
+    }
+
+    /// A cheap refusal before the segment-by-segment match: the path is shorter than the
+    /// literal prefix, or differs from it (ASCII case aside) where it has no `%` or `;`, the
+    /// only bytes through which a different spelling could still match (a percent-escape or
+    /// a path parameter only make a segment longer, never shorter).
+    fn cannot_match(&self, path: &[u8]) -> bool {
+        let Some(head) = path.get(..self.prefix.len()) else {
+            return true;
+        };
+        !head.eq_ignore_ascii_case(&self.prefix) && !head.iter().any(|&b| b == b'%' || b == b';')
     }
 
     /// The path as configured.
@@ -134,6 +150,14 @@ impl Pattern {
 
     /// Matches a path that passed hygiene; returns the raw bytes of the wanted capture.
     fn matches<'p>(&self, path: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
+        if self.cannot_match(path) {
+            return None;
+        }
+        self.match_segments(path, want)
+    }
+
+    /// [`Pattern::matches`] without the prefix refusal: segment by segment.
+    fn match_segments<'p>(&self, path: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
         let body = path.strip_prefix(b"/")?;
         let body = body.strip_suffix(b"/").unwrap_or(body);
         let mut parts = body.split(|&b| b == b'/').filter(|_| !body.is_empty());
@@ -168,6 +192,28 @@ impl Pattern {
 }
 
 /// One validated `[[routes]]` entry.
+/// `/` and the literal segments up to the first `{param}`, with the `/` before that param.
+fn literal_prefix(segments: &[Segment]) -> Box<[u8]> {
+    let mut prefix = vec![b'/'];
+    for (i, seg) in segments.iter().enumerate() {
+        match seg {
+            Segment::Literal(lit) => {
+                if i > 0 {
+                    prefix.push(b'/');
+                }
+                prefix.extend_from_slice(lit);
+            }
+            Segment::Param => {
+                if i > 0 {
+                    prefix.push(b'/');
+                }
+                break;
+            }
+        }
+    }
+    prefix.into()
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Position in the table (indexes per-route metrics).
@@ -538,6 +584,20 @@ mod props {
                 if let Some(c) = m.and_then(|m| m.org_capture) {
                     prop_assert!(!c.is_empty() && !c.contains(&b'/') && !c.contains(&b';'));
                     prop_assert!(p.split(|&b| b == b'/').any(|seg| before_params(seg) == c));
+                }
+            }
+        }
+
+        /// Fault model: the prefix refusal turns away a path that the segment match would
+        /// take (a percent-escape, a `;` parameter, a case or trailing-slash spelling).
+        /// Must hold: whenever it refuses, the full match refuses too, on any bytes at all.
+        #[test]
+        fn the_prefix_refusal_never_refuses_a_match(p in path_bytes(), upper in any::<bool>()) {
+            let p = if upper { p.to_ascii_uppercase() } else { p };
+            for pat in ["/a/{x}/b", "/a/b", "/a/b/**", "/a/**", "/{x}/a", "/ab/c", "/a", "/", "/**", "/0/{x}/{y}"] {
+                let pattern = Pattern::parse(pat).unwrap();
+                if pattern.cannot_match(&p) {
+                    prop_assert!(pattern.match_segments(&p, None).is_none(), "{pat} refused {:?}", String::from_utf8_lossy(&p));
                 }
             }
         }

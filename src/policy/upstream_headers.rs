@@ -21,8 +21,7 @@ pub(crate) const X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-i
 pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Request-Id` (both directions).
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// `X-Forwarded-For`.
-pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) use crate::policy::client_ip::X_FORWARDED_FOR;
 /// `X-RateLimit-Limit` (responses).
 pub(crate) const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining` (responses).

@@ -267,7 +267,12 @@ impl ProxyHttp for AuthProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         let req = session.req_header();
-        ctx.request_id = request_id::for_request(req.headers.get_all("x-request-id").iter().map(|v| v.as_bytes()));
+        ctx.request_id = request_id::for_request(
+            req.headers
+                .get_all(upstream_headers::X_REQUEST_ID)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
         ctx.peer = peer_ip(session);
         ctx.peer_trusted = ctx
             .peer
