@@ -42,8 +42,8 @@ pub fn check_method(method: &str) -> Result<(), MethodProblem> {
 /// Refuses a request target whose query has a parameter that a framework reads as `_method`.
 /// Parameters are split on `&` and `;` (older Rack splits on both); see [`is_override_name`].
 pub fn check_query(target: &[u8]) -> Result<(), MethodProblem> {
-    match target.iter().position(|&b| b == b'?') {
-        Some(q) => check_query_string(&target[q + 1..]),
+    match super::path::query_of(target) {
+        Some(query) => check_query_string(query),
         None => Ok(()),
     }
 }

@@ -40,12 +40,6 @@ impl PathProblem {
     }
 }
 
-/// The query of a request target (after the first `?`), if it has one.
-pub fn query_of(target: &[u8]) -> Option<&[u8]> {
-    target.iter().position(|&b| b == b'?').map(|i| &target[i + 1..])
-}
-
-/// The path part of a request target (everything before the first `?`).
 /// The path and the query (after the first `?`, if any) of a request target, in one scan.
 pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     match target.iter().position(|&b| b == b'?') {
@@ -54,11 +48,14 @@ pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// The query of a request target (after the first `?`), if it has one.
+pub fn query_of(target: &[u8]) -> Option<&[u8]> {
+    split_target(target).1
+}
+
+/// The path part of a request target (everything before the first `?`).
 pub fn path_of(target: &[u8]) -> &[u8] {
-    match target.iter().position(|&b| b == b'?') {
-        Some(i) => &target[..i],
-        None => target,
-    }
+    split_target(target).0
 }
 
 /// Checks a raw path. On success the same bytes may be matched and forwarded as they are.
