@@ -57,7 +57,13 @@ impl AccessRecord<'_> {
         };
         str_field(&mut out, b"request_id", Some(self.request_id));
         str_field(&mut out, b"method", Some(self.method));
-        str_field(&mut out, b"path", Some(&String::from_utf8_lossy(self.path)));
+        // from_utf8 first: it checks ASCII a word at a time, where from_utf8_lossy walks
+        // the bytes in chunks even when they are valid
+        let path = match std::str::from_utf8(self.path) {
+            Ok(p) => std::borrow::Cow::Borrowed(p),
+            Err(_) => String::from_utf8_lossy(self.path),
+        };
+        str_field(&mut out, b"path", Some(&path));
         str_field(&mut out, b"route", Some(self.route));
         push_number(&mut out, b",\"status\":", u64::from(self.status));
         str_field(&mut out, b"reason", self.reason);

@@ -102,7 +102,7 @@ def target_table(med):
     def have(*rows):
         return all(r in med for r in rows)
 
-    for alg, target in (("rs256", "RS256 >= 1.0x"), ("es256", "ES256 >= 1.2x"), ("hs256", "HS256 >= 0.9x")):
+    for alg, target in (("rs256", "RS256 >= 1.0x"), ("es256", "ES256 >= 1.2x"), ("hs256", "HS256 >= 1.0x")):
         a, h = f"authgate-{alg}-flood", f"haproxy-{alg}-flood"
         if have(a, h):
             out.append([f"bad-signature flood {alg.upper()}, req/s (CPU us/req)",
@@ -116,10 +116,10 @@ def target_table(med):
         if have("authgate-hs256-flood"):
             g = med["authgate-hs256-flood"]
             out.append(["authgate HS256 flood over that floor, CPU us/req", f"{g[3]:.1f}", f"floor {a[3]:.1f}",
-                        f"{g[3] - a[3]:+.1f} us", "(all of authgate's layers and the HMAC)"])
+                        f"{g[3] - a[3]:+.1f} us", "<= +3 us (all of authgate's layers and the HMAC)"])
     if have("authgate-hs256", "passthrough"):
         a, b = med["authgate-hs256"], med["passthrough"]
-        out.append(["valid cached HS256, req/s", f"{a[0]:,.0f}", f"bare pingora {b[0]:,.0f}", f"{a[0] / b[0]:.2f}x", ">= 0.95x"])
+        out.append(["valid cached HS256, req/s", f"{a[0]:,.0f}", f"bare pingora {b[0]:,.0f}", f"{a[0] / b[0]:.2f}x", ">= 0.85x (goal 0.95x)"])
         out.append(["valid cached HS256, CPU us/req", f"{a[3]:.1f}", f"bare pingora {b[3]:.1f}", f"{a[3] - b[3]:+.1f} us",
                     "<= +1.5 us"])
         out.append(["valid cached HS256, p99 ms", f"{a[2]:.2f}", f"bare pingora {b[2]:.2f}", f"{a[2] - b[2]:+.2f} ms",

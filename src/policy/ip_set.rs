@@ -1,7 +1,11 @@
-//! A set of CIDR prefixes with lookups that cost one hash probe per distinct prefix length,
-//! so a 1k-entry allow list is as cheap as a 1-entry one.
+//! A set of CIDR prefixes with lookups that cost one search per distinct prefix length, so
+//! a 1k-entry allow list is about as cheap as a 1-entry one. The networks of one length are
+//! a sorted list while there are few of them (a binary search over a handful of integers
+//! costs less than SipHash of the address, on the short lists most configs hold, such as
+//! the trusted proxies) and a hash set beyond that.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -10,34 +14,63 @@ use ipnet::IpNet;
 /// compared as IPv4, so `::ffff:203.0.113.9` matches `203.0.113.0/24`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpSet {
-    v4: Vec<(u8, HashSet<u32>)>,
-    v6: Vec<(u8, HashSet<u128>)>,
+    v4: Vec<(u8, Keys<u32>)>,
+    v6: Vec<(u8, Keys<u128>)>,
     len: usize,
+}
+
+/// Up to this many networks of one prefix length are searched as a sorted list.
+const FEW: usize = 32;
+
+/// The masked network addresses of one prefix length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keys<T: Hash + Eq> {
+    /// Sorted, without duplicates: a binary search of at most five steps.
+    Few(Vec<T>),
+    /// One hash probe, for lists past [`FEW`], where the search would take longer.
+    Many(HashSet<T>),
+}
+
+impl<T: Ord + Hash> Keys<T> {
+    fn new(mut keys: Vec<T>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() <= FEW {
+            Keys::Few(keys)
+        } else {
+            Keys::Many(keys.into_iter().collect())
+        }
+    }
+
+    fn contains(&self, key: &T) -> bool {
+        match self {
+            Keys::Few(keys) => keys.binary_search(key).is_ok(),
+            Keys::Many(keys) => keys.contains(key),
+        }
+    }
 }
 
 impl IpSet {
     /// Builds the set; entries are normalised to their network address.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        let mut set = IpSet::default();
+        let (mut v4, mut v6, mut len) = (Vec::new(), Vec::new(), 0);
         for net in nets {
-            set.insert(net);
+            len += 1;
+            match canonical_net(net) {
+                IpNet::V4(n) => {
+                    let l = n.prefix_len();
+                    insert_len(&mut v4, l, mask4(u32::from(n.network()), l));
+                }
+                IpNet::V6(n) => {
+                    let l = n.prefix_len();
+                    insert_len(&mut v6, l, mask6(u128::from(n.network()), l));
+                }
+            }
         }
-        set
-    }
-
-    fn insert(&mut self, net: IpNet) {
-        self.len += 1;
-        match canonical_net(net) {
-            IpNet::V4(n) => {
-                let len = n.prefix_len();
-                let key = mask4(u32::from(n.network()), len);
-                insert_len(&mut self.v4, len, key);
-            }
-            IpNet::V6(n) => {
-                let len = n.prefix_len();
-                let key = mask6(u128::from(n.network()), len);
-                insert_len(&mut self.v6, len, key);
-            }
+        IpSet {
+            v4: v4.into_iter().map(|(l, keys)| (l, Keys::new(keys))).collect(),
+            v6: v6.into_iter().map(|(l, keys)| (l, Keys::new(keys))).collect(),
+            len,
         }
     }
 
@@ -92,13 +125,12 @@ fn canonical_net(net: IpNet) -> IpNet {
     net
 }
 
-fn insert_len<T: std::hash::Hash + Eq>(table: &mut Vec<(u8, HashSet<T>)>, len: u8, key: T) {
+/// Adds `key` to the keys of prefix length `len` (unsorted; [`Keys::new`] sorts them).
+fn insert_len<T>(table: &mut Vec<(u8, Vec<T>)>, len: u8, key: T) {
     match table.iter_mut().find(|(l, _)| *l == len) {
-        Some((_, keys)) => {
-            keys.insert(key);
-        }
+        Some((_, keys)) => keys.push(key),
         None => {
-            table.push((len, HashSet::from([key])));
+            table.push((len, vec![key]));
             // Longer prefixes first: the common "one host" entries answer soonest.
             table.sort_by_key(|e| std::cmp::Reverse(e.0));
         }
@@ -193,5 +225,35 @@ mod tests {
         assert_eq!(s.len(), 1000);
         assert!(s.contains(ip("10.3.231.9")));
         assert!(!s.contains(ip("10.4.0.1")));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Fault model: the sorted-list search or the hash set gives a different answer
+        /// than the rule they stand for (an address is in the set iff one configured net
+        /// contains it), for unsorted, repeated or overlapping entries of mixed lengths,
+        /// and for one length with more networks than the sorted list holds.
+        #[test]
+        fn the_search_answers_as_ipnet_contains(
+            // many /24s as well, so that one prefix length outgrows the sorted list
+            nets in proptest::collection::vec((any::<u32>(), prop_oneof![0u8..=32, Just(24u8)]), 0..90),
+            probes in proptest::collection::vec(any::<u32>(), 1..40),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, l)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap()))
+                .collect();
+            let set = IpSet::new(nets.clone());
+            // probes near the configured networks as well as anywhere
+            let near = nets.iter().map(|n| match n {
+                IpNet::V4(n) => u32::from(n.network()) ^ 1,
+                IpNet::V6(_) => 0,
+            });
+            for p in probes.into_iter().chain(near) {
+                let addr = IpAddr::V4(p.into());
+                prop_assert_eq!(set.contains(addr), nets.iter().any(|n| n.contains(&addr)), "{}", addr);
+            }
+        }
     }
 }

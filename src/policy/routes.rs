@@ -60,8 +60,10 @@ pub struct Pattern {
     rest: bool,
     params: Vec<String>,
     /// What every matching path starts with, raw: `/` and the literal segments before the
-    /// first `{param}` (and the `/` that must follow them), for [`Pattern::cannot_match`].
+    /// first `{param}` (and the `/` that must follow them), for [`Pattern::prefix_check`].
     prefix: Box<[u8]>,
+    /// How many segments `prefix` holds (all literals).
+    prefix_segments: usize,
     /// The path as configured (for `authgate routes`).
     source: Box<str>,
 }
@@ -78,6 +80,7 @@ impl Pattern {
         if body.is_empty() {
             return Ok(Pattern {
                 prefix: literal_prefix(&segments),
+                prefix_segments: 0,
                 segments,
                 rest,
                 params,
@@ -115,6 +118,7 @@ impl Pattern {
         }
         Ok(Pattern {
             prefix: literal_prefix(&segments),
+            prefix_segments: segments.iter().take_while(|s| matches!(s, Segment::Literal(_))).count(),
             segments,
             rest,
             params,
@@ -122,15 +126,25 @@ impl Pattern {
         })
     }
 
-    /// A cheap refusal before the segment-by-segment match: the path is shorter than the
-    /// literal prefix, or differs from it (ASCII case aside) where it has no `%` or `;`, the
-    /// only bytes through which a different spelling could still match (a percent-escape or
-    /// a path parameter only make a segment longer, never shorter).
-    fn cannot_match(&self, path: &[u8]) -> bool {
-        let Some(head) = path.get(..self.prefix.len()) else {
-            return true;
+    /// What the literal prefix says before the segment-by-segment match. A refusal: the
+    /// path is shorter than the prefix, or differs from it (ASCII case aside) where it has
+    /// no `%` or `;`, the only bytes through which a different spelling could still match
+    /// (a percent-escape or a path parameter only make a segment longer, never shorter).
+    /// A skip: the path spells the prefix and the prefix ends at a segment boundary (a
+    /// `{param}` follows), so its literal segments match as the segment match would find
+    /// them (no `%`, no `;`, the same bytes) and that match may start after them.
+    fn prefix_check<'p>(&self, path: &'p [u8]) -> PrefixCheck<'p> {
+        let Some((head, rest)) = path.split_at_checked(self.prefix.len()) else {
+            return PrefixCheck::Refused;
         };
-        !head.eq_ignore_ascii_case(&self.prefix) && !head.iter().any(|&b| b == b'%' || b == b';')
+        if head.eq_ignore_ascii_case(&self.prefix) {
+            if self.prefix.ends_with(b"/") {
+                return PrefixCheck::Skip(rest);
+            }
+        } else if !head.iter().any(|&b| b == b'%' || b == b';') {
+            return PrefixCheck::Refused;
+        }
+        PrefixCheck::Unknown
     }
 
     /// The path as configured.
@@ -150,20 +164,26 @@ impl Pattern {
 
     /// Matches a path that passed hygiene; returns the raw bytes of the wanted capture.
     fn matches<'p>(&self, path: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
-        if self.cannot_match(path) {
-            return None;
+        match self.prefix_check(path) {
+            PrefixCheck::Refused => None,
+            PrefixCheck::Skip(rest) => self.match_from(self.prefix_segments, rest, want),
+            PrefixCheck::Unknown => self.match_segments(path, want),
         }
-        self.match_segments(path, want)
     }
 
     /// [`Pattern::matches`] without the prefix refusal: segment by segment.
     fn match_segments<'p>(&self, path: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
-        let body = path.strip_prefix(b"/")?;
+        self.match_from(0, path.strip_prefix(b"/")?, want)
+    }
+
+    /// Segments `skip..` against `body` (the path after its leading `/`, or after the
+    /// literal prefix when `skip` counts the prefix's segments, all literals).
+    fn match_from<'p>(&self, skip: usize, body: &'p [u8], want: Option<usize>) -> Option<Option<&'p [u8]>> {
         let body = body.strip_suffix(b"/").unwrap_or(body);
         let mut parts = body.split(|&b| b == b'/').filter(|_| !body.is_empty());
         let mut captured = None;
         let mut param_no = 0;
-        for seg in &self.segments {
+        for seg in &self.segments[skip..] {
             let part = before_params(parts.next()?);
             match seg {
                 Segment::Literal(lit) => {
@@ -191,7 +211,16 @@ impl Pattern {
     }
 }
 
-/// One validated `[[routes]]` entry.
+/// What [`Pattern::prefix_check`] found.
+enum PrefixCheck<'p> {
+    /// The path cannot match.
+    Refused,
+    /// The literal prefix matched whole segments; the rest of the path after it.
+    Skip(&'p [u8]),
+    /// Only the segment match can tell.
+    Unknown,
+}
+
 /// `/` and the literal segments up to the first `{param}`, with the `/` before that param.
 fn literal_prefix(segments: &[Segment]) -> Box<[u8]> {
     let mut prefix = vec![b'/'];
@@ -214,6 +243,7 @@ fn literal_prefix(segments: &[Segment]) -> Box<[u8]> {
     prefix.into()
 }
 
+/// One validated `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Position in the table (indexes per-route metrics).
@@ -555,6 +585,32 @@ mod props {
     use crate::policy::path::props::path_bytes;
     use proptest::prelude::*;
 
+    /// Paths made of the patterns' own segments (and near misses: a case, an escape, a `;`
+    /// parameter, an empty segment, a trailing slash), so most of them reach the
+    /// segment match rather than the prefix refusal.
+    fn route_shaped_path() -> impl Strategy<Value = Vec<u8>> {
+        let seg = prop_oneof![
+            Just("a"),
+            Just("A"),
+            Just("b"),
+            Just("ab"),
+            Just("0"),
+            Just("x"),
+            Just(""),
+            Just("%61"),
+            Just("a;p=1"),
+            Just(";"),
+            Just(".."),
+        ];
+        (proptest::collection::vec(seg, 0..6), any::<bool>()).prop_map(|(segs, trailing)| {
+            let mut p = format!("/{}", segs.join("/"));
+            if trailing {
+                p.push('/');
+            }
+            p.into_bytes()
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
@@ -596,8 +652,30 @@ mod props {
             let p = if upper { p.to_ascii_uppercase() } else { p };
             for pat in ["/a/{x}/b", "/a/b", "/a/b/**", "/a/**", "/{x}/a", "/ab/c", "/a", "/", "/**", "/0/{x}/{y}"] {
                 let pattern = Pattern::parse(pat).unwrap();
-                if pattern.cannot_match(&p) {
+                if matches!(pattern.prefix_check(&p), PrefixCheck::Refused) {
                     prop_assert!(pattern.match_segments(&p, None).is_none(), "{pat} refused {:?}", String::from_utf8_lossy(&p));
+                }
+            }
+        }
+
+        /// Fault model: starting the segment match after the literal prefix skips a check
+        /// the full match makes (a trailing slash, an empty capture, a segment count), or
+        /// captures different bytes. Must hold: `matches` answers exactly as the full
+        /// segment match, capture included, on any bytes at all.
+        #[test]
+        fn the_prefix_skip_answers_as_the_full_match(
+            p in prop_oneof![path_bytes(), route_shaped_path()],
+            upper in any::<bool>(),
+        ) {
+            let p = if upper { p.to_ascii_uppercase() } else { p };
+            for pat in ["/a/{x}/b", "/a/b", "/a/b/**", "/a/{x}/**", "/{x}/a", "/ab/{x}", "/a/{x}", "/", "/**", "/0/{x}/{y}"] {
+                let pattern = Pattern::parse(pat).unwrap();
+                for want in [None, Some(0), Some(1)] {
+                    prop_assert_eq!(
+                        pattern.matches(&p, want),
+                        pattern.match_segments(&p, want),
+                        "{} on {:?}", pat, String::from_utf8_lossy(&p)
+                    );
                 }
             }
         }

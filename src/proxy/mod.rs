@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -84,9 +85,12 @@ impl AuthProxy {
         let resp = render(&denial, style_of(route));
         ctx.denial = Some(denial);
         let mut h = ResponseHeader::build(resp.status, Some(4 + resp.headers.len()))?;
-        h.insert_header("Content-Type", "application/json")?;
-        h.insert_header("Content-Length", resp.body.len())?;
-        h.insert_header("Cache-Control", "no-store")?;
+        // standard names as constants (pingora writes them title-cased, as the text was) and
+        // fixed values as static: a name given as text is parsed on every call. X-Request-Id
+        // stays text: as a constant it would go out lower-cased
+        h.insert_header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))?;
+        h.insert_header(header::CONTENT_LENGTH, resp.body.len())?;
+        h.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
         h.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         for (k, v) in resp.headers {
             h.insert_header(k, v)?;

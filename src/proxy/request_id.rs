@@ -47,15 +47,19 @@ pub(crate) fn new_id() -> String {
     b[8..].copy_from_slice(&seed_b.wrapping_add(n).to_be_bytes());
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut out = String::with_capacity(36);
+    // into a fixed array, then one copy: pushing char by char checked capacity and
+    // encoded UTF-8 36 times
+    let mut text = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
-    out
+    std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -77,6 +81,11 @@ mod tests {
         let a = new_id();
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+        for (i, c) in a.bytes().enumerate() {
+            let dash = matches!(i, 8 | 13 | 18 | 23);
+            assert_eq!(c == b'-', dash, "{a}");
+            assert!(dash || c.is_ascii_digit() || (b'a'..=b'f').contains(&c), "{a}");
+        }
         assert!(acceptable(a.as_bytes()));
         assert_ne!(a, new_id());
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
