@@ -8,8 +8,8 @@
 #   pass     bare pingora pass-through to the same nginx
 #
 # and, for the authgate rows, the inclusive cost of each layer on the path (request id, step 0,
-# routing, client IP, the token, the denial, the access log, metrics, ...), from
-# callgrind_annotate. Each process runs under valgrind with instrumentation off until it is
+# routing, client IP, the token, the denial, the access log, metrics, ...), from the dump's
+# call records (benches/profile/report.py). Each process runs under valgrind with instrumentation off until it is
 # up; then N/10 warm-up requests, counters zeroed, N counted requests on one keep-alive
 # connection, a dump. Run from the repo root (needs valgrind, nginx, python3, openssl):
 #
@@ -107,7 +107,7 @@ profile() {
   [[ -n $dump ]] || die "$name: no callgrind dump"
   callgrind_annotate --inclusive=yes --threshold=100 "$dump" >"$WORK/annotate-$name.txt" 2>/dev/null
   callgrind_annotate --threshold=95 "$dump" >"$WORK/self-$name.txt" 2>/dev/null # exclusive, for digging
-  printf '%s\t%s\n' "$name" "$WORK/annotate-$name.txt" >>"$WORK/rows.tsv"
+  printf '%s\t%s\n' "$name" "$dump" >>"$WORK/rows.tsv"
 }
 
 main() {

@@ -1,14 +1,17 @@
-"""Turns callgrind_annotate --inclusive output into instructions per request, per row and per
-layer (benches/profile.sh). Usage: report.py rows.tsv N out.md
+"""Turns callgrind dumps into instructions per request, per row and per layer
+(benches/profile.sh). Usage: report.py rows.tsv N out.md (rows.tsv: row name, dump path).
 
-A layer's cost is the inclusive cost of the function(s) that implement it, summed over the
-callgrind entries whose name matches (async fns appear as their `{{closure}}` poll function);
-the rows' totals are the whole process (every thread) over the counted requests.
+A layer's cost is the inclusive cost of the function(s) that implement it: the cost of every
+call into them from a function outside the layer, read from the dump's call records (async
+fns appear as their `{{closure}}` poll function). callgrind_annotate's inclusive listing is
+not used: with line tables it splits one function's cost over the source files its inlined
+code came from, and which of those lines holds the whole is not stable. The rows' totals
+are the whole process (every thread) over the counted requests.
 """
 import re
 import sys
 
-LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)\s*(\[.*\])?$")
+NAMED = re.compile(r"^\((\d+)\)(?: (.*))?$")
 
 # (layer, regexes on the function name); the first group is the request head's path
 LAYERS = [
@@ -24,37 +27,52 @@ LAYERS = [
     ("    render (status, headers, JSON)", [r"authgate::policy::denial::render$"]),
     ("upstream_request_filter (headers for the upstream)", [r"ProxyHttp>::upstream_request_filter::\{\{closure\}\}$"]),
     ("response_filter (headers for the client)", [r"ProxyHttp>::response_filter::\{\{closure\}\}$"]),
-    ("logging (metrics + access log)", [r"ProxyHttp>::logging::\{\{closure\}\}$"]),
-    ("  access-log line", [r"authgate::access_log::AccessRecord::write$"]),
-    ("  metrics", [r"authgate::metrics::Metrics::(request|denied|record_request)$"]),
+    # the compiler may put logging's body in the async fn or in its future: both are counted
+    ("logging (metrics + access log)", [r"ProxyHttp>::logging::\{\{closure\}\}$", r"ProxyHttp>::logging$"]),
+    ("  access-log line", [r"authgate::access_log::AccessRecord::line$"]),
+    ("  metrics", [r"authgate::gateway::Gateway::record_(request|validation)$", r"prometheus::histogram::Histogram::observe$"]),
     ("log writer thread", [r"authgate::logging::.*(writer|drain|flush).*"]),
     ("pingora: read the request head", [r"pingora_core::protocols::http::v1::server::HttpSession::read_request::\{\{closure\}\}$"]),
 ]
 
 
 def parse(path):
-    total, funcs = None, {}
+    """(total, {(caller, callee): inclusive cost of the calls}) from one callgrind dump."""
+    names, edges, total = {}, {}, None
+    fn = cfn = None
+    pending = False
+
+    def name(text):
+        m = NAMED.match(text)
+        if not m:
+            return text
+        if m.group(2) is not None:
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), text)
+
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = LINE.match(line)
-            if not m:
-                continue
-            n = int(m.group(1).replace(",", ""))
-            name = m.group(2)
-            if name == "PROGRAM TOTALS":
-                total = n
-                continue
-            # a function's own line names its object file ([binary]); the lines without one
-            # split the same cost by the source file its inlined code came from
-            if not m.group(3):
-                continue
-            name = name.split(":", 1)[1] if ":" in name else name
-            funcs[name] = funcs.get(name, 0) + n
-    return total, funcs
+            if line.startswith("fn="):
+                fn = name(line[3:].rstrip("\n"))
+            elif line.startswith("cfn="):
+                cfn = name(line[4:].rstrip("\n"))
+            elif line.startswith("calls="):
+                pending = True
+            elif line.startswith("totals:") or line.startswith("summary:"):
+                total = int(line.split()[1])
+            elif pending and line[:1] in "0123456789+-*":
+                parts = line.split()
+                if len(parts) > 1 and fn != cfn:
+                    edges[(fn, cfn)] = edges.get((fn, cfn), 0) + int(parts[1])
+                pending = False
+    return total, edges
 
 
-def layer_cost(funcs, patterns):
-    return sum(n for name, n in funcs.items() if any(re.search(p, name) for p in patterns))
+def layer_cost(edges, patterns):
+    def inside(name):
+        return any(re.search(p, name) for p in patterns)
+
+    return sum(n for (caller, callee), n in edges.items() if inside(callee) and not inside(caller))
 
 
 def main():
