@@ -25,7 +25,7 @@ const FEW: usize = 32;
 /// The masked network addresses of one prefix length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Keys<T: Hash + Eq> {
-    /// Sorted, without duplicates: a binary search of at most five steps.
+    /// Sorted, without duplicates: a binary search of about five steps at most.
     Few(Vec<T>),
     /// One hash probe, for lists past [`FEW`], where the search would take longer.
     Many(HashSet<T>),
