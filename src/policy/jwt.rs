@@ -19,9 +19,9 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::jose_header::{self, HeaderProblem, JoseHeader};
-use serde_json::Value;
 
 /// Tokens longer than this are rejected before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8192;

@@ -78,9 +78,10 @@ impl Pattern {
         let mut params: Vec<String> = Vec::new();
         let mut rest = false;
         if body.is_empty() {
+            let (prefix, prefix_segments) = literal_prefix(&segments);
             return Ok(Pattern {
-                prefix: literal_prefix(&segments),
-                prefix_segments: 0,
+                prefix,
+                prefix_segments,
                 segments,
                 rest,
                 params,
@@ -116,9 +117,10 @@ impl Pattern {
                 segments.push(Segment::Literal(part.as_bytes().to_vec()));
             }
         }
+        let (prefix, prefix_segments) = literal_prefix(&segments);
         Ok(Pattern {
-            prefix: literal_prefix(&segments),
-            prefix_segments: segments.iter().take_while(|s| matches!(s, Segment::Literal(_))).count(),
+            prefix,
+            prefix_segments,
             segments,
             rest,
             params,
@@ -221,26 +223,20 @@ enum PrefixCheck<'p> {
     Unknown,
 }
 
-/// `/` and the literal segments up to the first `{param}`, with the `/` before that param.
-fn literal_prefix(segments: &[Segment]) -> Box<[u8]> {
+/// `/` and the literal segments up to the first `{param}`, with the `/` before that param,
+/// and how many segments that is.
+fn literal_prefix(segments: &[Segment]) -> (Box<[u8]>, usize) {
     let mut prefix = vec![b'/'];
     for (i, seg) in segments.iter().enumerate() {
+        if i > 0 {
+            prefix.push(b'/');
+        }
         match seg {
-            Segment::Literal(lit) => {
-                if i > 0 {
-                    prefix.push(b'/');
-                }
-                prefix.extend_from_slice(lit);
-            }
-            Segment::Param => {
-                if i > 0 {
-                    prefix.push(b'/');
-                }
-                break;
-            }
+            Segment::Literal(lit) => prefix.extend_from_slice(lit),
+            Segment::Param => return (prefix.into(), i),
         }
     }
-    prefix.into()
+    (prefix.into(), segments.len())
 }
 
 /// One validated `[[routes]]` entry.
