@@ -24,7 +24,7 @@ use crate::gateway::Gateway;
 
 /// Serves the admin endpoints until the process ends.
 pub(crate) async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
-    let slots = Arc::new(Semaphore::new(gw.settings().admin_max_connections));
+    let slots = Arc::new(Semaphore::new(gw.settings().deadlines.admin_max_connections));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -44,7 +44,7 @@ pub(crate) async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
 /// One admin connection, until the client closes it or its head deadline passes; it holds
 /// its permit until then.
 async fn connection(stream: TcpStream, gw: Arc<Gateway>, _permit: OwnedSemaphorePermit) {
-    let header_timeout = gw.settings().header_timeout;
+    let header_timeout = gw.settings().deadlines.header_timeout;
     let svc = service_fn(move |req| {
         let gw = gw.clone();
         async move { Ok::<_, Infallible>(respond(&gw, &req)) }

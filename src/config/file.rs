@@ -126,6 +126,13 @@ pub(crate) struct ServerFile {
     pub(crate) header_timeout: Option<Spanned<String>>,
     /// Connections the admin listener holds at most (default 64).
     pub(crate) admin_max_connections: Option<Spanned<i64>>,
+    /// Longest a held body may take to arrive, and longest gap between two reads of a
+    /// streamed body (default `"10s"`).
+    pub(crate) body_timeout: Option<Spanned<String>>,
+    /// Longest a client may accept no response bytes (default `"30s"`).
+    pub(crate) send_timeout: Option<Spanned<String>>,
+    /// Largest request head, as bytes or `"64KiB"` (default `"64KiB"`).
+    pub(crate) max_head_bytes: Option<Spanned<toml::Value>>,
 }
 
 /// `[server.tls]`.

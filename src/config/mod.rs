@@ -16,5 +16,5 @@ pub mod validate;
 
 pub use load::{load, load_policy_files, Loaded, PolicyFiles};
 pub use problem::{Problem, Problems};
+pub use settings::{Deadlines, LogFormat, Settings};
 pub(crate) use settings::{KeyMaterial, KeySource};
-pub use settings::{LogFormat, Settings};

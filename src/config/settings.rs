@@ -175,6 +175,23 @@ pub enum LogFormat {
     Text,
 }
 
+/// The `[server]` deadlines and bounds that keep a slow or greedy client from holding a
+/// connection (docs/reference.md#server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A request head must be complete this long after the accept or the previous response.
+    pub(crate) header_timeout: Duration,
+    /// A held body must have arrived this long after the head; a streamed body may pause
+    /// this long between two reads.
+    pub(crate) body_timeout: Duration,
+    /// A client may accept no response bytes for this long.
+    pub(crate) send_timeout: Duration,
+    /// The largest request head, in bytes.
+    pub(crate) max_head_bytes: u64,
+    /// The admin listener's connection bound.
+    pub(crate) admin_max_connections: usize,
+}
+
 /// Everything in `authgate.toml`, validated. Immutable for the life of the process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -192,11 +209,9 @@ pub struct Settings {
     pub(crate) underscore_headers: UnderscoreHeaders,
     /// `[server.tls]`: TLS on the proxy listener (absent = plain HTTP).
     pub(crate) tls: Option<TlsFiles>,
-    /// `[server] header_timeout`: a connection that has not sent a complete request head
-    /// this long after its accept or its previous response is closed (both listeners).
-    pub(crate) header_timeout: Duration,
-    /// `[server] admin_max_connections`: the admin listener's connection bound.
-    pub(crate) admin_max_connections: usize,
+    /// `[server] header_timeout`, `body_timeout`, `send_timeout`, `max_head_bytes`,
+    /// `admin_max_connections`.
+    pub(crate) deadlines: Deadlines,
     /// Upstream clusters in config order (`[upstream]` first, as `default`).
     pub(crate) upstreams: Vec<ClusterSettings>,
     /// Per route, by route index: its cluster and read timeout.

@@ -57,6 +57,9 @@ pub enum Denial {
     Internal,
     /// The client sent something unparseable beyond the request line (bad chunking...).
     BadRequest,
+    /// A body that did not arrive within `[server] body_timeout` (docs/reference.md#server):
+    /// held, whole; streamed, between two reads.
+    RequestTimeout,
 }
 
 /// The failure names (docs/reference.md#pipeline; the `reason` label), one closed set: the
@@ -85,11 +88,12 @@ pub(crate) enum Reason {
     SharedStateUnavailable,
     InternalError,
     BadRequest,
+    RequestTimeout,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 21] = [
+    pub(crate) const ALL: [Reason; 22] = [
         Reason::BadPath,
         Reason::BadMethod,
         Reason::BodyTooLarge,
@@ -111,6 +115,7 @@ impl Reason {
         Reason::SharedStateUnavailable,
         Reason::InternalError,
         Reason::BadRequest,
+        Reason::RequestTimeout,
     ];
 
     /// The label value and access-log field.
@@ -137,6 +142,7 @@ impl Reason {
             Reason::SharedStateUnavailable => "shared_state_unavailable",
             Reason::InternalError => "internal_error",
             Reason::BadRequest => "bad_request",
+            Reason::RequestTimeout => "request_timeout",
         }
     }
 
@@ -173,6 +179,7 @@ impl Denial {
             Denial::SharedStateUnavailable => Reason::SharedStateUnavailable,
             Denial::Internal => Reason::InternalError,
             Denial::BadRequest => Reason::BadRequest,
+            Denial::RequestTimeout => Reason::RequestTimeout,
         }
     }
 
@@ -198,6 +205,7 @@ impl Denial {
             Denial::UpstreamTimeout => 504,
             Denial::SharedStateUnavailable => 503,
             Denial::Internal => 500,
+            Denial::RequestTimeout => 408,
         }
     }
 
@@ -231,6 +239,7 @@ impl Denial {
             Denial::SharedStateUnavailable => "Shared gateway state is unavailable; retry in a second".into(),
             Denial::Internal => "Internal server error".into(),
             Denial::BadRequest => "Malformed request".into(),
+            Denial::RequestTimeout => "The request body did not arrive in time".into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod client_ip;
 pub(crate) mod denial;
 pub mod directory;
+pub mod framing;
 pub mod identity;
 pub mod ip_set;
 pub(crate) mod jose_header;

@@ -45,6 +45,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 
 use super::AuthProxy;
+use crate::config::Deadlines;
 
 /// pingora's idle keep-alive timeout between requests, kept as its `HttpServerApp` loop
 /// sets it (our deadline is the shorter one unless `header_timeout` is over a minute).
@@ -57,7 +58,8 @@ pub(crate) struct HeadDeadline {
 }
 
 /// The proxy listener's service: `proxy` served with `header_timeout` on every request head.
-pub(crate) fn service(conf: &Arc<ServerConf>, proxy: AuthProxy, header_timeout: Duration) -> Service<HeadDeadline> {
+pub(crate) fn service(conf: &Arc<ServerConf>, proxy: AuthProxy, deadlines: Deadlines) -> Service<HeadDeadline> {
+    let header_timeout = deadlines.header_timeout;
     let mut http = pingora::proxy::http_proxy(conf, proxy);
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(header_timeout);

@@ -8,6 +8,8 @@
 //! body is at most `min(max_body_bytes, 64 KiB)`; a larger one on such an operation is a 413.
 //! Every other body streams as before.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
@@ -17,8 +19,15 @@ use crate::policy::denial::Denial;
 pub(crate) const HOLD_LIMIT: u64 = 64 * 1024;
 
 /// Reads the whole request body, at most `limit` bytes (else 413), keeping it in pingora's
-/// retry buffer for the upstream.
-pub(crate) async fn read_whole(session: &mut Session, limit: u64) -> Result<Bytes, Denial> {
+/// retry buffer for the upstream; by `deadline` (`[server] body_timeout` after the head),
+/// else 408.
+pub(crate) async fn read_whole(session: &mut Session, limit: u64, deadline: Instant) -> Result<Bytes, Denial> {
+    tokio::time::timeout_at(deadline.into(), read_all(session, limit))
+        .await
+        .unwrap_or(Err(Denial::RequestTimeout))
+}
+
+async fn read_all(session: &mut Session, limit: u64) -> Result<Bytes, Denial> {
     let limit = limit.min(HOLD_LIMIT);
     session.enable_retry_buffering();
     let mut body = BytesMut::new();
@@ -31,6 +40,7 @@ pub(crate) async fn read_whole(session: &mut Session, limit: u64) -> Result<Byte
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
+            Err(e) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => return Err(Denial::RequestTimeout),
             Err(_) => return Err(Denial::BadRequest),
         }
     }

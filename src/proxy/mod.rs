@@ -23,6 +23,7 @@ use self::clusters::{Attempt, Clusters};
 use crate::gateway::{Gateway, InFlight, Pass};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::{render, Denial};
+use crate::policy::framing::{self, DeclaredLength};
 use crate::policy::ownership::org_from_response;
 use crate::policy::pipeline::{style_of, Identity, RequestFacts};
 use crate::policy::rate_limit::Headroom;
@@ -58,6 +59,11 @@ pub(crate) struct RequestCtx {
     /// The upstream request carries `Upgrade` (a `websocket = true` route): only then may the
     /// upstream answer 101 (docs/reference.md#routes).
     upgrade_forwarded: bool,
+    /// The request's `Content-Length`, reconciled (docs/reference.md#reading-requests): the
+    /// one value the upstream receives.
+    declared: DeclaredLength,
+    /// Bytes of a held body (step 7a), forwarded as they are with that Content-Length.
+    held_bytes: Option<usize>,
     _in_flight: Option<InFlight>,
 }
 
@@ -128,6 +134,13 @@ impl AuthProxy {
         let Some(held) = pass.hold else {
             return Ok(false);
         };
+        if expects_continue(session) {
+            // the upstream that would answer it is contacted only after the body: the head
+            // has passed every step before 7a, so ask for the body here
+            let mut interim = ResponseHeader::build(100, Some(0))?;
+            interim.set_reason_phrase(Some("Continue"))?;
+            session.write_response_header(Box::new(interim), false).await?;
+        }
         match self.check_held_body(session, ctx, held).await {
             None => Ok(false),
             Some(denial) => {
@@ -145,13 +158,15 @@ impl AuthProxy {
         ctx: &mut RequestCtx,
         held: crate::openapi::HeldBody,
     ) -> Option<Denial> {
-        let body = match held_body::read_whole(session, self.gw.settings().fixed.max_body_bytes).await {
+        let deadline = ctx.started + self.gw.settings().deadlines.body_timeout;
+        let body = match held_body::read_whole(session, self.gw.settings().fixed.max_body_bytes, deadline).await {
             Ok(b) => b,
             Err(d) => {
                 session.set_keepalive(None);
                 return Some(d);
             }
         };
+        ctx.held_bytes = Some(body.len());
         let (op, mode) = self.gw.settings().fixed.routes.operation(ctx.route?)?;
         let rejection = op.check_body(held, &body).err()?;
         match mode {
@@ -161,6 +176,19 @@ impl AuthProxy {
                 None
             }
         }
+    }
+
+    /// A head whose framing is in doubt (no `Host`, conflicting `Content-Length`s): 400
+    /// before any step, and the connection is closed (where the body ends is unknown).
+    async fn refuse_framing(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        denial: Denial,
+    ) -> pingora::Result<bool> {
+        session.set_keepalive(None);
+        self.write_denial(session, ctx, denial).await?;
+        Ok(true)
     }
 
     /// `validate = "report"`: a request its operation would refuse is logged and counted,
@@ -188,6 +216,15 @@ fn rewrite_for_upstream(
         // already gone by pingora's policy; a second line of defence against a tunnel
         req.remove_header(&http::header::UPGRADE);
     }
+    // one Content-Length, never a list (docs/reference.md#reading-requests); a held body
+    // goes as the bytes held, never re-chunked, and its `Expect` was answered here
+    if let Some(n) = ctx.held_bytes {
+        req.remove_header(&http::header::TRANSFER_ENCODING);
+        req.remove_header(&http::header::EXPECT);
+        req.insert_header(http::header::CONTENT_LENGTH, n)?;
+    } else if let DeclaredLength::Bytes(n) = ctx.declared {
+        req.insert_header(http::header::CONTENT_LENGTH, n)?;
+    }
     let xff = forwarded_for(
         req.headers.get_all(X_FORWARDED_FOR).iter().map(|v| v.as_bytes()),
         ctx.peer,
@@ -202,6 +239,35 @@ fn rewrite_for_upstream(
         }
     }
     req.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    Ok(())
+}
+
+/// An HTTP/1.1 request that waits for `100 Continue` before sending its body (HTTP/2 has no
+/// interim answer in pingora: its clients send the body after their own short wait).
+fn expects_continue(session: &Session) -> bool {
+    let req = session.req_header();
+    !session.is_http2()
+        && req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// HTTP/2 carries a body in DATA frames, with or without `content-length`; the head checks
+/// read presence from the headers (docs/reference.md#reading-requests: what arrives
+/// decides). A stream whose HEADERS did not end it, and that declares no length, is marked
+/// as HTTP/1.1 marks a body of unknown length (`Transfer-Encoding: chunked`), so it is held
+/// and checked like one. Upstream, a held body goes with its `Content-Length`; a streamed
+/// one is chunked, as pingora would frame it anyway.
+fn mark_h2_body(session: &mut Session) -> pingora::Result<()> {
+    if !session.is_http2() || session.is_body_empty() {
+        return Ok(());
+    }
+    let req = session.req_header_mut();
+    if !req.headers.contains_key(http::header::CONTENT_LENGTH) {
+        req.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
     Ok(())
 }
 
@@ -241,6 +307,8 @@ impl ProxyHttp for AuthProxy {
             tls_refused: false,
             validation_failed: Default::default(),
             upgrade_forwarded: false,
+            declared: DeclaredLength::Absent,
+            held_bytes: None,
             _in_flight: Some(self.gw.enter()),
         }
     }
@@ -270,6 +338,7 @@ impl ProxyHttp for AuthProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        mark_h2_body(session)?;
         let req = session.req_header();
         ctx.request_id = request_id::for_request(
             req.headers
@@ -281,11 +350,15 @@ impl ProxyHttp for AuthProxy {
         ctx.peer_trusted = ctx
             .peer
             .is_some_and(|p| self.gw.settings().fixed.client_ip.trusted_proxies.contains(p));
-        let content_length = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let http11 = !session.is_http2() && req.version == http::Version::HTTP_11;
+        let declared =
+            match framing::check_host(http11, &req.headers).and_then(|()| framing::declared_length(&req.headers)) {
+                Ok(d) => d,
+                // the body's boundaries (or the virtual host) are in doubt: answer and close
+                Err(denial) => return self.refuse_framing(session, ctx, denial).await,
+            };
+        ctx.declared = declared;
+        let content_length = declared.bytes();
         let facts = RequestFacts {
             method: req.method.as_str(),
             target: req.raw_path(),
@@ -295,6 +368,10 @@ impl ProxyHttp for AuthProxy {
             now: now_secs(),
         };
         let verdict = self.gw.admit(&facts).await;
+        // a streamed body may pause at most body_timeout between two reads (HTTP/1; pingora's
+        // HTTP/2 session has no read timeout: its streams are bounded by send_timeout and
+        // the connection's idle deadline)
+        session.set_read_timeout(Some(self.gw.settings().deadlines.body_timeout));
         match verdict {
             Ok(pass) => self.admitted(session, ctx, pass).await,
             Err(block) => {
@@ -520,6 +597,7 @@ impl ProxyHttp for AuthProxy {
             (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) if e.esource() == &ErrorSource::Upstream => {
                 Some(Denial::UpstreamTimeout)
             }
+            (None, ErrorType::ReadTimedout) if e.esource() == &ErrorSource::Downstream => Some(Denial::RequestTimeout),
             (None, _) => match e.esource() {
                 ErrorSource::Upstream => Some(Denial::UpstreamUnavailable),
                 ErrorSource::Downstream => match e.etype() {
@@ -535,7 +613,7 @@ impl ProxyHttp for AuthProxy {
         let mut code = 0;
         if let Some(d) = denial {
             code = d.status();
-            if session.response_written().is_none() {
+            if session.response_written().is_none_or(|h| h.status.is_informational()) {
                 session.set_keepalive(None);
                 if let Err(err) = self.write_denial(session, ctx, d).await {
                     tracing::debug!(request_id = %ctx.request_id, "could not write the error response: {err}");

@@ -316,6 +316,12 @@ pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> io::Result<Response> {
     read_response(&mut Reader::new(s), false, false)
 }
 
+/// Reads one response from a connection the caller keeps (a request still being sent, an
+/// interim answer already read): by its length, never waiting for the close.
+pub fn read_one_response(s: &mut TcpStream) -> io::Result<Response> {
+    read_response(&mut Reader::new(s), false, true)
+}
+
 /// A keep-alive connection for request loops.
 pub struct Conn {
     addr: SocketAddr,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod processes;
 pub mod redis;
 pub mod relay;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 

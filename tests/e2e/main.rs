@@ -14,6 +14,7 @@ mod core;
 mod deploy;
 mod differentials;
 mod docs;
+mod edge_reads;
 mod faults;
 mod fuzz_regressions;
 mod hardening;

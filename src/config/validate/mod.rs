@@ -53,9 +53,30 @@ pub(crate) mod defaults {
     pub(crate) const HEALTH_THRESHOLD: i64 = 2;
     pub(crate) const HEADER_TIMEOUT: &str = "10s";
     pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
+    pub(crate) const BODY_TIMEOUT: &str = "10s";
+    pub(crate) const SEND_TIMEOUT: &str = "30s";
+    pub(crate) const MAX_HEAD_BYTES: u64 = 64 * 1024;
 }
 
 /// Parses a duration with a unit (`ms`, `s`, `m`, `h`; combinations like `1m30s` allowed).
+/// A byte size with a unit, as the size keys take it: `"64KiB"`, `"1MiB"`, `"32KB"`, `"512B"`
+/// or a bare number of bytes (`"4096"`); `None` when it is none of these or overflows.
+pub(crate) fn byte_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let has_unit = t.ends_with("ms") || t.ends_with('s') || t.ends_with('m') || t.ends_with('h');
@@ -227,8 +248,7 @@ pub(crate) fn settings(file: &GatewayFile, config_path: &Path, r: &mut Reporter<
         access_log: server.access_log,
         underscore_headers: server.underscore_headers,
         tls: server.tls,
-        header_timeout: server.header_timeout,
-        admin_max_connections: server.admin_max_connections,
+        deadlines: server.deadlines,
         upstreams,
         route_upstreams,
         fixed: StaticPolicy {

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{defaults, socket_addr, Ctx};
 use crate::config::file::{ServerFile, TlsFile};
-use crate::config::settings::{LogFormat, TlsFiles};
+use crate::config::settings::{Deadlines, LogFormat, TlsFiles};
 use crate::policy::upstream_headers::UnderscoreHeaders;
 
 /// `[server]`, validated: the listeners and the process-wide settings.
@@ -22,8 +22,7 @@ pub(super) struct Server {
     pub(super) access_log: bool,
     pub(super) underscore_headers: UnderscoreHeaders,
     pub(super) tls: Option<TlsFiles>,
-    pub(super) header_timeout: Duration,
-    pub(super) admin_max_connections: usize,
+    pub(super) deadlines: Deadlines,
     pub(super) max_body_bytes: u64,
     pub(super) allow_path_semicolons: bool,
 }
@@ -58,7 +57,7 @@ pub(super) fn server(c: &mut Ctx<'_, '_>, s: &ServerFile) -> Server {
         )
         .unwrap_or(UnderscoreHeaders::Drop);
     let tls = s.tls.as_ref().map(|t| tls(c, t));
-    let (header_timeout, admin_max_connections) = deadlines(c, s);
+    let deadlines = deadlines(c, s);
     Server {
         listen,
         admin_listen,
@@ -69,8 +68,7 @@ pub(super) fn server(c: &mut Ctx<'_, '_>, s: &ServerFile) -> Server {
         access_log: s.access_log.unwrap_or(true),
         underscore_headers,
         tls,
-        header_timeout,
-        admin_max_connections,
+        deadlines,
         max_body_bytes: s.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES),
         allow_path_semicolons: s.allow_path_semicolons.unwrap_or(false),
     }
@@ -116,11 +114,15 @@ fn tls(c: &mut Ctx<'_, '_>, t: &Spanned<TlsFile>) -> TlsFiles {
     }
 }
 
-/// `[server] header_timeout` (more than 0) and `admin_max_connections` (at least 1): the
-/// deadlines and bounds of docs/reference.md#server that keep a slow client from holding a
+/// `[server] header_timeout`, `body_timeout`, `send_timeout` (each more than 0),
+/// `max_head_bytes` (1 KiB .. 1 MiB) and `admin_max_connections` (at least 1): the deadlines
+/// and bounds of docs/reference.md#server that keep a slow or greedy client from holding a
 /// connection.
-fn deadlines(c: &mut Ctx<'_, '_>, s: &ServerFile) -> (Duration, usize) {
+fn deadlines(c: &mut Ctx<'_, '_>, s: &ServerFile) -> Deadlines {
     let header_timeout = c.positive(&s.header_timeout, defaults::HEADER_TIMEOUT, "server.header_timeout");
+    let body_timeout = c.positive(&s.body_timeout, defaults::BODY_TIMEOUT, "server.body_timeout");
+    let send_timeout = c.positive(&s.send_timeout, defaults::SEND_TIMEOUT, "server.send_timeout");
+    let max_head_bytes = max_head_bytes(c, s.max_head_bytes.as_ref());
     let admin_max = match &s.admin_max_connections {
         None => defaults::ADMIN_MAX_CONNECTIONS,
         Some(n) => match usize::try_from(*n.get_ref()) {
@@ -134,7 +136,39 @@ fn deadlines(c: &mut Ctx<'_, '_>, s: &ServerFile) -> (Duration, usize) {
             }
         },
     };
-    (header_timeout, admin_max)
+    Deadlines {
+        header_timeout,
+        body_timeout,
+        send_timeout,
+        max_head_bytes,
+        admin_max_connections: admin_max,
+    }
+}
+
+/// `[server] max_head_bytes`: a byte count, as a number or a string with a unit
+/// (`"64KiB"`, `"1MiB"`, `"32KB"`), between 1 KiB and 1 MiB (pingora's own head buffer).
+fn max_head_bytes(c: &mut Ctx<'_, '_>, v: Option<&Spanned<toml::Value>>) -> u64 {
+    let Some(v) = v else {
+        return defaults::MAX_HEAD_BYTES;
+    };
+    let bytes = match v.get_ref() {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => super::byte_size(s),
+        _ => None,
+    };
+    match bytes {
+        Some(n @ 1024..=1_048_576) => n,
+        _ => {
+            c.r.at(
+                v.span(),
+                format!(
+                    "server.max_head_bytes: {} is not a size between 1KiB and 1MiB (a number of bytes, or \"64KiB\")",
+                    v.get_ref()
+                ),
+            );
+            defaults::MAX_HEAD_BYTES
+        }
+    }
 }
 
 /// `[server] instance_id`: how this replica names itself to the others and to

@@ -127,8 +127,11 @@ fn clusters_and_the_routes_that_pick_them() {
 fn deadlines_and_semicolons_have_defaults_and_bounds() {
     let (s, problems) = settings_with("", "");
     assert!(problems.0.is_empty(), "{problems}");
-    assert_eq!(s.header_timeout, Duration::from_secs(10));
-    assert_eq!(s.admin_max_connections, 64);
+    assert_eq!(s.deadlines.header_timeout, Duration::from_secs(10));
+    assert_eq!(s.deadlines.admin_max_connections, 64);
+    assert_eq!(s.deadlines.body_timeout, Duration::from_secs(10));
+    assert_eq!(s.deadlines.send_timeout, Duration::from_secs(30));
+    assert_eq!(s.deadlines.max_head_bytes, 65536);
     assert!(!s.fixed.allow_path_semicolons);
     assert!(!s.fixed.jwt.require_key_id);
     let (s, problems) = settings_with(
@@ -136,8 +139,19 @@ fn deadlines_and_semicolons_have_defaults_and_bounds() {
         "",
     );
     assert!(problems.0.is_empty(), "{problems}");
-    assert_eq!(s.header_timeout, Duration::from_millis(1500));
-    assert_eq!(s.admin_max_connections, 3);
+    assert_eq!(s.deadlines.header_timeout, Duration::from_millis(1500));
+    assert_eq!(s.deadlines.admin_max_connections, 3);
+    for (text, bytes) in [
+        ("max_head_bytes = 32768", 32768),
+        ("max_head_bytes = \"32KB\"", 32000),
+        ("max_head_bytes = \"1MiB\"", 1 << 20),
+    ] {
+        let (s, problems) = settings_with(&format!("{text}\nbody_timeout = \"2s\"\nsend_timeout = \"250ms\""), "");
+        assert!(problems.0.is_empty(), "{problems}");
+        assert_eq!(s.deadlines.max_head_bytes, bytes, "{text}");
+        assert_eq!(s.deadlines.body_timeout, Duration::from_secs(2));
+        assert_eq!(s.deadlines.send_timeout, Duration::from_millis(250));
+    }
     assert!(s.fixed.allow_path_semicolons);
     for (bad, what) in [
         ("header_timeout = \"0s\"", "server.header_timeout must be more than 0"),
@@ -147,6 +161,11 @@ fn deadlines_and_semicolons_have_defaults_and_bounds() {
             "server.admin_max_connections: 0 is not 1..1000000",
         ),
         ("admin_max_connections = -5", "server.admin_max_connections"),
+        ("body_timeout = \"0s\"", "server.body_timeout must be more than 0"),
+        ("send_timeout = \"soon\"", "server.send_timeout"),
+        ("max_head_bytes = 100", "server.max_head_bytes: 100 is not a size"),
+        ("max_head_bytes = \"2MiB\"", "server.max_head_bytes"),
+        ("max_head_bytes = \"64 kilos\"", "server.max_head_bytes"),
     ] {
         let (_, problems) = settings_with(bad, "");
         assert!(problems.to_string().contains(what), "{bad}: {problems}");
