@@ -21,6 +21,11 @@ pub enum PathProblem {
     /// Spring cut `;...` off a segment before routing, so `/partner;x/...` would be routed
     /// by the gateway as one path and by the upstream as another.
     Semicolon,
+    /// A percent-encoded unreserved character (`%65` for `e`) where the route does not
+    /// capture it: RFC 3986 says producers should not encode them, and routers disagree on
+    /// whether `/users/regist%65r` is `register` (Starlette decodes before routing, Express
+    /// does not).
+    EncodedUnreserved,
 }
 
 impl PathProblem {
@@ -36,6 +41,9 @@ impl PathProblem {
             PathProblem::BadPercentEscape => "the path has a malformed percent-escape",
             PathProblem::InvalidUtf8 => "the path does not decode to valid UTF-8",
             PathProblem::Semicolon => "the path has a ';' (or %3B): path parameters are not accepted",
+            PathProblem::EncodedUnreserved => {
+                "the path percent-encodes a character that is never encoded (a letter, digit, '-', '.', '_' or '~')"
+            }
         }
     }
 }
@@ -188,6 +196,16 @@ pub fn check_semicolons(path: &[u8], allow: bool) -> Result<(), PathProblem> {
     Ok(())
 }
 
+/// Whether `seg` percent-encodes an unreserved character (RFC 3986 §2.3: `A-Z a-z 0-9 - . _ ~`,
+/// any case of the hex digits).
+pub fn encodes_unreserved(seg: &[u8]) -> bool {
+    seg.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!((hex(w[1]), hex(w[2])), (Some(hi), Some(lo))
+                if { let c = hi << 4 | lo; c.is_ascii_alphanumeric() || b"-._~".contains(&c) })
+    })
+}
+
 /// A segment's part before its first raw `;` (the whole segment when it has none): what
 /// Tomcat, Jetty and Spring route on, and so what the gateway matches and captures.
 pub fn before_params(seg: &[u8]) -> &[u8] {
@@ -297,6 +315,43 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(check(path.as_bytes()), Err(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_found_in_any_case() {
+        for yes in [
+            "%41",
+            "%5a",
+            "%61",
+            "%7A",
+            "%30",
+            "%39",
+            "%2D",
+            "%2e",
+            "%5F",
+            "%7e",
+            "/users/regist%65r",
+        ] {
+            assert!(encodes_unreserved(yes.as_bytes()), "{yes}");
+        }
+        // reserved or outside ASCII: encoding them is how they are sent
+        for no in [
+            "",
+            "abc",
+            "%20",
+            "%2F",
+            "%3B",
+            "%25",
+            "%40",
+            "%C3%A9",
+            "%7F",
+            "%",
+            "%4",
+            "%zz",
+            "a-b_c.d~e",
+        ] {
+            assert!(!encodes_unreserved(no.as_bytes()), "{no}");
         }
     }
 

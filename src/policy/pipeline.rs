@@ -274,12 +274,32 @@ where
     })
 }
 
-/// Step 1: the route (`[[routes]]` first, then spec operations), or 404 / 405.
+/// Step 0's rule on percent-encoded unreserved characters (docs/reference.md#reading-requests),
+/// which needs the route: refused anywhere in a path that matched no route (`None`) or a spec
+/// operation, and outside the `{name}` captures of a `[[routes]]` entry.
+fn encoded_unreserved(raw_path: &[u8], m: Option<&RouteMatch<'_, '_>>) -> Option<Denial> {
+    if !raw_path.contains(&b'%') || !path::encodes_unreserved(raw_path) {
+        return None;
+    }
+    let refused = match m {
+        Some(m) if m.spec.is_none() => m.route.pattern.encodes_unreserved_outside_captures(raw_path),
+        _ => true,
+    };
+    refused.then_some(Denial::BadPath(path::PathProblem::EncodedUnreserved))
+}
+
+/// Step 1: the route (`[[routes]]` first, then spec operations), or 404 / 405; and step 0's
+/// rule on percent-encoded unreserved characters, which needs the route (a path that
+/// matches nothing gets that 400 rather than its 404).
 fn routed<'r, 'p>(fixed: &'r StaticPolicy, method: &str, path: &'p [u8]) -> Result<RouteMatch<'r, 'p>, Denial> {
-    match fixed.routes.route(method, path, fixed.allow_path_semicolons) {
+    let routed = match fixed.routes.route(method, path, fixed.allow_path_semicolons) {
         Routed::Matched(m) => Ok(m),
         Routed::MethodNotAllowed(allow) => Err(Denial::MethodNotAllowed { allow: allow.into() }),
         Routed::NoRoute => Err(Denial::NoRoute),
+    };
+    match encoded_unreserved(path, routed.as_ref().ok()) {
+        Some(d) => Err(d),
+        None => routed,
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use super::path::{before_params, decode_segment};
+use super::path::{before_params, decode_segment, encodes_unreserved};
 use super::spec_routes::{self, SpecMatch, SpecOutcome, SpecRoutes};
 
 /// Which credential a route asks for.
@@ -157,6 +157,17 @@ impl Pattern {
     /// The name of capture `i`.
     pub fn param_name(&self, i: usize) -> Option<&str> {
         self.params.get(i).map(String::as_str)
+    }
+
+    /// Whether the path percent-encodes an unreserved character in a segment this pattern
+    /// does not capture with `{name}` (a literal, or the `/**` tail): those are the segments
+    /// an upstream router may read differently (docs/reference.md#reading-requests). A
+    /// capture is compared percent-decoded (step 7), as every framework decodes parameters.
+    pub fn encodes_unreserved_outside_captures(&self, path: &[u8]) -> bool {
+        let body = path.strip_prefix(b"/").unwrap_or(path);
+        body.split(|&b| b == b'/')
+            .enumerate()
+            .any(|(i, seg)| !matches!(self.segments.get(i), Some(Segment::Param)) && encodes_unreserved(seg))
     }
 
     /// Index of a `{name}` capture, if the pattern has it.
@@ -440,6 +451,26 @@ mod tests {
 
     fn hit(name: &str, org: Option<&str>) -> Option<(String, Option<String>)> {
         Some((name.to_string(), org.map(str::to_string)))
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_pass_only_in_captures() {
+        let p = Pattern::parse("/orgs/{org_id}/links/**").unwrap();
+        for (path, outside) in [
+            ("/orgs/%61cme/links", false),
+            ("/orgs/%61%62/links/x", false),
+            ("/orgs/acme/link%73", true),
+            ("/org%73/acme/links", true),
+            ("/orgs/acme/links/x%2Dy", true),
+            ("/orgs/acme/links/a%20b", false),
+            ("/orgs/acme/links", false),
+        ] {
+            assert_eq!(
+                p.encodes_unreserved_outside_captures(path.as_bytes()),
+                outside,
+                "{path}"
+            );
+        }
     }
 
     #[test]

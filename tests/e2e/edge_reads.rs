@@ -315,3 +315,45 @@ fn an_h2_body_without_content_length_is_held_and_validated() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.count(), 2);
 }
+
+/// Fault model: `/users/regist%65r` was checked as `register` and run by Express as
+/// `/users/:userId` (Starlette decodes first and agrees with the gateway; Express does not):
+/// routers disagree on whether an encoded unreserved character is that character. Must hold:
+/// such a path is 400 `bad_path` anywhere on a spec operation, on a path that matches no
+/// route (not 404), and outside the `{name}` captures of a `[[routes]]` entry (the
+/// `login-links` limit cannot be dodged as `login-link%73`); a `[[routes]]` capture is still
+/// compared percent-decoded (§4 step 7), and reserved characters (`%20`) stay encodable.
+#[test]
+fn percent_encoded_unreserved_characters_are_refused_where_routers_disagree() {
+    let up = Upstream::start();
+    let gw = start(&up, "");
+    let tok = token("acme");
+    let org = ORG_ACME;
+    for (method, path) in [
+        ("POST", format!("/partner/v1/orgs/{org}/login-link%73")),
+        ("GET", format!("/partner/v1/orgs/{org}/x%2Dy")),
+        ("GET", "/partner/v1/orgs/by-external-i%64/x".to_string()),
+        ("GET", "/edge/thing%73".to_string()),
+        ("POST", "/edge/things/t%31/archive".to_string()),
+        ("GET", "/nowhere/%41".to_string()),
+    ] {
+        let r = gw.req(method, &path, &[("Authorization", &bearer(&tok))], None);
+        assert_error(&r, 400, &path);
+        assert!(
+            r.json()["message"].as_str().unwrap().contains("never encoded"),
+            "{path}: {r}"
+        );
+    }
+    assert_eq!(up.count(), 0);
+    gw.wait_denied("none", "bad_path", 6.0);
+
+    let encoded_org: String = org.bytes().map(|b| format!("%{b:02X}")).collect();
+    for path in [
+        format!("/partner/v1/orgs/{encoded_org}/x"),
+        "/partner/v1/orgs/by-external-id/cust%20omer".to_string(),
+    ] {
+        let r = gw.get_auth(&path, &tok, &[]);
+        assert_eq!(r.status, 200, "{path}: {r}");
+        assert_eq!(up.last().target, path, "forwarded as received");
+    }
+}
