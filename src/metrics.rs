@@ -273,6 +273,104 @@ pub(crate) struct TlsMetrics {
     pub(crate) client_certs_rejected: IntCounter,
 }
 
+/// `authgate_connections_closed_total{listener, reason}`: why the gateway closed a client
+/// connection on its own. Every deadline and bound that ends a connection counts here, so an
+/// operator sees slow or greedy clients being shed.
+/// Which listener closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The proxy listener (plain, TLS, HTTP/1 and h2).
+    Proxy,
+    /// The admin listener.
+    Admin,
+}
+
+/// What ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// No complete request head (HTTP/1) or first HEADERS (h2, handshake included) within
+    /// `header_timeout`.
+    HeaderTimeout,
+    /// A held body not whole within `body_timeout`, or a streamed body paused longer.
+    BodyTimeout,
+    /// The client accepted no response bytes for `send_timeout`.
+    SendTimeout,
+    /// A request head larger than `max_head_bytes` (431).
+    HeadTooLarge,
+    /// An h2 connection with no open stream for `header_timeout` (GOAWAY).
+    Idle,
+    /// An admin connection evicted to make room for a new one.
+    Evicted,
+}
+
+impl Listener {
+    const ALL: [Listener; 2] = [Listener::Proxy, Listener::Admin];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Listener::Proxy => "proxy",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 6] = [
+        CloseReason::HeaderTimeout,
+        CloseReason::BodyTimeout,
+        CloseReason::SendTimeout,
+        CloseReason::HeadTooLarge,
+        CloseReason::Idle,
+        CloseReason::Evicted,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
+            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::HeadTooLarge => "head_too_large",
+            CloseReason::Idle => "idle",
+            CloseReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// The counters, one per (listener, reason), resolved at start: counting is one atomic add.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionsClosed {
+    counters: Vec<IntCounter>,
+}
+
+impl ConnectionsClosed {
+    /// Registers `authgate_connections_closed_total` with every series at 0.
+    pub(crate) fn register(registry: &Registry) -> Result<ConnectionsClosed, prometheus::Error> {
+        let family = IntCounterVec::new(
+            Opts::new(
+                "authgate_connections_closed_total",
+                "Client connections the gateway closed on its own, by listener and reason (a deadline or bound passed, or an admin slot was needed).",
+            ),
+            &["listener", "reason"],
+        )?;
+        let family = register(registry, family)?;
+        let mut counters = Vec::new();
+        for listener in Listener::ALL {
+            for reason in CloseReason::ALL {
+                counters.push(family.with_label_values(&[listener.as_str(), reason.as_str()]));
+            }
+        }
+        Ok(ConnectionsClosed { counters })
+    }
+
+    /// Counts one closed connection.
+    pub(crate) fn count(&self, listener: Listener, reason: CloseReason) {
+        let i = listener as usize * CloseReason::ALL.len() + reason as usize;
+        if let Some(c) = self.counters.get(i) {
+            c.inc();
+        }
+    }
+}
+
 /// The gateway's metrics and the registry `/metrics` serves.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -285,6 +383,7 @@ pub(crate) struct Metrics {
     validation: IntCounterVec,
     redis: Option<RedisMetrics>,
     routes: Vec<RouteMetrics>,
+    connections_closed: ConnectionsClosed,
 }
 
 /// What the gateway's state does outside requests: reloads, JWKS fetches, the policy in
@@ -388,6 +487,7 @@ impl Metrics {
             state: StateMetrics::register(&registry)?,
             validation: validation_metric(&registry)?,
             redis: redis.then(|| RedisMetrics::register(&registry)).transpose()?,
+            connections_closed: ConnectionsClosed::register(&registry)?,
             registry,
         })
     }
@@ -512,6 +612,11 @@ impl Metrics {
     }
 
     /// Handles on the Redis metrics, when `[redis]` is configured.
+    /// The connection-close counters, for the listeners.
+    pub(crate) fn connections_closed(&self) -> ConnectionsClosed {
+        self.connections_closed.clone()
+    }
+
     pub(crate) fn redis(&self) -> Option<RedisMetrics> {
         self.redis.clone()
     }
@@ -535,6 +640,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pair_counts_under_its_own_labels() {
+        let registry = Registry::new();
+        let closed = ConnectionsClosed::register(&registry).unwrap();
+        closed.count(Listener::Admin, CloseReason::Evicted);
+        closed.count(Listener::Proxy, CloseReason::HeadTooLarge);
+        closed.count(Listener::Proxy, CloseReason::HeadTooLarge);
+        let families = registry.gather();
+        let series = &families[0].get_metric();
+        assert_eq!(series.len(), Listener::ALL.len() * CloseReason::ALL.len());
+        let value = |listener: &str, reason: &str| {
+            series
+                .iter()
+                .find(|m| {
+                    let l = m.get_label();
+                    l.iter()
+                        .any(|p| p.name() == "listener" && p.value() == listener)
+                        && l.iter().any(|p| p.name() == "reason" && p.value() == reason)
+                })
+                .map(|m| m.get_counter().get_value())
+        };
+        assert_eq!(value("admin", "evicted"), Some(1.0));
+        assert_eq!(value("proxy", "head_too_large"), Some(2.0));
+        assert_eq!(value("proxy", "evicted"), Some(0.0));
+    }
 
     #[test]
     fn renders_contract_names_and_labels() {

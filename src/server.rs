@@ -39,7 +39,12 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
 
     let mut server = pingora_server(&s);
     // header_timeout: a total deadline per request head (pingora only bounds each read)
-    let mut service = crate::proxy::head_deadline::service(&server.configuration, proxy, s.deadlines);
+    let mut service = crate::proxy::head_deadline::service(
+        &server.configuration,
+        proxy,
+        s.deadlines,
+        gw.metrics().connections_closed(),
+    );
     match gw.tls() {
         // HTTP/1.1 and h2 by ALPN; certificate and client CA swappable by SIGHUP.
         Some(tls) => service.add_tls_with_settings(&s.listen.to_string(), None, tls.listener_settings()?),

@@ -60,6 +60,10 @@ pub enum Denial {
     /// A body that did not arrive within `[server] body_timeout` (docs/reference.md#server):
     /// held, whole; streamed, between two reads.
     RequestTimeout,
+    /// A request head over `[server] max_head_bytes` (431; the connection is closed).
+    HeadTooLarge {
+        limit: u64,
+    },
 }
 
 /// The failure names (docs/reference.md#pipeline; the `reason` label), one closed set: the
@@ -89,11 +93,12 @@ pub(crate) enum Reason {
     InternalError,
     BadRequest,
     RequestTimeout,
+    HeadTooLarge,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 22] = [
+    pub(crate) const ALL: [Reason; 23] = [
         Reason::BadPath,
         Reason::BadMethod,
         Reason::BodyTooLarge,
@@ -116,6 +121,7 @@ impl Reason {
         Reason::InternalError,
         Reason::BadRequest,
         Reason::RequestTimeout,
+        Reason::HeadTooLarge,
     ];
 
     /// The label value and access-log field.
@@ -143,6 +149,7 @@ impl Reason {
             Reason::InternalError => "internal_error",
             Reason::BadRequest => "bad_request",
             Reason::RequestTimeout => "request_timeout",
+            Reason::HeadTooLarge => "head_too_large",
         }
     }
 
@@ -180,6 +187,7 @@ impl Denial {
             Denial::Internal => Reason::InternalError,
             Denial::BadRequest => Reason::BadRequest,
             Denial::RequestTimeout => Reason::RequestTimeout,
+            Denial::HeadTooLarge { .. } => Reason::HeadTooLarge,
         }
     }
 
@@ -206,6 +214,7 @@ impl Denial {
             Denial::SharedStateUnavailable => 503,
             Denial::Internal => 500,
             Denial::RequestTimeout => 408,
+            Denial::HeadTooLarge { .. } => 431,
         }
     }
 
@@ -240,6 +249,7 @@ impl Denial {
             Denial::Internal => "Internal server error".into(),
             Denial::BadRequest => "Malformed request".into(),
             Denial::RequestTimeout => "The request body did not arrive in time".into(),
+            Denial::HeadTooLarge { limit } => format!("Request head is larger than the {limit}-byte limit"),
         }
     }
 }

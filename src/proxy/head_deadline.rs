@@ -23,17 +23,17 @@
 //! in `read_request()`, so dropping it at the deadline just closes the connection (no 408:
 //! the reference allows a plain close).
 //!
-//! HTTP/2 (TLS with ALPN `h2`) keeps pingora's own session loop; its idle connections are
-//! closed after `header_timeout` through `HttpServerOptions::h2_idle_timeout`. The TLS
-//! handshake itself precedes this app: pingora bounds it with a fixed 60 s.
+//! The same loop reads each connection through [`HeadLimited`] (`max_head_bytes`, 431), and
+//! HTTP/2 connections (TLS with ALPN `h2`) go to our own accept loop with the same
+//! deadlines ([`super::h2_deadline`]). The TLS handshake itself precedes this app: pingora
+//! bounds it with a fixed 60 s.
 
 use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
@@ -44,8 +44,10 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 
+use super::head_limit::{HeadLimited, HeadState};
 use super::AuthProxy;
 use crate::config::Deadlines;
+use crate::metrics::{CloseReason, ConnectionsClosed, Listener};
 
 /// pingora's idle keep-alive timeout between requests, kept as its `HttpServerApp` loop
 /// sets it (our deadline is the shorter one unless `header_timeout` is over a minute).
@@ -54,19 +56,24 @@ const KEEPALIVE_SECS: u64 = 60;
 /// The proxy service's application: pingora's HTTP proxy behind a per-head deadline.
 pub(crate) struct HeadDeadline {
     inner: Arc<HttpProxy<AuthProxy>>,
-    timeout: Duration,
+    deadlines: Deadlines,
+    closed: ConnectionsClosed,
 }
 
-/// The proxy listener's service: `proxy` served with `header_timeout` on every request head.
-pub(crate) fn service(conf: &Arc<ServerConf>, proxy: AuthProxy, deadlines: Deadlines) -> Service<HeadDeadline> {
-    let header_timeout = deadlines.header_timeout;
+/// The proxy listener's service: `proxy` served with `header_timeout` on every request head,
+/// `max_head_bytes` on every head, and the HTTP/2 deadlines.
+pub(crate) fn service(
+    conf: &Arc<ServerConf>,
+    proxy: AuthProxy,
+    deadlines: Deadlines,
+    closed: ConnectionsClosed,
+) -> Service<HeadDeadline> {
     let mut http = pingora::proxy::http_proxy(conf, proxy);
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(header_timeout);
-    http.server_options = Some(options);
+    http.server_options = Some(HttpServerOptions::default());
     let app = HeadDeadline {
         inner: Arc::new(http),
-        timeout: header_timeout,
+        deadlines,
+        closed,
     };
     Service::new("authgate".to_string(), app)
 }
@@ -78,16 +85,17 @@ enum Persistent {
     Reused(Option<HttpPersistentSettings>),
 }
 
-/// The per-session flag [`HeadDeadline`] hands through pingora as the connection user
-/// context; [`HeadReceived::mark`] sets it once the request head is read.
-pub(crate) struct HeadReceived(Arc<AtomicBool>);
+/// The per-session handle [`HeadDeadline`] hands through pingora as the connection user
+/// context; [`HeadReceived::mark`] records that the request head is read.
+pub(crate) struct HeadReceived(Arc<HeadState>);
 
 impl HeadReceived {
     /// Called from `on_connection_reuse` with the context pingora hands over: the head of
-    /// this session's request is complete, so the deadline no longer applies to it.
+    /// this session's request is complete, so neither the deadline nor the head limit
+    /// applies to it any more.
     pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) {
-        if let Ok(flag) = ctx.downcast::<HeadReceived>() {
-            flag.0.store(true, Ordering::Release);
+        if let Ok(head) = ctx.downcast::<HeadReceived>() {
+            head.0.received.store(true, Ordering::Release);
         }
     }
 }
@@ -108,7 +116,7 @@ impl HeadDeadline {
         stream: Stream,
         persistent: Persistent,
         shutdown: &ShutdownWatch,
-        head: &Arc<AtomicBool>,
+        head: &Arc<HeadState>,
     ) -> Option<ReusedHttpStream> {
         let mut session = ServerSession::new_http1(stream);
         match persistent {
@@ -120,17 +128,19 @@ impl HeadDeadline {
             Persistent::Reused(Some(settings)) => settings.apply_to_session(&mut session),
             Persistent::Reused(None) => {}
         }
-        head.store(false, Ordering::Release);
+        head.start_head();
         session.set_connection_user_context(Some(Box::new(HeadReceived(head.clone()))));
         let mut work = pin!(self.inner.process_new_http(session, shutdown));
-        let mut timer = pin!(pingora::time::fast_timeout::fast_sleep(self.timeout));
+        let timeout = self.deadlines.header_timeout;
+        let mut timer = pin!(pingora::time::fast_timeout::fast_sleep(timeout));
         poll_fn(|cx| {
             if let Poll::Ready(reused) = work.as_mut().poll(cx) {
                 return Poll::Ready(reused);
             }
             // checked after polling the work: a head completed in this very poll counts
-            if !head.load(Ordering::Acquire) && timer.as_mut().poll(cx).is_ready() {
-                tracing::debug!(timeout = ?self.timeout, "no complete request head within header_timeout: closing");
+            if !head.received.load(Ordering::Acquire) && timer.as_mut().poll(cx).is_ready() {
+                tracing::debug!(?timeout, "no complete request head within header_timeout: closing");
+                self.closed.count(Listener::Proxy, CloseReason::HeaderTimeout);
                 return Poll::Ready(None);
             }
             Poll::Pending
@@ -143,11 +153,13 @@ impl HeadDeadline {
 impl ServerApp for HeadDeadline {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+            super::h2_deadline::serve(&self.inner, stream, shutdown, self.deadlines, &self.closed).await;
+            return None;
         }
-        // pingora's HTTP/1 keep-alive loop (apps/mod.rs), each request under the deadline
-        // one flag per connection, reset for each request head
-        let head = Arc::new(AtomicBool::new(false));
+        // pingora's HTTP/1 keep-alive loop (apps/mod.rs), each request under the deadline;
+        // one head state per connection, reset for each request head
+        let head = HeadState::new(self.deadlines.max_head_bytes);
+        let stream = HeadLimited::wrap(stream, head.clone(), self.closed.clone());
         let mut reused = self.serve_one(stream, Persistent::First, shutdown, &head).await;
         while let Some((stream, settings)) = reused.map(ReusedHttpStream::consume) {
             reused = self

@@ -2,7 +2,9 @@
 //! write denials through the one renderer, and shape what the upstream receives.
 
 pub(crate) mod clusters;
+pub(crate) mod h2_deadline;
 pub(crate) mod head_deadline;
+pub(crate) mod head_limit;
 pub(crate) mod held_body;
 pub(crate) mod least_conn;
 pub(crate) mod request_id;
@@ -21,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use self::clusters::{Attempt, Clusters};
 use crate::gateway::{Gateway, InFlight, Pass};
+use crate::metrics::{CloseReason, ConnectionsClosed, Listener};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::{render, Denial};
 use crate::policy::framing::{self, DeclaredLength};
@@ -78,12 +81,14 @@ struct LearnBuffer {
 pub(crate) struct AuthProxy {
     gw: Arc<Gateway>,
     clusters: Clusters,
+    closed: ConnectionsClosed,
 }
 
 impl AuthProxy {
     /// A proxy for the gateway, forwarding to `clusters` (see [`Clusters::build`]).
     pub(crate) fn new(gw: Arc<Gateway>, clusters: Clusters) -> Self {
-        AuthProxy { gw, clusters }
+        let closed = gw.metrics().connections_closed();
+        AuthProxy { gw, clusters, closed }
     }
 
     async fn write_denial(&self, session: &mut Session, ctx: &mut RequestCtx, denial: Denial) -> pingora::Result<()> {
@@ -162,6 +167,9 @@ impl AuthProxy {
         let body = match held_body::read_whole(session, self.gw.settings().fixed.max_body_bytes, deadline).await {
             Ok(b) => b,
             Err(d) => {
+                if d == Denial::RequestTimeout {
+                    self.closed.count(Listener::Proxy, CloseReason::BodyTimeout);
+                }
                 session.set_keepalive(None);
                 return Some(d);
             }
@@ -339,6 +347,13 @@ impl ProxyHttp for AuthProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         mark_h2_body(session)?;
+        // a streamed body may pause at most body_timeout between two reads (HTTP/1; pingora's
+        // HTTP/2 session has no read timeout: its streams are bounded by send_timeout and
+        // the connection's idle deadline), and the client must take response bytes within
+        // send_timeout (a full socket buffer, a zero h2 window)
+        let deadlines = self.gw.settings().deadlines;
+        session.set_read_timeout(Some(deadlines.body_timeout));
+        session.set_write_timeout(Some(deadlines.send_timeout));
         let req = session.req_header();
         ctx.request_id = request_id::for_request(
             req.headers
@@ -368,10 +383,6 @@ impl ProxyHttp for AuthProxy {
             now: now_secs(),
         };
         let verdict = self.gw.admit(&facts).await;
-        // a streamed body may pause at most body_timeout between two reads (HTTP/1; pingora's
-        // HTTP/2 session has no read timeout: its streams are bounded by send_timeout and
-        // the connection's idle deadline)
-        session.set_read_timeout(Some(self.gw.settings().deadlines.body_timeout));
         match verdict {
             Ok(pass) => self.admitted(session, ctx, pass).await,
             Err(block) => {
@@ -597,7 +608,10 @@ impl ProxyHttp for AuthProxy {
             (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) if e.esource() == &ErrorSource::Upstream => {
                 Some(Denial::UpstreamTimeout)
             }
-            (None, ErrorType::ReadTimedout) if e.esource() == &ErrorSource::Downstream => Some(Denial::RequestTimeout),
+            (None, ErrorType::ReadTimedout) if e.esource() == &ErrorSource::Downstream => {
+                self.closed.count(Listener::Proxy, CloseReason::BodyTimeout);
+                Some(Denial::RequestTimeout)
+            }
             (None, _) => match e.esource() {
                 ErrorSource::Upstream => Some(Denial::UpstreamUnavailable),
                 ErrorSource::Downstream => match e.etype() {
@@ -631,6 +645,9 @@ impl ProxyHttp for AuthProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if ctx.tls_refused {
             return; // never reached the pipeline
+        }
+        if e.is_some_and(|e| e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::WriteTimedout) {
+            self.closed.count(Listener::Proxy, CloseReason::SendTimeout);
         }
         let elapsed = ctx.started.elapsed();
         let method = session.req_header().method.as_str();

@@ -322,6 +322,11 @@ pub fn read_one_response(s: &mut TcpStream) -> io::Result<Response> {
     read_response(&mut Reader::new(s), false, true)
 }
 
+/// Parses one whole response already read (reads to the end of `bytes` when it has no length).
+pub fn parse_response(bytes: &[u8]) -> io::Result<Response> {
+    read_response(&mut Reader::new(bytes), false, false)
+}
+
 /// A keep-alive connection for request loops.
 pub struct Conn {
     addr: SocketAddr,

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod connections;
 mod core;
 mod deploy;
 mod differentials;
