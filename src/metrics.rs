@@ -656,8 +656,7 @@ mod tests {
                 .iter()
                 .find(|m| {
                     let l = m.get_label();
-                    l.iter()
-                        .any(|p| p.name() == "listener" && p.value() == listener)
+                    l.iter().any(|p| p.name() == "listener" && p.value() == listener)
                         && l.iter().any(|p| p.name() == "reason" && p.value() == reason)
                 })
                 .map(|m| m.get_counter().get_value())
