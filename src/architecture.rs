@@ -50,7 +50,10 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ),
     // commands
     ("mint", &["config", "policy"]),
-    ("ops", &["config", "journal", "metrics", "policy", "shared"]),
+    (
+        "ops",
+        &["config", "journal", "metrics", "policy", "shared", "state_file"],
+    ),
     ("demo", &["config", "logging", "mint", "server"]),
     ("main", &["*"]),
 ];

@@ -44,6 +44,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 
+use super::hold::ResponseHold;
 use super::AuthProxy;
 
 /// pingora's idle keep-alive timeout between requests, kept as its `HttpServerApp` loop
@@ -76,17 +77,22 @@ enum Persistent {
     Reused(Option<HttpPersistentSettings>),
 }
 
-/// The per-session flag [`HeadDeadline`] hands through pingora as the connection user
-/// context; [`HeadReceived::mark`] sets it once the request head is read.
-pub(crate) struct HeadReceived(Arc<AtomicBool>);
+/// What [`HeadDeadline`] hands through pingora as the connection user context: the
+/// per-session flag [`HeadReceived::mark`] sets once the request head is read, and the
+/// connection's [`ResponseHold`].
+pub(crate) struct HeadReceived {
+    head: Arc<AtomicBool>,
+    hold: Arc<ResponseHold>,
+}
 
 impl HeadReceived {
     /// Called from `on_connection_reuse` with the context pingora hands over: the head of
     /// this session's request is complete, so the deadline no longer applies to it.
-    pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) {
-        if let Ok(flag) = ctx.downcast::<HeadReceived>() {
-            flag.0.store(true, Ordering::Release);
-        }
+    /// Returns the connection's hold, for the request's context.
+    pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) -> Option<Arc<ResponseHold>> {
+        let received = ctx.downcast::<HeadReceived>().ok()?;
+        received.head.store(true, Ordering::Release);
+        Some(received.hold)
     }
 }
 
@@ -107,6 +113,7 @@ impl HeadDeadline {
         persistent: Persistent,
         shutdown: &ShutdownWatch,
         head: &Arc<AtomicBool>,
+        hold: &Arc<ResponseHold>,
     ) -> Option<ReusedHttpStream> {
         let mut session = ServerSession::new_http1(stream);
         match persistent {
@@ -119,12 +126,24 @@ impl HeadDeadline {
             Persistent::Reused(None) => {}
         }
         head.store(false, Ordering::Release);
-        session.set_connection_user_context(Some(Box::new(HeadReceived(head.clone()))));
+        let context = HeadReceived {
+            head: head.clone(),
+            hold: hold.clone(),
+        };
+        session.set_connection_user_context(Some(Box::new(context)));
         let mut work = pin!(self.inner.process_new_http(session, shutdown));
         let mut timer = pin!(pingora::time::fast_timeout::fast_sleep(self.timeout));
         poll_fn(|cx| {
+            // a response held on work it must not complete before (hold.rs): the request is
+            // polled again only once that work is done
+            if hold.poll_released(cx).is_pending() {
+                return Poll::Pending;
+            }
             if let Poll::Ready(reused) = work.as_mut().poll(cx) {
                 return Poll::Ready(reused);
+            }
+            if hold.poll_released(cx).is_pending() {
+                return Poll::Pending;
             }
             // checked after polling the work: a head completed in this very poll counts
             if !head.load(Ordering::Acquire) && timer.as_mut().poll(cx).is_ready() {
@@ -146,10 +165,11 @@ impl ServerApp for HeadDeadline {
         // pingora's HTTP/1 keep-alive loop (apps/mod.rs), each request under the deadline
         // one flag per connection, reset for each request head
         let head = Arc::new(AtomicBool::new(false));
-        let mut reused = self.serve_one(stream, Persistent::First, shutdown, &head).await;
+        let hold = Arc::new(ResponseHold::default());
+        let mut reused = self.serve_one(stream, Persistent::First, shutdown, &head, &hold).await;
         while let Some((stream, settings)) = reused.map(ReusedHttpStream::consume) {
             reused = self
-                .serve_one(stream, Persistent::Reused(settings), shutdown, &head)
+                .serve_one(stream, Persistent::Reused(settings), shutdown, &head, &hold)
                 .await;
         }
         None
