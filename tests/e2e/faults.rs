@@ -926,7 +926,9 @@ fn a_foreign_value_in_one_partners_key_is_that_partners_problem() {
             .metrics()
             .sum("authgate_redis_errors_total", &[("op", "limit"), ("kind", "bad_value")]);
         assert!(bad >= 1.0, "{bad}");
-        assert!(gw.log_text().contains(&bucket), "the log names the key");
+        wait_for(DEADLINE, "the log names the key", || {
+            gw.log_text().contains(&bucket).then_some(())
+        });
     }
     // an org set that is not a set: acme's ownership lookups only
     let orgs = format!("{PREFIX}orgs:acme");
