@@ -20,13 +20,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::ownership::LearnedOrgs;
-use crate::state_file::{keep_copy, read_all, AppendError, AppendFile};
+use crate::state_file::{keep_copy, read_all, AppendError, AppendFile, Throttle};
 
 #[derive(Serialize, Deserialize)]
 struct Entry<'a> {
@@ -137,7 +137,7 @@ pub struct Journal {
     durable: AtomicBool,
     /// `authgate_state_write_failures_total{file="learned_orgs"}`.
     failures: IntCounter,
-    last_failure_log: Mutex<Option<Instant>>,
+    logs: Throttle,
 }
 
 /// One line for the writer thread, and who to tell when it landed (or did not, for now).
@@ -149,7 +149,7 @@ struct Job {
 
 /// Hands lines to the journal's writer thread.
 pub(crate) struct JournalWriter {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl JournalWriter {
@@ -161,8 +161,7 @@ impl JournalWriter {
             org: org.to_string(),
             done,
         };
-        let sent = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
-        if let Err(mpsc::SendError(job)) = sent {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             (job.done)(false);
         }
     }
@@ -203,15 +202,19 @@ impl Journal {
     /// Retries what did not land, and rewrites a file deleted or replaced under the gateway.
     pub(crate) fn retry(&self, learned: &LearnedOrgs) {
         let pending = !self.unwritten.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
-        if pending || self.file.moved() || !self.file.path().exists() {
+        if pending || self.gone() {
             self.write(Vec::new(), learned);
         }
     }
 
+    /// Whether the path no longer names the file this journal writes (deleted, replaced).
+    fn gone(&self) -> bool {
+        self.file.moved() || !self.file.path().exists()
+    }
+
     fn write_down(&self, unwritten: &[(String, String)], learned: &LearnedOrgs) -> Result<(), AppendError> {
         let _lock = WriterLock::take(self.file.path())?;
-        let moved = self.file.moved() || !self.file.path().exists();
-        let appended = if moved {
+        let appended = if self.gone() {
             Err(AppendError::Moved)
         } else if unwritten.is_empty() {
             Ok(())
@@ -244,10 +247,7 @@ impl Journal {
 
     fn note_failure(&self, e: &AppendError, unwritten: usize) {
         self.failures.inc();
-        let mut last = self.last_failure_log.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
-            *last = Some(now);
+        if self.logs.due() {
             tracing::error!(
                 file = %self.file.path().display(),
                 unwritten,
@@ -265,7 +265,7 @@ impl Journal {
         std::thread::Builder::new()
             .name("authgate-journal".into())
             .spawn(move || journal.run_writer(&rx, &learned))?;
-        Ok(JournalWriter { jobs: Mutex::new(tx) })
+        Ok(JournalWriter { jobs: tx })
     }
 
     fn run_writer(&self, jobs: &mpsc::Receiver<Job>, learned: &LearnedOrgs) {

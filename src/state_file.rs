@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Reads a whole state file; a missing file is empty (nothing recorded yet). Any other
 /// error is returned: forgetting recorded state would fail open or deny partners.
@@ -135,6 +135,34 @@ pub(crate) fn damaged_copies(path: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
+}
+
+/// Lets a line about a state file that keeps failing (a full disk is retried every half
+/// second) be logged at most once per interval; every failure is still counted.
+pub(crate) struct Throttle {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Throttle {
+    /// Nothing logged yet.
+    pub(crate) fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a line may be written now (and, if so, that one is).
+    pub(crate) fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = last.is_none_or(|t| now.duration_since(t) >= self.every);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
 }
 
 /// Why an append did not land.

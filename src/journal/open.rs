@@ -42,7 +42,7 @@ impl Journal {
             unwritten: Mutex::new(Vec::new()),
             durable: AtomicBool::new(true),
             failures,
-            last_failure_log: Mutex::new(None),
+            logs: Throttle::new(LOG_EVERY),
         };
         let lock = WriterLock::take(path);
         let data = read_all(path)?;

@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,9 +27,11 @@ const PAUSE: Duration = Duration::from_millis(1);
 /// Work parked on one HTTP/1 connection.
 type Parked = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// One connection's hold (see the module doc).
+/// One connection's hold (see the module doc). Polled on every poll of every HTTP/1
+/// request, so the common case (nothing parked) is one atomic load, no lock.
 #[derive(Default)]
 pub(crate) struct ResponseHold {
+    held: AtomicBool,
     parked: Mutex<Option<Parked>>,
 }
 
@@ -37,12 +40,16 @@ impl ResponseHold {
     /// `response_body_filter`.
     pub(crate) fn hold(&self, until: impl Future<Output = ()> + Send + 'static) -> Duration {
         *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::pin(until));
+        self.held.store(true, Ordering::Release);
         PAUSE
     }
 
     /// `Ready` when nothing is parked (any more); `Pending` while the parked work runs, with
     /// `cx` woken when it ends.
     pub(crate) fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.held.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let Some(work) = parked.as_mut() else {
             return Poll::Ready(());
@@ -50,6 +57,7 @@ impl ResponseHold {
         match work.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 *parked = None;
+                self.held.store(false, Ordering::Release);
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,

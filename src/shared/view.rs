@@ -36,7 +36,7 @@ use crate::config::settings::OnError;
 use crate::metrics::RedisMetrics;
 use crate::policy::principal::{Principal, PrincipalKind};
 use crate::policy::revocations::Revocations;
-use crate::state_file::{checked_line, checked_lines, set_aside, AppendError, AppendFile, Damage};
+use crate::state_file::{checked_line, checked_lines, set_aside, AppendError, AppendFile, Damage, Throttle};
 
 /// The first line of every revocation state file this version writes.
 pub(crate) const HEADER: &str = "authgate revocations v2";
@@ -167,8 +167,6 @@ struct State {
     seen: u64,
     /// ... and in the state file: what the replica announces.
     acked: u64,
-    /// When a failed write was last logged.
-    last_failure_log: Option<Instant>,
 }
 
 /// One published record: the epoch and number Redis gave it.
@@ -193,6 +191,7 @@ pub(crate) struct RevocationView {
     metrics: Option<RedisMetrics>,
     /// `authgate_state_write_failures_total{file="revocations"}`.
     write_failures: IntCounter,
+    logs: Throttle,
 }
 
 mod open;

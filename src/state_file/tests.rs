@@ -145,3 +145,12 @@ fn damaged_files_are_set_aside_and_listed() {
         .starts_with("state.jsonl.damaged-")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_throttle_lets_one_line_through_per_interval() {
+    let t = Throttle::new(Duration::from_secs(3600));
+    assert!(t.due(), "the first line");
+    assert!(!t.due(), "then quiet for the interval");
+    let t = Throttle::new(Duration::ZERO);
+    assert!(t.due() && t.due(), "no interval, no quiet");
+}

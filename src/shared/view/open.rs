@@ -79,7 +79,6 @@ impl RevocationView {
                 epoch: None,
                 seen: 0,
                 acked: 0,
-                last_failure_log: None,
             }),
             in_force,
             known: AtomicBool::new(known),
@@ -89,6 +88,7 @@ impl RevocationView {
             max_age,
             metrics,
             write_failures,
+            logs: Throttle::new(super::write::LOG_EVERY),
         };
         view.publish_gauges();
         Ok(view)

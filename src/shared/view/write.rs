@@ -5,7 +5,7 @@ use super::*;
 
 /// Least time between two log lines about a state file that does not take writes (each
 /// failed attempt is counted all the same).
-const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(super) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How many records of one batch are logged one by one (a burst gets a summary).
 const LOGGED_ONE_BY_ONE: usize = 10;
@@ -71,16 +71,21 @@ impl RevocationView {
     /// while Redis is away must find it). Runs every half second on the Redis runtime.
     pub(crate) fn retry_writes(&self) {
         let mut s = self.lock();
-        let missing = self.known() && self.max_age.is_some() && !s.file.path().exists();
-        if !s.unwritten.is_empty() || missing || s.file.moved() {
+        if !s.unwritten.is_empty() || self.missing(&s) || s.file.moved() {
             self.write_down(&mut s);
         }
+    }
+
+    /// Whether the state file should exist and does not: once the view is known, with
+    /// `[redis]` (a restart while Redis is away must find it).
+    fn missing(&self, s: &State) -> bool {
+        self.known() && self.max_age.is_some() && !s.file.path().exists()
     }
 
     /// Appends the unwritten records (or rewrites the whole file when it moved or is
     /// missing); on success the replica may announce everything it has seen.
     fn write_down(&self, s: &mut State) -> bool {
-        let missing = self.known() && self.max_age.is_some() && !s.file.path().exists();
+        let missing = self.missing(s);
         let attempt = if missing || s.file.moved() {
             Err(AppendError::Moved)
         } else if s.unwritten.is_empty() {
@@ -117,11 +122,9 @@ impl RevocationView {
     }
 
     /// Counts a write the state file did not take, and logs it (at most every [`LOG_EVERY`]).
-    fn note_failure(&self, s: &mut State, e: &AppendError) {
+    fn note_failure(&self, s: &State, e: &AppendError) {
         self.write_failures.inc();
-        let now = Instant::now();
-        if s.last_failure_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
-            s.last_failure_log = Some(now);
+        if self.logs.due() {
             tracing::error!(
                 file = %s.file.path().display(),
                 unwritten = s.unwritten.len(),
