@@ -320,17 +320,19 @@ fn ready<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-/// The stall a create response sees on its worker thread: one journal line appended and
-/// fdatasync'd under the writer lock (on the disk `TMPDIR` is on).
+/// The wait a create response sees for its learned org's line (on the journal's writer
+/// thread, not the worker's): one journal line appended and fdatasync'd under the writer
+/// lock (on the disk `TMPDIR` is on).
 fn bench_journal_append(c: &mut Criterion) {
     let path = std::env::temp_dir().join(format!("authgate-bench-journal-{}", std::process::id()));
     let learned = LearnedOrgs::new();
-    let journal = authgate::journal::Journal::open(&path, &learned).unwrap();
+    let failures = prometheus::IntCounter::new("bench_failures", "bench").unwrap();
+    let journal = authgate::journal::Journal::open(&path, &learned, failures).unwrap();
     let mut i = 0u64;
     c.bench_function("journal append + fdatasync", |b| {
         b.iter(|| {
             i += 1;
-            journal.append("bench", &format!("org-{i}")).unwrap();
+            journal.append(&learned, "bench", &format!("org-{i}")).unwrap();
         })
     });
     drop(journal);

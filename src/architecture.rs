@@ -42,7 +42,7 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
         "proxy",
         &["access_log", "config", "gateway", "metrics", "openapi", "policy", "tls"],
     ),
-    ("admin", &["gateway"]),
+    ("admin", &["gateway", "metrics"]),
     ("jwks_fetch", &["config", "gateway"]),
     (
         "server",
@@ -50,7 +50,10 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ),
     // commands
     ("mint", &["config", "policy"]),
-    ("ops", &["config", "journal", "metrics", "policy", "shared"]),
+    (
+        "ops",
+        &["config", "journal", "metrics", "policy", "shared", "state_file"],
+    ),
     ("demo", &["config", "logging", "mint", "server"]),
     ("main", &["*"]),
 ];

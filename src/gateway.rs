@@ -1,6 +1,7 @@
 //! The running gateway's shared state: settings, the policy snapshot behind arc-swap, and
 //! the state that outlives a reload (rate-limit buckets, learned orgs, token cache).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,8 +10,8 @@ use arc_swap::ArcSwap;
 
 use crate::config::tls_files::TlsMaterial;
 use crate::config::{PolicyFiles, Problems, Settings};
-use crate::journal::Journal;
-use crate::metrics::Metrics;
+use crate::journal::{Journal, JournalWriter};
+use crate::metrics::{Metrics, StateFile};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::Denial;
 use crate::policy::jwt::{KeySet, VerifyKey};
@@ -34,7 +35,9 @@ pub(crate) struct Gateway {
     limits: RateLimits,
     tokens: TokenCache,
     learned: Arc<LearnedOrgs>,
-    journal: Journal,
+    journal: Arc<Journal>,
+    /// The journal's writer thread: appends never run on a proxy worker.
+    journal_writer: JournalWriter,
     metrics: Metrics,
     /// Redis (`[redis]`); `None` = the embedded default.
     shared: Option<Arc<Shared>>,
@@ -74,6 +77,25 @@ fn log_tls(m: &TlsMaterial, what: &str) {
     if let Some(w) = m.expiry_warning(now) {
         tracing::warn!("{w}");
     }
+}
+
+/// Longest a create response waits for its learned org to be written (a hung disk must not
+/// hold it forever; the write is retried all the same).
+const LEARN_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// What an HTTP/2 create response allows the journal's append and fsync ([`Gateway::learn_pause`]).
+const JOURNAL_ALLOWANCE: Duration = Duration::from_millis(50);
+
+/// Opens the revocation view on its state file (with `[redis]`, freshness counts).
+fn open_revocations(settings: &Settings, metrics: &Metrics) -> anyhow::Result<RevocationView> {
+    let max_age = settings.redis.as_ref().map(|r| r.revocations_max_age);
+    let failures = metrics.state_write_failures(StateFile::Revocations);
+    RevocationView::open(&settings.revocations_file(), max_age, metrics.redis(), failures).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the revocation state file {}: {e}",
+            settings.revocations_file().display()
+        )
+    })
 }
 
 /// Least time between two refetches caused by tokens with an unknown kid.
@@ -156,23 +178,22 @@ impl Gateway {
             (&*r.name, upstream)
         });
         let metrics = Metrics::new(routes, settings.redis.is_some())?;
-        let max_age = settings.redis.as_ref().map(|r| r.revocations_max_age);
-        let revocations =
-            RevocationView::open(&settings.revocations_file(), max_age, metrics.redis()).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read the revocation state file {}: {e}",
-                    settings.revocations_file().display()
-                )
-            })?;
-        let revocations = Arc::new(revocations);
+        let revocations = Arc::new(open_revocations(&settings, &metrics)?);
         let limits = RateLimits::new(settings.limits.clone(), Default::default());
         let learned = Arc::new(LearnedOrgs::new());
-        let journal = Journal::open(&settings.learned_orgs_file, &learned).map_err(|e| {
+        let journal = Journal::open(
+            &settings.learned_orgs_file,
+            &learned,
+            metrics.state_write_failures(StateFile::LearnedOrgs),
+        )
+        .map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the learned-orgs journal {}: {e}",
                 settings.learned_orgs_file.display()
             )
         })?;
+        let journal = Arc::new(journal);
+        let journal_writer = journal.start_writer(learned.clone())?;
         metrics.set_learned_orgs(learned.len());
         metrics.set_partners(policy.directory.partner_count());
         for spec in settings.fixed.routes.specs() {
@@ -213,6 +234,7 @@ impl Gateway {
             tokens: TokenCache::new(DEFAULT_CAPACITY),
             learned,
             journal,
+            journal_writer,
             metrics,
             shared,
             revocations,
@@ -233,7 +255,6 @@ impl Gateway {
     /// limits and learned orgs in Redis when `[redis]` is configured.
     pub(crate) async fn admit(&self, facts: &RequestFacts<'_>) -> Result<Pass, Block> {
         let snapshot = self.snapshot.load_full();
-        let revoked = self.revocations.current();
         let on_error = self
             .settings
             .redis
@@ -243,7 +264,7 @@ impl Gateway {
             fixed: &self.settings.fixed,
             snapshot: &snapshot,
             tokens: &self.tokens,
-            revoked: &revoked,
+            revoked: self.revocations.revocations(),
             revocations_usable: self.revocations.usable(on_error),
         };
         match decide(&gate, &Stores { gw: self }, facts).await {
@@ -266,25 +287,68 @@ impl Gateway {
     }
 
     /// A create response taught `partner` the org `org` (`learn_org_from_response`): kept in
-    /// memory, appended to the journal (fsync) and, with `[redis]`, written to Redis, all
-    /// before the response completes, so every replica accepts the org once the client has
-    /// its answer. Runs in the synchronous response-body phase, on purpose.
-    pub(crate) fn learn_org(&self, partner: &str, org: &str, request_id: &str) {
-        if self.learned.learn(partner, org) {
-            if let Err(e) = self.journal.append(partner, org) {
-                self.metrics.journal_failure();
-                tracing::error!(request_id, "learned org not persisted: {e}");
-            }
+    /// memory now; appended to the journal (fsync, on the journal's writer thread) and, with
+    /// `[redis]`, written to Redis (on the Redis runtime). The returned future resolves once
+    /// both are done (or failed: then counted, logged and retried or written back later), so
+    /// the proxy holds the create response on it, and never the worker thread: every replica
+    /// accepts the org once the client has its answer.
+    pub(crate) fn learn_org(
+        &self,
+        partner: &str,
+        org: &str,
+        request_id: &str,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let journaled = self.learned.learn(partner, org).then(|| {
             self.metrics.set_learned_orgs(self.learned.len());
-        }
-        if let Some(shared) = &self.shared {
-            if !shared.record_blocking(partner, org) {
+            let (done, landed) = tokio::sync::oneshot::channel::<()>();
+            let failures = self.metrics.journal_failures();
+            let id = request_id.to_string();
+            self.journal_writer.append(
+                partner,
+                org,
+                Box::new(move |ok| {
+                    if !ok {
+                        failures.inc();
+                        tracing::error!(
+                            request_id = id,
+                            "learned org not yet in the journal; retried until it is"
+                        );
+                    }
+                    let _ = done.send(());
+                }),
+            );
+            landed
+        });
+        let shared = self.shared.as_ref().map(|s| s.record(partner, org));
+        let id = request_id.to_string();
+        async move {
+            let wait = async {
+                if let Some(landed) = journaled {
+                    let _ = landed.await;
+                }
+                if let Some(wrote) = shared {
+                    if !matches!(wrote.await, Ok(true)) {
+                        tracing::warn!(
+                            request_id = id,
+                            "learned org not yet in redis; it is written back when redis is available"
+                        );
+                    }
+                }
+            };
+            if tokio::time::timeout(LEARN_WAIT_LIMIT, wait).await.is_err() {
                 tracing::warn!(
-                    request_id,
-                    "learned org not yet in redis; it is written back when redis is available"
+                    request_id = id,
+                    "learned org still being written after {LEARN_WAIT_LIMIT:?}: the create response completes"
                 );
             }
         }
+    }
+
+    /// How long an HTTP/2 create response pauses for its learned org (it cannot be held on
+    /// the write itself there): the Redis timeout plus an allowance for the journal's fsync.
+    pub(crate) fn learn_pause(&self) -> Duration {
+        let redis = self.settings.redis.as_ref().map_or(Duration::ZERO, |r| r.timeout);
+        redis + JOURNAL_ALLOWANCE
     }
 
     /// The validated `authgate.toml` the gateway runs with (fixed for the process).
@@ -478,10 +542,14 @@ impl Gateway {
     }
 
     /// `/readyz`: listener up, not draining, the revocation view known (read from Redis
-    /// once, or from a state file: docs/reference.md#redis), and able to verify tokens if
+    /// once, or from a whole state file: docs/reference.md#partial-failures), every
+    /// revocation and learned org written to its state file, and able to verify tokens if
     /// any route needs them.
     pub(crate) fn ready(&self) -> bool {
         if !self.listener_up.load(Ordering::Acquire) || self.draining() || !self.revocations.known() {
+            return false;
+        }
+        if !self.revocations.durable() || !self.journal.durable() {
             return false;
         }
         let needs_keys = self.settings.fixed.routes.iter().any(|r| {

@@ -1,6 +1,14 @@
 //! The learned-orgs journal (docs/reference.md#learned-orgs): one JSON line per learned org, appended and
 //! fsynced before the create response completes, replayed and compacted at start.
 //!
+//! Appends run on one writer thread (`authgate-journal`), never on a proxy worker: the create
+//! response that taught an org waits for its line, the worker does not. An append the file
+//! does not take (a full disk, a read-only volume) is cut back to the last whole line,
+//! counted, kept in memory and retried every half second; until it lands the gateway is
+//! not ready. A journal deleted or replaced under the gateway is noticed and rewritten from
+//! memory. A line that does not parse at start is reported with its line number, and the
+//! file as it was is kept as `<name>.damaged-<unix seconds>` before it is compacted.
+//!
 //! Every writer (the gateway's appends, its start-up compaction, `authgate orgs import`)
 //! holds an exclusive `flock` on a sidecar `<journal>.lock` file while it writes. The lock
 //! lives on a file that is never renamed, so compaction (write a temp file, fsync, rename
@@ -10,11 +18,15 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::ownership::LearnedOrgs;
-use crate::state_file::{read_all, AppendFile};
+use crate::state_file::{keep_copy, read_all, AppendError, AppendFile, Throttle};
 
 #[derive(Serialize, Deserialize)]
 struct Entry<'a> {
@@ -31,22 +43,28 @@ pub struct Replay {
     pub unreadable: usize,
     /// Whether the last line has no newline (a write torn by a crash; never counted).
     pub torn_tail: bool,
+    /// The first line (1-based) that is unreadable or the torn tail, if any.
+    pub first_bad_line: Option<usize>,
 }
 
 /// Reads journal bytes. Never fails: a complete line that does not parse is skipped, and
 /// an unterminated last line is a torn write and is dropped.
 pub fn parse(data: &[u8]) -> Replay {
     let mut replay = Replay::default();
-    for line in data.split_inclusive(|&b| b == b'\n') {
+    for (i, line) in data.split_inclusive(|&b| b == b'\n').enumerate() {
         let Some(body) = line.strip_suffix(b"\n") else {
             replay.torn_tail = true;
+            replay.first_bad_line.get_or_insert(i + 1);
             break;
         };
         match serde_json::from_slice::<Entry<'_>>(body) {
             Ok(e) if !e.partner.is_empty() && !e.org.is_empty() => {
                 replay.entries.push((e.partner.into_owned(), e.org.into_owned()))
             }
-            _ => replay.unreadable += 1,
+            _ => {
+                replay.unreadable += 1;
+                replay.first_bad_line.get_or_insert(i + 1);
+            }
         }
     }
     replay
@@ -106,55 +124,167 @@ fn dedupe(entries: Vec<(String, String)>) -> Vec<(String, String)> {
     entries.into_iter().filter(|e| seen.insert(e.clone())).collect()
 }
 
+/// Least time between two log lines about a journal that does not take writes.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often unwritten lines are retried, and the file checked for deletion or replacement.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
 /// Append-only journal of learned orgs.
 pub struct Journal {
     file: AppendFile,
+    /// Learned (in memory, in force) but not yet in the file: retried.
+    unwritten: Mutex<Vec<(String, String)>>,
+    durable: AtomicBool,
+    /// `authgate_state_write_failures_total{file="learned_orgs"}`.
+    failures: IntCounter,
+    logs: Throttle,
 }
 
-impl Journal {
-    /// Replays the journal into `learned`, compacts it (one line per distinct entry; a torn
-    /// or unreadable line is dropped) and opens it for appending. A missing file is an empty
-    /// journal; a file that exists but cannot be read is an error, because forgetting
-    /// learned orgs would deny partners.
-    pub fn open(path: &Path, learned: &LearnedOrgs) -> io::Result<Journal> {
-        let journal = Journal {
-            file: AppendFile::new(path),
+/// One line for the writer thread, and who to tell when it landed (or did not, for now).
+struct Job {
+    partner: String,
+    org: String,
+    done: Box<dyn FnOnce(bool) + Send>,
+}
+
+/// Hands lines to the journal's writer thread.
+pub(crate) struct JournalWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl JournalWriter {
+    /// Queues one line; `done` runs on the writer thread once it is on disk (`true`) or the
+    /// append failed and will be retried (`false`).
+    pub(crate) fn append(&self, partner: &str, org: &str, done: Box<dyn FnOnce(bool) + Send>) {
+        let job = Job {
+            partner: partner.to_string(),
+            org: org.to_string(),
+            done,
         };
-        let lock = WriterLock::take(path);
-        let data = read_all(path)?;
-        let replay = parse(&data);
-        if replay.torn_tail {
-            tracing::warn!(file = %path.display(), "dropping a torn last journal line");
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            (job.done)(false);
         }
-        if replay.unreadable > 0 {
-            tracing::warn!(file = %path.display(), lines = replay.unreadable, "skipping unreadable journal lines");
-        }
-        let read = replay.entries.len();
-        let entries = dedupe(replay.entries);
-        for (p, o) in &entries {
-            learned.learn(p, o);
-        }
-        let needs_compaction = entries.len() < read || replay.torn_tail || replay.unreadable > 0;
-        match lock {
-            Ok(_held) if needs_compaction => {
-                compact(&journal.file, &entries)?;
-                tracing::info!(file = %path.display(), before = read, after = entries.len(), "journal compacted");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(file = %path.display(), "cannot lock the learned-orgs journal: {e}"),
-        }
-        tracing::info!(file = %path.display(), orgs = entries.len(), "learned orgs replayed");
-        if let Err(e) = journal.file.open_now() {
-            tracing::error!(file = %path.display(), "learned-orgs journal is not writable: {e}");
-        }
-        Ok(journal)
+    }
+}
+
+mod open;
+
+impl Journal {
+    /// Whether every learned org is in the file (else `/readyz` is 503).
+    pub(crate) fn durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
     }
 
-    /// Appends one entry under the writer lock and waits until it is on disk.
-    pub fn append(&self, partner: &str, org: &str) -> io::Result<()> {
-        let line = line(partner, org)?;
+    /// Appends entries under the writer lock and returns once they are on disk, together
+    /// with any earlier entries that had not landed; `false` when the file did not take them
+    /// (they stay queued for [`Journal::retry`]). A file deleted or replaced under the
+    /// gateway is rewritten from `learned` (and what the new file holds).
+    pub(crate) fn write(&self, entries: Vec<(String, String)>, learned: &LearnedOrgs) -> bool {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        unwritten.extend(entries);
+        let outcome = self.write_down(&unwritten, learned);
+        match outcome {
+            Ok(()) => {
+                if !self.durable.swap(true, Ordering::AcqRel) {
+                    tracing::info!(file = %self.file.path().display(), "learned-orgs journal written again");
+                }
+                unwritten.clear();
+                true
+            }
+            Err(e) => {
+                self.note_failure(&e, unwritten.len());
+                self.durable.store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Retries what did not land, and rewrites a file deleted or replaced under the gateway.
+    pub(crate) fn retry(&self, learned: &LearnedOrgs) {
+        let pending = !self.unwritten.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if pending || self.gone() {
+            self.write(Vec::new(), learned);
+        }
+    }
+
+    /// Whether the path no longer names the file this journal writes (deleted, replaced).
+    fn gone(&self) -> bool {
+        self.file.moved() || !self.file.path().exists()
+    }
+
+    fn write_down(&self, unwritten: &[(String, String)], learned: &LearnedOrgs) -> Result<(), AppendError> {
         let _lock = WriterLock::take(self.file.path())?;
-        self.file.append(&line)
+        let appended = if self.gone() {
+            Err(AppendError::Moved)
+        } else if unwritten.is_empty() {
+            Ok(())
+        } else {
+            let mut buf = Vec::with_capacity(unwritten.len() * 64);
+            for (p, o) in unwritten {
+                buf.extend_from_slice(&line(p, o)?);
+            }
+            self.file.append(&buf)
+        };
+        match appended {
+            Err(AppendError::Moved) => {
+                self.note_failure(&AppendError::Moved, unwritten.len());
+                self.rewrite(learned).map_err(AppendError::Failed)
+            }
+            other => other,
+        }
+    }
+
+    /// Writes the whole journal from memory, with whatever the file at the path holds now
+    /// (another writer's lines are learned, not lost). Caller holds the lock.
+    fn rewrite(&self, learned: &LearnedOrgs) -> io::Result<()> {
+        for (p, o) in parse(&read_all(self.file.path()).unwrap_or_default()).entries {
+            learned.learn(&p, &o);
+        }
+        compact(&self.file, &learned.entries())?;
+        tracing::warn!(file = %self.file.path().display(), "learned-orgs journal was deleted or replaced: rewritten from memory");
+        Ok(())
+    }
+
+    fn note_failure(&self, e: &AppendError, unwritten: usize) {
+        self.failures.inc();
+        if self.logs.due() {
+            tracing::error!(
+                file = %self.file.path().display(),
+                unwritten,
+                "learned-orgs journal write failed ({e}): the orgs are in force but not on disk; \
+                 not ready until a retry writes them"
+            );
+        }
+    }
+
+    /// Starts the writer thread: it appends queued lines in batches (one fsync each), tells
+    /// each line's waiter, and every [`RETRY_EVERY`] retries what did not land.
+    pub(crate) fn start_writer(self: &Arc<Self>, learned: Arc<LearnedOrgs>) -> io::Result<JournalWriter> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let journal = self.clone();
+        std::thread::Builder::new()
+            .name("authgate-journal".into())
+            .spawn(move || journal.run_writer(&rx, &learned))?;
+        Ok(JournalWriter { jobs: tx })
+    }
+
+    fn run_writer(&self, jobs: &mpsc::Receiver<Job>, learned: &LearnedOrgs) {
+        loop {
+            let first = match jobs.recv_timeout(RETRY_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.retry(learned);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let batch: Vec<Job> = std::iter::once(first).chain(jobs.try_iter()).collect();
+            let entries = batch.iter().map(|j| (j.partner.clone(), j.org.clone())).collect();
+            let landed = self.write(entries, learned);
+            for job in batch {
+                (job.done)(landed);
+            }
+        }
     }
 
     /// Re-reads the journal and learns what other writers (`authgate orgs import`) appended
@@ -179,7 +309,10 @@ pub(crate) fn import(path: &Path, partner: &str, orgs: &[String]) -> io::Result<
         }
     }
     if !buf.is_empty() {
-        AppendFile::new(path).append(&buf)?;
+        AppendFile::new(path).append(&buf).map_err(|e| match e {
+            AppendError::Failed(e) => e,
+            AppendError::Moved => io::Error::other("the journal was replaced while it was written"),
+        })?;
     }
     Ok(added.len())
 }
@@ -195,111 +328,4 @@ pub(crate) fn orgs_of(path: &Path, partner: &str) -> io::Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tmp(name: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("authgate-journal-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(lock_path(&path));
-        path
-    }
-
-    fn cleanup(path: &Path) {
-        let _ = std::fs::remove_file(path);
-        let _ = std::fs::remove_file(lock_path(path));
-    }
-
-    #[test]
-    fn appends_survive_a_restart() {
-        let path = tmp("restart");
-        let learned = LearnedOrgs::new();
-        let j = Journal::open(&path, &learned).unwrap();
-        j.append("acme", "o-1").unwrap();
-        j.append("acme", "o-2").unwrap();
-        drop(j);
-        let again = LearnedOrgs::new();
-        Journal::open(&path, &again).unwrap();
-        assert!(again.owns("acme", "o-1") && again.owns("acme", "o-2"));
-        cleanup(&path);
-    }
-
-    #[test]
-    fn a_torn_last_line_is_skipped_and_removed() {
-        let path = tmp("torn");
-        std::fs::write(&path, b"{\"partner\":\"a\",\"org\":\"o-1\"}\n{\"partner\":\"a\",\"or").unwrap();
-        let learned = LearnedOrgs::new();
-        let j = Journal::open(&path, &learned).unwrap();
-        assert!(learned.owns("a", "o-1"));
-        assert_eq!(learned.len(), 1);
-        j.append("a", "o-2").unwrap();
-        drop(j);
-        let again = LearnedOrgs::new();
-        Journal::open(&path, &again).unwrap();
-        assert!(again.owns("a", "o-2"));
-        assert_eq!(again.len(), 2);
-        cleanup(&path);
-    }
-
-    #[test]
-    fn start_compacts_duplicates_and_junk_but_keeps_every_partner() {
-        let path = tmp("compact");
-        let mut data = Vec::new();
-        for _ in 0..50 {
-            data.extend_from_slice(b"{\"partner\":\"a\",\"org\":\"o-1\"}\n");
-        }
-        data.extend_from_slice(b"garbage\n");
-        // a partner that may no longer be in the policy: kept, never deleted
-        data.extend_from_slice(b"{\"partner\":\"gone\",\"org\":\"o-9\"}\n");
-        data.extend_from_slice(b"{\"partner\":\"a\",\"org\":\"o-2\"}\n{\"partner\"");
-        std::fs::write(&path, &data).unwrap();
-        let learned = LearnedOrgs::new();
-        drop(Journal::open(&path, &learned).unwrap());
-        let after = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            after,
-            "{\"partner\":\"a\",\"org\":\"o-1\"}\n{\"partner\":\"gone\",\"org\":\"o-9\"}\n{\"partner\":\"a\",\"org\":\"o-2\"}\n"
-        );
-        assert!(learned.owns("gone", "o-9"));
-        assert!(!Path::new(&format!("{}.tmp", path.display())).exists());
-        cleanup(&path);
-    }
-
-    #[test]
-    fn import_is_idempotent_and_refresh_picks_it_up() {
-        let path = tmp("import");
-        let learned = LearnedOrgs::new();
-        let j = Journal::open(&path, &learned).unwrap();
-        learned.learn("acme", "o-1"); // as the proxy does before appending
-        j.append("acme", "o-1").unwrap();
-        let orgs: Vec<String> = ["o-1", "o-2", "o-3", "o-2"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(import(&path, "acme", &orgs).unwrap(), 2);
-        assert_eq!(import(&path, "acme", &orgs).unwrap(), 0);
-        assert!(!learned.owns("acme", "o-2"));
-        assert_eq!(j.refresh(&learned).unwrap(), 2);
-        assert!(learned.owns("acme", "o-3"));
-        assert_eq!(orgs_of(&path, "acme").unwrap(), vec!["o-1", "o-2", "o-3"]);
-        assert!(orgs_of(&path, "other").unwrap().is_empty());
-        cleanup(&path);
-    }
-
-    #[test]
-    fn the_writer_lock_excludes_other_writers() {
-        let path = tmp("lock");
-        let held = WriterLock::take(&path).unwrap();
-        let other = OpenOptions::new().write(true).open(lock_path(&path)).unwrap();
-        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
-        drop(held);
-        assert!(other.try_lock().is_ok());
-        cleanup(&path);
-    }
-
-    #[test]
-    fn parse_never_fails() {
-        assert_eq!(parse(b""), Replay::default());
-        let r = parse(b"{\"partner\":\"\",\"org\":\"o\"}\n[]\n\xff\n{\"partner\":\"p\",\"org\":\"o\"}\n{");
-        assert_eq!(r.entries, vec![("p".to_string(), "o".to_string())]);
-        assert_eq!(r.unreadable, 3);
-        assert!(r.torn_tail);
-    }
-}
+mod tests;

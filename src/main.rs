@@ -100,9 +100,12 @@ struct RevokeArgs {
     #[arg(long)]
     org: Option<String>,
     /// How long to wait for every replica announced in the last 10 s to apply it (exit 3
-    /// when some did not).
+    /// when some did not, or none announced itself).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     wait: String,
+    /// Store it for a partner or org the policy file does not list (refused otherwise).
+    #[arg(long)]
+    allow_unknown: bool,
 }
 
 impl RevokeArgs {
@@ -126,7 +129,7 @@ enum OrgsAction {
         /// One org id per line; `-` or nothing reads stdin.
         file: Option<PathBuf>,
         /// Import for a partner the policy file does not list (refused otherwise).
-        #[arg(long)]
+        #[arg(long, alias = "allow-unknown")]
         allow_unknown_partner: bool,
     },
     /// Print a partner's learned orgs, one per line.
@@ -162,7 +165,7 @@ fn routes(config: &std::path::Path) -> ExitCode {
 /// `authgate revoke` / `unrevoke` with a parsed `--wait`.
 fn revoke(a: &RevokeArgs, revoked: bool) -> ExitCode {
     match authgate::config::validate::parse_duration(&a.wait) {
-        Ok(wait) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, revoked, wait),
+        Ok(wait) => authgate::ops::revoke(&a.config, &a.principal(), &a.key_id, revoked, wait, a.allow_unknown),
         Err(e) => {
             eprintln!("--wait: {e}");
             ExitCode::from(1)
@@ -221,6 +224,7 @@ fn check(config: &std::path::Path) -> ExitCode {
     match authgate::config::load(config) {
         Ok(loaded) => {
             authgate::ops::warn_if_redis_unreachable(&loaded.settings);
+            authgate::ops::warn_of_damaged_state_files(&loaded.settings);
             for w in loaded.warnings() {
                 eprintln!("warning: {w}");
             }

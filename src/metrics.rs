@@ -131,6 +131,83 @@ impl RedisOp {
     }
 }
 
+/// Why a Redis command failed: the `kind` label of `authgate_redis_errors_total`. Only the
+/// first six make a replica treat Redis as down; the last three are one command's (or one
+/// key's) problem (docs/reference.md#partial-failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedisErrorKind {
+    /// No answer within the time bound.
+    Timeout,
+    /// The connection broke, or could not be opened.
+    Connection,
+    /// `READONLY`: a demoted primary.
+    ReadOnly,
+    /// `LOADING`: the server is loading its dataset.
+    Loading,
+    /// `MASTERDOWN`: a replica without its primary.
+    MasterDown,
+    /// `OOM`: `maxmemory` reached with `noeviction`.
+    Oom,
+    /// A reply of a type the command never answers with.
+    UnexpectedReply,
+    /// Another error reply (a script error).
+    Error,
+    /// One key holds a value of the wrong type, or not a number where one belongs.
+    BadValue,
+}
+
+impl RedisErrorKind {
+    /// Every kind, for pre-declared metric children.
+    pub(crate) const ALL: [RedisErrorKind; 9] = [
+        RedisErrorKind::Timeout,
+        RedisErrorKind::Connection,
+        RedisErrorKind::ReadOnly,
+        RedisErrorKind::Loading,
+        RedisErrorKind::MasterDown,
+        RedisErrorKind::Oom,
+        RedisErrorKind::UnexpectedReply,
+        RedisErrorKind::Error,
+        RedisErrorKind::BadValue,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RedisErrorKind::Timeout => "timeout",
+            RedisErrorKind::Connection => "connection",
+            RedisErrorKind::ReadOnly => "readonly",
+            RedisErrorKind::Loading => "loading",
+            RedisErrorKind::MasterDown => "masterdown",
+            RedisErrorKind::Oom => "oom",
+            RedisErrorKind::UnexpectedReply => "unexpected_reply",
+            RedisErrorKind::Error => "error",
+            RedisErrorKind::BadValue => "bad_value",
+        }
+    }
+}
+
+/// A local state file: the `file` label of `authgate_state_write_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateFile {
+    /// The revocation state file (`<policy file>.revocations.jsonl`).
+    Revocations,
+    /// The learned-orgs journal (`[policies] learned_orgs_file`).
+    LearnedOrgs,
+}
+
+impl StateFile {
+    /// Every state file, for pre-declared metric children.
+    pub(crate) const ALL: [StateFile; 2] = [StateFile::Revocations, StateFile::LearnedOrgs];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StateFile::Revocations => "revocations",
+            StateFile::LearnedOrgs => "learned_orgs",
+        }
+    }
+}
+
 /// Which of a replica's Redis connections was replaced: the `connection` label of
 /// `authgate_redis_connections_replaced_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,8 +262,8 @@ impl RedisMetrics {
     }
 
     /// Counts a failed (or timed-out) command.
-    pub(crate) fn error(&self, op: RedisOp) {
-        self.errors.with_label_values(&[op.as_str()]).inc();
+    pub(crate) fn error(&self, op: RedisOp, kind: RedisErrorKind) {
+        self.errors.with_label_values(&[op.as_str(), kind.as_str()]).inc();
     }
 
     /// Counts a connection thrown away for a new one.
@@ -202,9 +279,10 @@ impl RedisMetrics {
         let errors = IntCounterVec::new(
             Opts::new(
                 "authgate_redis_errors_total",
-                "Redis commands that failed or took longer than [redis] timeout, by what they were for.",
+                "Redis commands that failed or took longer than [redis] timeout, by what they were for and why \
+                 (kind=\"bad_value\": one key held a foreign value; only that principal fell back per on_error).",
             ),
-            &["op"],
+            &["op", "kind"],
         )?;
         let duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -230,7 +308,9 @@ impl RedisMetrics {
             &["connection"],
         )?;
         for op in RedisOp::ALL {
-            errors.with_label_values(&[op.as_str()]);
+            for kind in RedisErrorKind::ALL {
+                errors.with_label_values(&[op.as_str(), kind.as_str()]);
+            }
         }
         for conn in RedisConnection::ALL {
             replaced.with_label_values(&[conn.as_str()]);
@@ -396,6 +476,7 @@ struct StateMetrics {
     partners: IntGauge,
     learned_orgs: IntGauge,
     journal_failures: IntCounter,
+    state_write_failures: IntCounterVec,
 }
 
 impl StateMetrics {
@@ -426,8 +507,19 @@ impl StateMetrics {
             "authgate_learned_orgs_journal_failures_total",
             "Learned orgs that could not be appended to the journal (the response still passed).",
         )?;
+        let state_write_failures = IntCounterVec::new(
+            Opts::new(
+                "authgate_state_write_failures_total",
+                "Appends a local state file did not take (full disk, read-only volume, file deleted under the \
+                 gateway): cut back to the last whole line and retried; the replica is not ready until written.",
+            ),
+            &["file"],
+        )?;
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
+        }
+        for file in StateFile::ALL {
+            state_write_failures.with_label_values(&[file.as_str()]);
         }
         Ok(StateMetrics {
             reloads: register(registry, reloads)?,
@@ -437,6 +529,7 @@ impl StateMetrics {
             partners: register(registry, partners)?,
             learned_orgs: register(registry, learned_orgs)?,
             journal_failures: register(registry, journal_failures)?,
+            state_write_failures: register(registry, state_write_failures)?,
         })
     }
 }
@@ -621,9 +714,14 @@ impl Metrics {
         self.redis.clone()
     }
 
-    /// Counts a failed journal append.
-    pub(crate) fn journal_failure(&self) {
-        self.state.journal_failures.inc();
+    /// `authgate_learned_orgs_journal_failures_total`, for the writer's callback.
+    pub(crate) fn journal_failures(&self) -> IntCounter {
+        self.state.journal_failures.clone()
+    }
+
+    /// The counter of writes `file` did not take, for the writer that owns it.
+    pub(crate) fn state_write_failures(&self, file: StateFile) -> IntCounter {
+        self.state.state_write_failures.with_label_values(&[file.as_str()])
     }
 
     /// The Prometheus text exposition.
@@ -697,12 +795,41 @@ mod tests {
             "# TYPE authgate_upstream_backend_healthy gauge",
             "# TYPE authgate_request_duration_seconds histogram",
             "authgate_redis_up 0",
-            r#"authgate_redis_errors_total{op="limit"} 0"#,
+            r#"authgate_redis_errors_total{kind="bad_value",op="limit"} 0"#,
+            r#"authgate_redis_errors_total{kind="timeout",op="announce"} 0"#,
+            r#"authgate_state_write_failures_total{file="revocations"} 0"#,
+            r#"authgate_state_write_failures_total{file="learned_orgs"} 0"#,
             "# TYPE authgate_redis_duration_seconds histogram",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(!text.contains(r#"route="none",upstream"#), "{text}");
+    }
+
+    #[test]
+    fn the_label_sets_list_every_variant() {
+        // exhaustive matches: a variant added without its ALL entry fails to compile here
+        for kind in RedisErrorKind::ALL {
+            let i = match kind {
+                RedisErrorKind::Timeout => 0,
+                RedisErrorKind::Connection => 1,
+                RedisErrorKind::ReadOnly => 2,
+                RedisErrorKind::Loading => 3,
+                RedisErrorKind::MasterDown => 4,
+                RedisErrorKind::Oom => 5,
+                RedisErrorKind::UnexpectedReply => 6,
+                RedisErrorKind::Error => 7,
+                RedisErrorKind::BadValue => 8,
+            };
+            assert_eq!(RedisErrorKind::ALL[i], kind);
+        }
+        for file in StateFile::ALL {
+            let i = match file {
+                StateFile::Revocations => 0,
+                StateFile::LearnedOrgs => 1,
+            };
+            assert_eq!(StateFile::ALL[i], file);
+        }
     }
 
     #[test]

@@ -175,10 +175,13 @@ async fn background(
         let hup = signal(SignalKind::hangup())?;
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
+        // A write past RLIMIT_FSIZE must fail with EFBIG (a state file's full disk, handled
+        // and retried), not kill the process with SIGXFSZ's default action.
+        let xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ))?;
         let admin = tokio::net::TcpListener::from_std(admin)?;
-        Ok((hup, term, int, admin))
+        Ok((hup, term, int, xfsz, admin))
     })();
-    let (mut hup, mut term, mut int, admin) = match setup {
+    let (mut hup, mut term, mut int, _xfsz, admin) = match setup {
         Ok(v) => v,
         Err(e) => {
             let _ = ready_tx.send(Err(e));

@@ -83,6 +83,14 @@ impl Directory {
         self.orgs.get(id)
     }
 
+    /// Whether the file names `id` as an org anywhere: an `[[org]]` entry, a partner's
+    /// `orgs`, or an `[[api_key]]`'s `org` (`authgate revoke --org` refuses a typo).
+    pub(crate) fn lists_org(&self, id: &str) -> bool {
+        self.orgs.contains_key(id)
+            || self.partners.values().any(|p| p.orgs.contains(id))
+            || self.api_keys.values().flatten().any(|k| &*k.org == id)
+    }
+
     /// Number of partners (the `authgate_partners` gauge).
     pub fn partner_count(&self) -> usize {
         self.partners.len()

@@ -45,6 +45,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 
 use super::head_limit::{HeadLimited, HeadState};
+use super::hold::ResponseHold;
 use super::AuthProxy;
 use crate::config::Deadlines;
 use crate::metrics::{CloseReason, ConnectionsClosed, Listener};
@@ -85,18 +86,22 @@ enum Persistent {
     Reused(Option<HttpPersistentSettings>),
 }
 
-/// The per-session handle [`HeadDeadline`] hands through pingora as the connection user
-/// context; [`HeadReceived::mark`] records that the request head is read.
-pub(crate) struct HeadReceived(Arc<HeadState>);
+/// What [`HeadDeadline`] hands through pingora as the connection user context: the
+/// connection's head state ([`HeadReceived::mark`] records that the request head is read)
+/// and its [`ResponseHold`].
+pub(crate) struct HeadReceived {
+    head: Arc<HeadState>,
+    hold: Arc<ResponseHold>,
+}
 
 impl HeadReceived {
     /// Called from `on_connection_reuse` with the context pingora hands over: the head of
     /// this session's request is complete, so neither the deadline nor the head limit
-    /// applies to it any more.
-    pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) {
-        if let Ok(head) = ctx.downcast::<HeadReceived>() {
-            head.0.received.store(true, Ordering::Release);
-        }
+    /// applies to it any more. Returns the connection's hold, for the request's context.
+    pub(crate) fn mark(ctx: Box<dyn Any + Send + Sync>) -> Option<Arc<ResponseHold>> {
+        let received = ctx.downcast::<HeadReceived>().ok()?;
+        received.head.received.store(true, Ordering::Release);
+        Some(received.hold)
     }
 }
 
@@ -117,6 +122,7 @@ impl HeadDeadline {
         persistent: Persistent,
         shutdown: &ShutdownWatch,
         head: &Arc<HeadState>,
+        hold: &Arc<ResponseHold>,
     ) -> Option<ReusedHttpStream> {
         let mut session = ServerSession::new_http1(stream);
         match persistent {
@@ -129,13 +135,25 @@ impl HeadDeadline {
             Persistent::Reused(None) => {}
         }
         head.start_head();
-        session.set_connection_user_context(Some(Box::new(HeadReceived(head.clone()))));
+        let context = HeadReceived {
+            head: head.clone(),
+            hold: hold.clone(),
+        };
+        session.set_connection_user_context(Some(Box::new(context)));
         let mut work = pin!(self.inner.process_new_http(session, shutdown));
         let timeout = self.deadlines.header_timeout;
         let mut timer = pin!(pingora::time::fast_timeout::fast_sleep(timeout));
         poll_fn(|cx| {
+            // a response held on work it must not complete before (hold.rs): the request is
+            // polled again only once that work is done
+            if hold.poll_released(cx).is_pending() {
+                return Poll::Pending;
+            }
             if let Poll::Ready(reused) = work.as_mut().poll(cx) {
                 return Poll::Ready(reused);
+            }
+            if hold.poll_released(cx).is_pending() {
+                return Poll::Pending;
             }
             // checked after polling the work: a head completed in this very poll counts
             if !head.received.load(Ordering::Acquire) && timer.as_mut().poll(cx).is_ready() {
@@ -157,13 +175,14 @@ impl ServerApp for HeadDeadline {
             return None;
         }
         // pingora's HTTP/1 keep-alive loop (apps/mod.rs), each request under the deadline;
-        // one head state per connection, reset for each request head
+        // one head state and one hold per connection, the head state reset for each head
         let head = HeadState::new(self.deadlines.max_head_bytes);
         let stream = HeadLimited::wrap(stream, head.clone(), self.closed.clone());
-        let mut reused = self.serve_one(stream, Persistent::First, shutdown, &head).await;
+        let hold = Arc::new(ResponseHold::default());
+        let mut reused = self.serve_one(stream, Persistent::First, shutdown, &head, &hold).await;
         while let Some((stream, settings)) = reused.map(ReusedHttpStream::consume) {
             reused = self
-                .serve_one(stream, Persistent::Reused(settings), shutdown, &head)
+                .serve_one(stream, Persistent::Reused(settings), shutdown, &head, &hold)
                 .await;
         }
         None

@@ -6,6 +6,7 @@ pub(crate) mod h2_deadline;
 pub(crate) mod head_deadline;
 pub(crate) mod head_limit;
 pub(crate) mod held_body;
+pub(crate) mod hold;
 pub(crate) mod least_conn;
 pub(crate) mod request_id;
 
@@ -67,6 +68,8 @@ pub(crate) struct RequestCtx {
     declared: DeclaredLength,
     /// Bytes of a held body (step 7a), forwarded as they are with that Content-Length.
     held_bytes: Option<usize>,
+    /// The HTTP/1 connection's hold: a create response waits on it for its learned org.
+    hold: Option<Arc<hold::ResponseHold>>,
     _in_flight: Option<InFlight>,
 }
 
@@ -317,6 +320,7 @@ impl ProxyHttp for AuthProxy {
             upgrade_forwarded: false,
             declared: DeclaredLength::Absent,
             held_bytes: None,
+            hold: None,
             _in_flight: Some(self.gw.enter()),
         }
     }
@@ -338,11 +342,11 @@ impl ProxyHttp for AuthProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         prev: Box<dyn std::any::Any + Send + Sync>,
     ) {
         // Called once the request head is read, on every HTTP/1 request (head_deadline.rs).
-        head_deadline::HeadReceived::mark(prev);
+        ctx.hold = head_deadline::HeadReceived::mark(prev);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
@@ -570,14 +574,23 @@ impl ProxyHttp for AuthProxy {
             *body = Some(Bytes::from(std::mem::take(&mut learn.body)));
             return Ok(None);
         }
+        let mut pause = None;
         if end_of_stream {
             if let Some(org) = org_from_response(&learn.body, &learn.pointer) {
-                self.gw.learn_org(&learn.partner, &org, &ctx.request_id);
+                // the last chunk waits for the org's writes; the worker does not (hold.rs)
+                let written = self.gw.learn_org(&learn.partner, &org, &ctx.request_id);
+                pause = Some(match &ctx.hold {
+                    Some(hold) => hold.hold(written),
+                    None => {
+                        tokio::spawn(written);
+                        self.gw.learn_pause()
+                    }
+                });
             }
             learn.active = false;
             *body = Some(Bytes::from(std::mem::take(&mut learn.body)));
         }
-        Ok(None)
+        Ok(pause)
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {

@@ -1,37 +1,51 @@
-//! Replica announcements (docs/reference.md#redis): every replica records, at least once a
-//! second, its `instance_id` and the revocation watermark it has applied, stamped with
-//! Redis's own clock (replicas' clocks may disagree). `authgate revoke` reads who announced
-//! in the last 10 s and waits until each has applied its record, so an operator learns
-//! which replicas refuse the key now, not how many happened to be subscribed.
+//! Replica announcements (docs/reference.md#partial-failures): every replica records, at least once a
+//! second, its `instance_id`, the store epoch it counts in and the revocation watermark it
+//! has applied and written down, stamped with Redis's own clock (replicas' clocks may
+//! disagree). `authgate revoke` reads who announced in the last 10 s and waits until each
+//! has applied its record in the record's epoch, so an operator learns which replicas refuse
+//! the key now, not how many happened to be subscribed.
+//!
+//! The announcement is also how a replica notices that Redis lost its data: it answers the
+//! store's epoch, and an epoch other than the one this replica last wrote back to means its
+//! learned orgs and revocations may be missing there (docs/reference.md#partial-failures).
 
 use std::time::Duration;
 
 use redis::Value;
 
 use super::faults::{unexpected, Fault};
+use super::revocations::candidate_epoch;
 use super::{Shared, PROBE_FLOOR};
 use crate::metrics::RedisOp;
 
-/// Records one announcement and answers whether the sentinel key exists (its absence means
-/// Redis restarted without the data replicas wrote back). `KEYS`: the replicas' sorted set
-/// (scored by Redis time, ms), the hash of their watermarks, the sentinel; `ARGV`: the
-/// instance id and its watermark. Replicas silent for a minute are forgotten. A write, so
-/// it doubles as the maintainer's probe.
+/// Records one announcement and answers the store's epoch. `KEYS`: the replicas' sorted set
+/// (scored by Redis time, ms), the hash of their announcements, the epoch, the revocation
+/// counter; `ARGV`: the instance id, its watermark, the epoch that watermark counts in, a
+/// candidate epoch. The epoch is made anew when it is missing (Redis lost it), and also when
+/// this replica has applied more records of the current epoch than its counter says were
+/// ever stored (Redis went back in time: a restore from an older snapshot). Replicas silent
+/// for a minute are forgotten. A write, so it doubles as the maintainer's probe.
 const ANNOUNCE_SCRIPT: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local e = redis.call('GET', KEYS[3])
+if (not e) or (e == ARGV[3] and tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[4]) or '0')) then
+  e = ARGV[4]
+  redis.call('SET', KEYS[3], e)
+end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. ' ' .. ARGV[2])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - 60000))
 for _, id in ipairs(gone) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-return redis.call('EXISTS', KEYS[3])
+return e
 "#;
 
-/// The replicas announced within the last `ARGV[1]` ms, each followed by its watermark.
+/// The replicas announced within the last `ARGV[1]` ms, each followed by its announcement
+/// (`"<epoch> <watermark>"`).
 const REPLICAS_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -39,7 +53,7 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%.0f', now - ton
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', KEYS[2], id) or '0'
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ' 0'
 end
 return out
 "#;
@@ -47,17 +61,29 @@ return out
 /// How recently a replica must have announced itself for `revoke` to wait for it.
 pub(crate) const RECENT: Duration = Duration::from_secs(10);
 
-/// A decimal watermark as Redis returns it (bulk string or integer).
-fn number(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
+/// What one replica announced: the epoch its watermark counts in (empty: it never read the
+/// store) and the watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announcement {
+    pub(crate) id: String,
+    pub(crate) epoch: String,
+    pub(crate) watermark: u64,
 }
 
-/// `[id, watermark, id, watermark, ...]` from [`REPLICAS_SCRIPT`]; `None` for anything else.
-fn replicas_reply(v: &Value) -> Option<Vec<(String, u64)>> {
+/// `"<epoch> <watermark>"`.
+fn announcement(id: String, v: &Value) -> Option<Announcement> {
+    let Value::BulkString(b) = v else { return None };
+    let (epoch, watermark) = std::str::from_utf8(b).ok()?.split_once(' ')?;
+    Some(Announcement {
+        id,
+        epoch: epoch.to_string(),
+        watermark: watermark.parse().ok()?,
+    })
+}
+
+/// `[id, announcement, id, announcement, ...]` from [`REPLICAS_SCRIPT`]; `None` for
+/// anything else.
+fn replicas_reply(v: &Value) -> Option<Vec<Announcement>> {
     let Value::Array(items) = v else {
         return None;
     };
@@ -67,7 +93,7 @@ fn replicas_reply(v: &Value) -> Option<Vec<(String, u64)>> {
     items
         .chunks(2)
         .map(|pair| match &pair[0] {
-            Value::BulkString(id) => Some((String::from_utf8(id.clone()).ok()?, number(&pair[1])?)),
+            Value::BulkString(id) => announcement(String::from_utf8(id.clone()).ok()?, &pair[1]),
             _ => None,
         })
         .collect()
@@ -82,51 +108,39 @@ impl Shared {
         self.key("replicas:applied")
     }
 
-    fn sentinel_key(&self) -> String {
-        self.key("alive")
-    }
-
-    /// Announces this replica with its revocation watermark; `Ok(true)` when the sentinel
-    /// is present. The maintainer's probe: a failure here means Redis cannot be written.
-    pub(crate) async fn announce(&self, watermark: u64) -> Result<bool, Fault> {
-        let (zset, hash, sentinel) = (self.replicas_key(), self.watermarks_key(), self.sentinel_key());
+    /// Announces this replica with its revocation watermark and the epoch it counts in;
+    /// answers the store's epoch. The maintainer's probe: a failure here means Redis cannot
+    /// be written.
+    pub(crate) async fn announce(&self, epoch: Option<&str>, watermark: u64) -> Result<String, Fault> {
+        let (zset, hash) = (self.replicas_key(), self.watermarks_key());
+        let (epoch_key, counter) = (self.epoch_key(), self.sequence_key());
         let id = self.instance_id().to_string();
+        let mine = epoch.unwrap_or("").to_string();
         let script = redis::Script::new(ANNOUNCE_SCRIPT);
-        let reply = self
-            .housekeeping(RedisOp::Announce, PROBE_FLOOR, |mut c| async move {
-                let v: Value = script
-                    .key(&zset)
-                    .key(&hash)
-                    .key(&sentinel)
-                    .arg(&id)
-                    .arg(watermark)
-                    .invoke_async(&mut c)
-                    .await?;
-                match v {
-                    Value::Int(n @ (0 | 1)) => Ok(n == 1),
-                    _ => Err(unexpected("announcement answered something other than 0 or 1")),
-                }
-            })
-            .await?;
-        Ok(reply)
-    }
-
-    /// Marks Redis as holding this deployment's data (after a write-back).
-    pub(crate) async fn set_sentinel(&self) -> bool {
-        let key = self.sentinel_key();
-        self.bulk(RedisOp::Resync, |mut c| async move {
-            let v: Value = redis::cmd("SET").arg(&key).arg(1).query_async(&mut c).await?;
+        self.housekeeping(RedisOp::Announce, PROBE_FLOOR, |mut c| async move {
+            let v: Value = script
+                .key(&zset)
+                .key(&hash)
+                .key(&epoch_key)
+                .key(&counter)
+                .arg(&id)
+                .arg(watermark)
+                .arg(&mine)
+                .arg(candidate_epoch())
+                .invoke_async(&mut c)
+                .await?;
             match v {
-                Value::Okay => Ok(()),
-                _ => Err(unexpected("SET answered something other than OK")),
+                Value::BulkString(b) if !b.is_empty() => {
+                    String::from_utf8(b).map_err(|_| unexpected("an epoch that is not UTF-8"))
+                }
+                _ => Err(unexpected("announcement answered something other than an epoch")),
             }
         })
         .await
-        .is_some()
     }
 
-    /// The replicas announced within [`RECENT`] and their watermarks (`authgate revoke`).
-    pub(crate) async fn replicas(&self) -> Option<Vec<(String, u64)>> {
+    /// The replicas announced within [`RECENT`] (`authgate revoke`).
+    pub(crate) async fn replicas(&self) -> Option<Vec<Announcement>> {
         let (zset, hash) = (self.replicas_key(), self.watermarks_key());
         let script = redis::Script::new(REPLICAS_SCRIPT);
         self.bulk(RedisOp::Announce, |mut c| async move {
@@ -142,9 +156,14 @@ impl Shared {
     }
 }
 
-/// Each replica's verdict on one record: applied (its watermark reached `seq`) or not.
-pub(crate) fn verdicts(replicas: &[(String, u64)], seq: u64) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = replicas.iter().map(|(id, w)| (id.clone(), *w >= seq)).collect();
+/// Each replica's verdict on record `seq` of `epoch`: applied once it announced that epoch
+/// with a watermark that reached `seq`. A watermark of another epoch proves nothing (a
+/// Redis that lost its data numbers from 1 again).
+pub(crate) fn verdicts(replicas: &[Announcement], epoch: &str, seq: u64) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = replicas
+        .iter()
+        .map(|a| (a.id.clone(), a.epoch == epoch && a.watermark >= seq))
+        .collect();
     out.sort();
     out
 }
@@ -153,20 +172,27 @@ pub(crate) fn verdicts(replicas: &[(String, u64)], seq: u64) -> Vec<(String, boo
 mod tests {
     use super::*;
 
+    fn ann(id: &str, epoch: &str, watermark: u64) -> Announcement {
+        Announcement {
+            id: id.into(),
+            epoch: epoch.into(),
+            watermark,
+        }
+    }
+
     #[test]
-    fn replica_lists_are_pairs_of_id_and_number_and_nothing_else() {
+    fn replica_lists_are_pairs_of_id_and_announcement_and_nothing_else() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let ok = Value::Array(vec![bulk("a-1"), bulk("7"), bulk("b-2"), Value::Int(0)]);
-        assert_eq!(
-            replicas_reply(&ok),
-            Some(vec![("a-1".to_string(), 7), ("b-2".to_string(), 0)])
-        );
+        let ok = Value::Array(vec![bulk("a-1"), bulk("e1 7"), bulk("b-2"), bulk(" 0")]);
+        assert_eq!(replicas_reply(&ok), Some(vec![ann("a-1", "e1", 7), ann("b-2", "", 0)]));
         assert_eq!(replicas_reply(&Value::Array(vec![])), Some(vec![]));
         for bad in [
             Value::Array(vec![bulk("a-1")]),
-            Value::Array(vec![bulk("a-1"), bulk("x")]),
-            Value::Array(vec![Value::Int(1), bulk("1")]),
-            Value::Array(vec![bulk("a"), bulk("-1")]),
+            Value::Array(vec![bulk("a-1"), bulk("e1 x")]),
+            Value::Array(vec![bulk("a-1"), bulk("7")]),
+            Value::Array(vec![bulk("a-1"), Value::Int(7)]),
+            Value::Array(vec![Value::Int(1), bulk("e1 1")]),
+            Value::Array(vec![bulk("a"), bulk("e1 -1")]),
             Value::Okay,
             bulk("a 1"),
         ] {
@@ -175,9 +201,20 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_has_applied_a_record_once_its_watermark_reaches_it() {
-        let r = vec![("b".to_string(), 4), ("a".to_string(), 5)];
-        assert_eq!(verdicts(&r, 5), vec![("a".to_string(), true), ("b".to_string(), false)]);
-        assert!(verdicts(&r, 4).iter().all(|(_, ok)| *ok));
+    fn a_replica_has_applied_a_record_once_its_watermark_reaches_it_in_its_epoch() {
+        let r = vec![ann("b", "e1", 4), ann("a", "e1", 5), ann("c", "e0", 57)];
+        assert_eq!(
+            verdicts(&r, "e1", 5),
+            vec![
+                ("a".to_string(), true),
+                ("b".to_string(), false),
+                ("c".to_string(), false)
+            ]
+        );
+        assert!(verdicts(&r[..2], "e1", 4).iter().all(|(_, ok)| *ok));
+        assert!(
+            !verdicts(&r, "e2", 1).iter().any(|(_, ok)| *ok),
+            "a watermark from before Redis lost its data counts for nothing"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! semantics (a burst of N refilled evenly over the minute), on Redis's clock (`TIME`), so
 //! replicas with skewed clocks still share one bucket.
 
-use super::faults::unexpected;
+use super::faults::{bad_value, unexpected};
 use super::Shared;
 use crate::config::settings::OnError;
 use crate::metrics::RedisOp;
@@ -13,23 +13,38 @@ use crate::policy::principal::Principal;
 use crate::policy::rate_limit::{whole_seconds_at_least_one, Headroom, OverrideBuckets};
 
 /// GCRA over all of a request's limits, in order. `KEYS[i]` is limit i's bucket (its
-/// theoretical arrival time, µs), `ARGV[i]` its per-minute figure. A limit that allows
-/// stores its new TAT (expiring once the bucket would be full again) before the next limit
-/// is looked at, so earlier limits keep their token; the first that denies returns, so
-/// later limits are not charged. Answers `"1 <remaining> <per_minute>"` for the tightest
-/// limit, or `"0 <index, 1-based> <wait_us>"`: one bulk string rather than an array,
-/// because redis-rs parses a three-integer array with several times the instructions
-/// (measured with callgrind), on every request.
+/// theoretical arrival time, µs), `ARGV[i]` its per-minute figure. Every bucket is read and
+/// checked first: one that holds anything but a number (a foreign value SET by another
+/// program sharing the Redis, or another type) answers `"2 <index, 1-based> 0"` and charges
+/// nothing, so that one principal falls back per `on_error` while every other keeps using
+/// Redis. Then a limit that allows stores its new TAT (expiring once the bucket would be full
+/// again) before the next limit is looked at, so earlier limits keep their token; the first
+/// that denies returns, so later limits are not charged. Answers `"1 <remaining>
+/// <per_minute>"` for the tightest limit, or `"0 <index, 1-based> <wait_us>"`: one bulk
+/// string rather than an array, because redis-rs parses a three-integer array with several
+/// times the instructions (measured with callgrind), on every request.
 pub(crate) const GCRA_SCRIPT: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats = {}
+for i = 1, #KEYS do
+  local raw = redis.pcall('GET', KEYS[i])
+  local tat = now
+  if raw then
+    tat = type(raw) == 'string' and tonumber(raw) or nil
+    if tat == nil or tat ~= tat or tat == math.huge or tat == -math.huge then
+      return string.format('2 %d 0', i)
+    end
+  end
+  tats[i] = tat
+end
 local best_rem, best_pm = -1, 0
 for i = 1, #KEYS do
   local pm = tonumber(ARGV[i])
   local interval = 60000000 / pm
   local window = 60000000
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  local tat = tats[i]
   if tat < now then tat = now end
   local new_tat = tat + interval
   if new_tat - now > window then
@@ -94,9 +109,9 @@ fn integer(field: &[u8]) -> Option<i64> {
 
 impl Shared {
     /// Step 6 for `principal` on a route with `limits`. Falls back per `on_error` when
-    /// Redis is unavailable: `local` charges this replica's own buckets (the embedded store,
-    /// the same one a gateway without `[redis]` runs), `deny` refuses with 503
-    /// `shared_state_unavailable`.
+    /// Redis is unavailable, or when one of this principal's buckets holds a bad value:
+    /// `local` charges this replica's own buckets (the embedded store, the same one a
+    /// gateway without `[redis]` runs), `deny` refuses with 503 `shared_state_unavailable`.
     pub(crate) async fn charge(
         &self,
         embedded: &Embedded<'_>,
@@ -113,13 +128,21 @@ impl Shared {
             invocation.key(limit_key(self.key_prefix(), principal, name, per_minute));
             invocation.arg(per_minute);
         }
-        let count = limits.len();
+        let count = limits.len() as i64;
+        let key_of = |index: i64| {
+            let i = usize::try_from(index - 1).ok().and_then(|k| limits.get(k)).copied()?;
+            let (name, per_minute) = embedded.limits.plan(overrides, i, principal);
+            Some(limit_key(self.key_prefix(), principal, name, per_minute))
+        };
         let reply = self
             .call(RedisOp::Limit, |mut c| async move {
                 let v: redis::Value = invocation.invoke_async(&mut c).await?;
                 match script_reply(&v) {
                     Some(answer @ [1, _, _]) => Ok(answer),
-                    Some(answer @ [0, index, _]) if (1..=count as i64).contains(&index) => Ok(answer),
+                    Some(answer @ [0, index, _]) if (1..=count).contains(&index) => Ok(answer),
+                    Some([2, index, _]) if (1..=count).contains(&index) => {
+                        Err(bad_value(&key_of(index).unwrap_or_default()))
+                    }
                     _ => Err(unexpected("the rate-limit script answered an unexpected shape")),
                 }
             })
@@ -145,7 +168,8 @@ impl Shared {
             }
             None => {}
         }
-        // Redis unavailable (or an answer naming no limit of this route): per `on_error`.
+        // Redis unavailable, a bad value in one of this principal's buckets (or an answer
+        // naming no limit of this route): per `on_error`.
         match self.on_error() {
             OnError::Local => embedded.charge(overrides, limits, principal).await,
             OnError::Deny => Err(Denial::SharedStateUnavailable),
@@ -163,6 +187,7 @@ mod tests {
         assert_eq!(script_reply(&bulk("1 29 30")), Some([1, 29, 30]));
         assert_eq!(script_reply(&bulk("0 2 1999999")), Some([0, 2, 1_999_999]));
         assert_eq!(script_reply(&bulk("1 -0 -5")), Some([1, 0, -5]));
+        assert_eq!(script_reply(&bulk("2 1 0")), Some([2, 1, 0]), "a bad value in bucket 1");
         for bad in [
             "",
             "1 2",

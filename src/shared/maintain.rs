@@ -3,11 +3,15 @@
 //! primary that answers PING but refuses writes, out of memory or demoted, fails it). A
 //! failed probe replaces every connection and keeps the circuit open, retrying with a
 //! bounded back-off (at most 10 attempts a second, at least one every 2 s); coming back up,
-//! it first writes back what Redis may have lost (learned orgs, revocations).
+//! it first writes back what Redis may have lost (learned orgs, revocations). The same
+//! happens whenever the announcement answers a store epoch this replica has not written
+//! back to: Redis lost its data (a restart without persistence, a FLUSHALL), and every
+//! replica writes back its own knowledge, each on its own (docs/reference.md#partial-failures).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::view::RevocationView;
 use super::{orgs, revocations, Handles, Shared};
 
 /// Shortest wait between two probes after a failure (10 attempts a second at most).
@@ -21,6 +25,8 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// Up for this long without a failed command: the back-off starts over.
 const STABLE: Duration = Duration::from_secs(2);
+/// How often a state file that did not take a write is tried again.
+const RETRY_WRITES_EVERY: Duration = Duration::from_millis(500);
 
 /// Doubling back-off between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
 struct Backoff(Duration);
@@ -40,10 +46,14 @@ impl Backoff {
 /// Runs for the life of the process on the Redis runtime.
 pub(super) async fn maintain(shared: Arc<Shared>, handles: Handles) {
     let mut backoff = Backoff(MIN_BACKOFF);
-    let mut next_sync = Instant::now() + RESYNC_EVERY;
+    let mut recovery = Recovery {
+        written_back: None,
+        next_sync: Instant::now() + RESYNC_EVERY,
+    };
     loop {
-        let healthy = match shared.announce(handles.view.watermark()).await {
-            Ok(alive) => recover(&shared, &handles, alive, &mut next_sync).await,
+        let (epoch, watermark) = handles.view.announced();
+        let healthy = match shared.announce(epoch.as_deref(), watermark).await {
+            Ok(store_epoch) => recovery.recover(&shared, &handles, &store_epoch).await,
             Err(_) => false,
         };
         if !healthy {
@@ -69,26 +79,58 @@ pub(super) async fn maintain(shared: Arc<Shared>, handles: Handles) {
     }
 }
 
-/// After a successful probe: write back what Redis may have lost when it was away or lost
-/// its data (the sentinel is gone), re-read revocations now and then, and admit requests to
-/// Redis again. `false` when a write-back failed (the circuit stays open).
-async fn recover(shared: &Shared, handles: &Handles, alive: bool, next_sync: &mut Instant) -> bool {
-    let coming_up = !shared.up();
-    if coming_up || !alive {
-        // Write back before admitting requests to Redis again, so a restarted, empty Redis
-        // never answers "not learned" / "not revoked" for long.
-        if !orgs::push_all(shared, &handles.learned).await || !revocations::sync(shared, &handles.view).await {
-            return false;
-        }
-        if !alive && !shared.set_sentinel().await {
-            return false;
-        }
-        *next_sync = Instant::now() + RESYNC_EVERY;
-    } else if Instant::now() >= *next_sync {
-        *next_sync = Instant::now() + RESYNC_EVERY;
-        // a failure here opens the circuit by itself; the next probe decides
-        revocations::sync(shared, &handles.view).await;
+/// Retries the revocation state file's writes for the life of the process (a full disk
+/// that frees up, a volume remounted writable, a file deleted under the gateway), so the
+/// replica is ready again without waiting for the next record.
+pub(super) async fn keep_written(view: Arc<RevocationView>) {
+    let mut tick = tokio::time::interval(RETRY_WRITES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        view.retry_writes();
     }
-    shared.mark_up();
-    true
+}
+
+/// What the maintainer remembers between probes.
+struct Recovery {
+    /// The store epoch this replica last wrote its knowledge back to.
+    written_back: Option<String>,
+    /// When to re-read the revocations next while all is well.
+    next_sync: Instant,
+}
+
+impl Recovery {
+    /// After a successful probe that answered `store_epoch`: write back what Redis may have
+    /// lost when it was away (coming up) or lost its data (an epoch this replica did not
+    /// write back to), re-read revocations now and then, and admit requests to Redis again.
+    /// `false` when a write-back failed (the circuit stays open).
+    async fn recover(&mut self, shared: &Shared, handles: &Handles, store_epoch: &str) -> bool {
+        let coming_up = !shared.up();
+        let lost = self.written_back.as_deref() != Some(store_epoch);
+        if coming_up || lost {
+            if lost && self.written_back.is_some() {
+                tracing::warn!(
+                    "redis holds a new epoch: it lost its data (a restart without persistence, a flush); \
+                     writing back this replica's learned orgs and revocations"
+                );
+            }
+            // Write back before admitting requests to Redis again, so a restarted, empty
+            // Redis never answers "not learned" / "not revoked" for long.
+            if !orgs::push_all(shared, &handles.learned).await {
+                return false;
+            }
+            let Some(synced) = revocations::sync(shared, &handles.view).await else {
+                return false;
+            };
+            // a second loss between the probe and the read: write back again next round
+            self.written_back = (synced == store_epoch).then_some(synced);
+            self.next_sync = Instant::now() + RESYNC_EVERY;
+        } else if Instant::now() >= self.next_sync {
+            self.next_sync = Instant::now() + RESYNC_EVERY;
+            // a failure here opens the circuit by itself; the next probe decides
+            revocations::sync(shared, &handles.view).await;
+        }
+        shared.mark_up();
+        true
+    }
 }

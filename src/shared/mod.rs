@@ -44,7 +44,7 @@ use view::RevocationView;
 /// for a request, not for opening a connection across a loaded network.
 const PROBE_FLOOR: Duration = Duration::from_millis(500);
 /// Time bound of resyncs and CLI commands.
-const BULK_FLOOR: Duration = Duration::from_secs(5);
+pub(crate) const BULK_FLOOR: Duration = Duration::from_secs(5);
 
 /// What the stores work on: state the `Gateway` owns and shares with them.
 #[derive(Clone)]
@@ -137,6 +137,7 @@ impl Shared {
     /// announcements, write-backs) and the revocation subscription.
     pub(crate) fn start(self: &Arc<Self>, handles: Handles) {
         self.runtime.spawn(maintain::maintain(self.clone(), handles.clone()));
+        self.runtime.spawn(maintain::keep_written(handles.view.clone()));
         self.runtime.spawn(revocations::follow(self.clone(), handles.view));
     }
 
@@ -312,9 +313,22 @@ impl Shared {
         }
     }
 
-    /// A failure that says Redis cannot be relied on: counted and logged ([`Shared::note`]),
-    /// and the circuit opens, so requests stop waiting on Redis until a probe succeeds.
+    /// A failed command: counted and logged ([`Shared::note`]). When it says Redis cannot
+    /// be relied on (a connection-level failure, a server state that refuses commands) the
+    /// circuit opens, so requests stop waiting on Redis until a probe succeeds; an error
+    /// about one command or one key (a bad value) leaves every other request on Redis.
     fn failed(&self, op: RedisOp, fault: Fault, why: &dyn Display) {
+        if !fault.opens_circuit() {
+            self.note(
+                op,
+                fault,
+                &format_args!(
+                    "{why} (this command only; on_error = {:?} answers its request, everything else stays on redis)",
+                    self.settings.on_error
+                ),
+            );
+            return;
+        }
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if was_up {
             self.metrics.up.set(0);
@@ -333,9 +347,9 @@ impl Shared {
     }
 
     /// Counts a failure, replaces every connection when the fault says so, and logs it
-    /// (each kind at most once a second).
+    /// (each kind at most once a second, a bad value at most once a minute).
     fn note(&self, op: RedisOp, fault: Fault, why: &dyn Display) {
-        self.metrics.error(op);
+        self.metrics.error(op, fault.kind());
         if fault.replaces() == Replace::All {
             self.replace_all();
         }
@@ -370,19 +384,14 @@ impl Shared {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Runs `fut` on the Redis runtime and blocks this (non-runtime) thread until it ends or
-    /// `limit` passes. For the synchronous response-body phase: learning an org must reach
-    /// Redis before the create response completes.
-    pub(crate) fn block_on_runtime<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-        limit: Duration,
-    ) -> Option<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv_timeout(limit).ok()
+    /// Redis's clock, in milliseconds since the Unix epoch (the deadlines of CLI writes are
+    /// set by it: the operator's clock may disagree with Redis's).
+    pub(crate) async fn time_ms(&self) -> Option<u64> {
+        self.bulk(RedisOp::Connect, |mut c| async move {
+            let v: redis::Value = redis::cmd("TIME").query_async(&mut c).await?;
+            time_reply(&v).ok_or_else(|| faults::unexpected("TIME answered an unexpected shape"))
+        })
+        .await
     }
 
     /// Whether Redis answers PING (the CLI's check; it never announces itself).
@@ -414,6 +423,19 @@ impl Shared {
             &format_args!("revocation subscription: {why}"),
         );
         fault
+    }
+}
+
+/// `TIME`'s answer (seconds, microseconds) in milliseconds.
+fn time_reply(v: &redis::Value) -> Option<u64> {
+    let redis::Value::Array(parts) = v else { return None };
+    let number = |p: &redis::Value| match p {
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),
+        _ => None,
+    };
+    match parts.as_slice() {
+        [secs, micros] => Some(number(secs)? * 1000 + number(micros)? / 1000),
+        _ => None,
     }
 }
 
@@ -454,6 +476,15 @@ pub(crate) fn ping_once(settings: &RedisSettings, limit: Duration) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_is_seconds_and_microseconds() {
+        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        let v = redis::Value::Array(vec![bulk("1700000000"), bulk("123456")]);
+        assert_eq!(time_reply(&v), Some(1_700_000_000_123));
+        assert_eq!(time_reply(&redis::Value::Array(vec![bulk("1")])), None);
+        assert_eq!(time_reply(&redis::Value::Int(1)), None);
+    }
 
     #[test]
     fn clients_turn_nagle_off_for_plain_and_tls_urls() {

@@ -1,29 +1,67 @@
 //! Learned orgs across replicas: one Redis set per partner (`orgs:<partner>`). A replica
 //! reads its own memory first and asks Redis only on a miss, caching a positive answer;
-//! a create response writes Redis (and the local journal) before it completes; whatever a
-//! replica learned while Redis was away is written back when Redis returns.
+//! a create response writes Redis (and the local journal) before it completes, on the Redis
+//! runtime, never on the worker thread; whatever a replica learned while Redis was away, or
+//! a Redis that lost its data no longer holds, is written back by every replica.
 
 use std::sync::Arc;
 
 use redis::Value;
 
-use super::faults::unexpected;
+use super::faults::{naming_key, unexpected};
 use super::Shared;
 use crate::config::settings::OnError;
 use crate::metrics::RedisOp;
 use crate::policy::denial::Denial;
 use crate::policy::ownership::LearnedOrgs;
 
-/// Adds every `ARGV` member to the set `KEYS[1]` and answers the ones that were new, so
-/// `authgate orgs import` is all or nothing: one atomic script, and a journal failure
-/// afterwards takes exactly those back.
+/// Adds every `ARGV` member after the first to the set `KEYS[1]` and answers the ones that
+/// were new, so `authgate orgs import` is all or nothing: one atomic script, and a journal
+/// failure afterwards takes exactly those back. `ARGV[1]` is a deadline (ms of Redis's
+/// clock): past it the script writes nothing and answers the status `LATE`, so an import
+/// whose command gave up never lands afterwards.
 const IMPORT_SCRIPT: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return {ok = 'LATE'}
+end
 local new = {}
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then new[#new + 1] = ARGV[i] end
 end
 return new
 "#;
+
+/// Takes back what [`IMPORT_SCRIPT`] added, under the same deadline rule; answers how many
+/// were removed.
+const UNIMPORT_SCRIPT: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[1]) then
+  return {ok = 'LATE'}
+end
+local n = 0
+for i = 2, #ARGV do n = n + redis.call('SREM', KEYS[1], ARGV[i]) end
+return n
+"#;
+
+/// What a deadline-bound import (or its undoing) did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Imported<T> {
+    /// Done: the orgs that were new (or how many were taken back).
+    Done(T),
+    /// The deadline had passed by Redis's clock when the script ran: nothing was written.
+    Late,
+}
+
+/// `LATE`, or what `then` reads from the reply.
+fn late_or<T>(v: Value, then: impl FnOnce(Value) -> redis::RedisResult<T>) -> redis::RedisResult<Imported<T>> {
+    match v {
+        Value::SimpleString(s) if s == "LATE" => Ok(Imported::Late),
+        v => then(v).map(Imported::Done),
+    }
+}
 
 /// A set-membership answer: integer 1 or 0, nothing else. A reply of another type is an
 /// error (`on_error` applies), never a grant.
@@ -76,7 +114,8 @@ impl Shared {
         let key = self.orgs_key(partner);
         let member: Option<bool> = self
             .call(RedisOp::OrgRead, |mut c| async move {
-                membership(redis::cmd("SISMEMBER").arg(&key).arg(org).query_async(&mut c).await?)
+                let v = redis::cmd("SISMEMBER").arg(&key).arg(org).query_async(&mut c).await;
+                membership(v.map_err(|e| naming_key(e, &key))?)
             })
             .await;
         match member {
@@ -92,27 +131,30 @@ impl Shared {
         }
     }
 
-    /// Records a learned org in Redis before the create response completes. Called from the
-    /// synchronous response-body phase on a proxy worker, so it waits (at most `timeout`) for
-    /// the write done on the Redis runtime. A failure is counted and the org is written back
-    /// when Redis returns (it is in the local journal and memory either way).
-    pub(crate) fn record_blocking(self: &Arc<Self>, partner: &str, org: &str) -> bool {
+    /// Records a learned org in Redis before the create response completes: the write runs
+    /// on the Redis runtime (at most `timeout`), and the receiver answers whether it landed
+    /// once it is done, so the response waits and the worker thread does not. A failure is
+    /// counted and the org is written back when Redis returns (it is in the local journal and
+    /// memory either way).
+    pub(crate) fn record(self: &Arc<Self>, partner: &str, org: &str) -> tokio::sync::oneshot::Receiver<bool> {
+        let (done, wrote) = tokio::sync::oneshot::channel();
         if !self.up() {
-            return false;
+            let _ = done.send(false);
+            return wrote;
         }
         let this = self.clone();
         let key = self.orgs_key(partner);
         let org = org.to_string();
-        let wrote = self.block_on_runtime(
-            async move {
-                this.call(RedisOp::OrgWrite, |mut c| async move {
-                    count(redis::cmd("SADD").arg(&key).arg(&org).query_async(&mut c).await?)
+        self.runtime.spawn(async move {
+            let added = this
+                .call(RedisOp::OrgWrite, |mut c| async move {
+                    let v = redis::cmd("SADD").arg(&key).arg(&org).query_async(&mut c).await;
+                    count(v.map_err(|e| naming_key(e, &key))?)
                 })
-                .await
-            },
-            self.timeout() + std::time::Duration::from_millis(5),
-        );
-        matches!(wrote, Some(Some(_)))
+                .await;
+            let _ = done.send(added.is_some());
+        });
+        wrote
     }
 
     /// Adds `orgs` to `partner`'s set in batches (the write-back of learned orgs); returns
@@ -131,25 +173,41 @@ impl Shared {
         Some(added)
     }
 
-    /// Adds `orgs` to `partner`'s set in one atomic script; returns the ones that were new
-    /// (`authgate orgs import`). `None`: nothing was written.
-    pub(crate) async fn import(&self, partner: &str, orgs: &[String]) -> Option<Vec<String>> {
+    /// Adds `orgs` to `partner`'s set in one atomic script, unless Redis's clock is past
+    /// `deadline_ms`; the ones that were new (`authgate orgs import`). An `Err` of
+    /// [`Fault::Timeout`](super::faults::Fault) or `Io` leaves the outcome unknown; any other
+    /// means nothing was written.
+    pub(crate) async fn import(
+        &self,
+        partner: &str,
+        orgs: &[String],
+        deadline_ms: u64,
+    ) -> Result<Imported<Vec<String>>, super::faults::Fault> {
         let key = self.orgs_key(partner);
         let script = redis::Script::new(IMPORT_SCRIPT);
-        self.bulk(RedisOp::OrgWrite, |mut c| async move {
-            strings(script.key(&key).arg(orgs).invoke_async(&mut c).await?)
+        self.housekeeping(RedisOp::OrgWrite, super::BULK_FLOOR, |mut c| async move {
+            let v = script.key(&key).arg(deadline_ms).arg(orgs).invoke_async(&mut c).await;
+            late_or(v.map_err(|e| naming_key(e, &key))?, strings)
         })
         .await
     }
 
-    /// Takes back what [`Shared::import`] added, when the journal could not record it.
-    pub(crate) async fn unimport(&self, partner: &str, orgs: &[String]) -> Option<usize> {
+    /// Takes back what [`Shared::import`] added, when the journal could not record it
+    /// (the same deadline rule).
+    pub(crate) async fn unimport(
+        &self,
+        partner: &str,
+        orgs: &[String],
+        deadline_ms: u64,
+    ) -> Result<Imported<usize>, super::faults::Fault> {
         if orgs.is_empty() {
-            return Some(0);
+            return Ok(Imported::Done(0));
         }
         let key = self.orgs_key(partner);
-        self.bulk(RedisOp::OrgWrite, |mut c| async move {
-            count(redis::cmd("SREM").arg(&key).arg(orgs).query_async(&mut c).await?)
+        let script = redis::Script::new(UNIMPORT_SCRIPT);
+        self.housekeeping(RedisOp::OrgWrite, super::BULK_FLOOR, |mut c| async move {
+            let v = script.key(&key).arg(deadline_ms).arg(orgs).invoke_async(&mut c).await;
+            late_or(v.map_err(|e| naming_key(e, &key))?, count)
         })
         .await
     }
@@ -205,5 +263,11 @@ mod tests {
         }
         assert!(count(Value::Int(-1)).is_err());
         assert!(strings(Value::Array(vec![Value::Int(1)])).is_err());
+        assert_eq!(
+            late_or(Value::SimpleString("LATE".into()), count).unwrap(),
+            Imported::Late
+        );
+        assert_eq!(late_or(Value::Int(2), count).unwrap(), Imported::Done(2));
+        assert!(late_or(Value::SimpleString("OK".into()), count).is_err());
     }
 }

@@ -78,6 +78,8 @@ auth = "none"
 /// `{admin}`, `{upstream}` are filled in by [`Gateway::start`].
 #[derive(Clone, Debug)]
 pub struct Cfg {
+    /// `[server] threads`.
+    pub threads: u32,
     /// Extra lines inside `[server]`.
     pub server_extra: String,
     pub max_body_bytes: u64,
@@ -103,6 +105,7 @@ pub struct Cfg {
 impl Default for Cfg {
     fn default() -> Self {
         Cfg {
+            threads: 2,
             server_extra: String::new(),
             max_body_bytes: 1_048_576,
             connect_timeout: "2s".into(),
@@ -122,7 +125,8 @@ impl Default for Cfg {
 impl Cfg {
     pub fn render(&self) -> String {
         let mut s = String::new();
-        s.push_str("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nthreads = 2\n");
+        s.push_str("[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n");
+        s.push_str(&format!("threads = {}\n", self.threads));
         s.push_str(&self.server_extra);
         s.push_str(&format!("max_body_bytes = {}\n", self.max_body_bytes));
         s.push_str(&format!("shutdown_grace = \"{}\"\n", self.shutdown_grace));

@@ -332,6 +332,9 @@ pub struct Gateway {
     opts: StartOpts,
     child: Option<Child>,
     log: PathBuf,
+    /// Copies the gateway's output into `log` (a pipe, not the file itself: a file-size
+    /// limit set on the gateway to fake a full disk must not cut its log).
+    log_copier: Option<std::thread::JoinHandle<()>>,
     starts: usize,
 }
 
@@ -356,6 +359,7 @@ impl Gateway {
             opts,
             child: None,
             log,
+            log_copier: None,
             starts: 0,
         };
         gw.launch();
@@ -382,20 +386,20 @@ impl Gateway {
                     .expect("log");
                 let _ = writeln!(f, "----- e2e: start #{} (attempt {attempt}) -----", self.starts);
             }
-            let log = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&self.log)
-                .expect("log file");
-            let child = Command::new(BIN)
+            let (reader, writer) = std::io::pipe().expect("log pipe");
+            let mut child = Command::new(BIN)
                 .arg("--config")
                 .arg(self.config_path())
                 .current_dir(self.dir.path.join("run"))
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log clone"))
-                .stderr(log)
+                .stdout(writer.try_clone().expect("log pipe clone"))
+                .stderr(writer)
                 .spawn()
                 .expect("spawn authgate");
+            let _ = child.stdin.take();
+            self.join_log_copier();
+            self.log_copier = Some(copy_log(reader, &self.log));
             self.child = Some(child);
             match self.wait_started() {
                 Ok(()) => return,
@@ -447,6 +451,35 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("gateway not running").id()
+    }
+
+    /// Freezes the process (SIGSTOP), as a paused container or a frozen VM.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a frozen process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Limits the size of any file the running gateway writes (RLIMIT_FSIZE's soft limit,
+    /// with `prlimit`): a write past it fails as on a full disk. `None` lifts it. Its log is
+    /// a pipe, so the limit does not reach it.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let limit = bytes.map_or("unlimited".to_string(), |b| b.to_string());
+        let st = Command::new("prlimit")
+            .args(["--pid", &self.pid().to_string(), &format!("--fsize={limit}:")])
+            .status()
+            .expect("run prlimit (util-linux)");
+        assert!(st.success(), "prlimit --fsize={limit} on {} failed", self.pid());
+    }
+
+    /// Waits until the copier has written everything the exited process said.
+    fn join_log_copier(&mut self) {
+        if let Some(copier) = self.log_copier.take() {
+            let _ = copier.join();
+        }
     }
 
     pub fn signal(&self, sig: &str) {
@@ -541,6 +574,7 @@ impl Gateway {
         loop {
             if let Some(st) = child.try_wait().expect("try_wait") {
                 self.child = None;
+                self.join_log_copier();
                 return Some(st);
             }
             if Instant::now() >= deadline {
@@ -555,6 +589,7 @@ impl Gateway {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.join_log_copier();
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status when it exited
@@ -575,6 +610,13 @@ impl Gateway {
         assert!(st.is_some(), "gateway did not exit on SIGTERM before restart");
         self.launch();
     }
+
+    /// Starts a stopped gateway again on new ports with the same files, waiting as `opts` say.
+    pub fn start_again(&mut self, opts: StartOpts) {
+        assert!(self.child.is_none(), "start_again on a running gateway");
+        self.opts = opts;
+        self.launch();
+    }
 }
 
 impl Drop for Gateway {
@@ -588,6 +630,14 @@ impl Drop for Gateway {
         }
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Copies everything `from` yields into the file at `log` (appending), until EOF.
+fn copy_log(mut from: std::io::PipeReader, log: &Path) -> std::thread::JoinHandle<()> {
+    let mut to = std::fs::OpenOptions::new().append(true).open(log).expect("log file");
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+    })
 }
 
 /// The last `n` lines of `text`.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::free_ports;
+use super::{claims, sign_cfg, with, Key};
 use super::{run_cli, wait_for, Cfg, CliOutput, Gateway, DEADLINE};
 
 /// A `redis-server` process on 127.0.0.1.
@@ -234,10 +235,27 @@ fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
 /// ownership on `/plain` (it needs shared state only for revocations), and `[redis]` at
 /// `url` with `extra` lines in it; `instance` names the replica when given.
 pub fn redis_config(url: &str, on_error: &str, timeout: &str, extra: &str, instance: Option<&str>) -> String {
+    redis_config_on(Cfg::default(), url, on_error, timeout, extra, instance)
+}
+
+/// [`redis_config`] on `base` (its own threads, extra server lines, ...).
+pub fn redis_config_on(
+    base: Cfg,
+    url: &str,
+    on_error: &str,
+    timeout: &str,
+    extra: &str,
+    instance: Option<&str>,
+) -> String {
+    let mut server_extra = base.server_extra.clone();
+    if let Some(id) = instance {
+        server_extra.push_str(&format!("instance_id = \"{id}\"\n"));
+    }
     let mut text = Cfg {
-        server_extra: instance.map_or(String::new(), |id| format!("instance_id = \"{id}\"\n")),
-        limits_extra: "\n[[limits]]\nname = \"tiny\"\nper_minute = 30\n".into(),
-        routes_extra: r#"
+        server_extra,
+        limits_extra: format!("{}\n[[limits]]\nname = \"tiny\"\nper_minute = 30\n", base.limits_extra),
+        routes_extra: format!(
+            r#"{}
 [[routes]]
 name = "tiny"
 path = "/tiny"
@@ -248,15 +266,30 @@ limits = ["tiny"]
 name = "plain"
 path = "/plain"
 auth = "partner"
-"#
-        .into(),
-        ..Cfg::default()
+"#,
+            base.routes_extra
+        ),
+        ..base
     }
     .render();
     text.push_str(&format!(
-        "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"e2e:\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n{extra}"
+        "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{PREFIX}\"\ntimeout = \"{timeout}\"\non_error = \"{on_error}\"\n{extra}"
     ));
     text
+}
+
+/// The `key_prefix` of [`redis_config`].
+pub const PREFIX: &str = "e2e:";
+
+/// `text` with the one occurrence of `from` replaced by `to`; panics when `from` is not there
+/// exactly once (a config edit that silently missed would test the unedited config).
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} is not in the text exactly once:\n{text}"
+    );
+    text.replacen(from, to, 1)
 }
 
 /// `authgate <command> --config <gw's config> <args>`, run in the gateway's config directory.
@@ -287,4 +320,54 @@ pub fn wait_redis_up(gw: &Gateway, up: f64) {
     gw.wait_metric_where(&format!("authgate_redis_up == {up}"), |m| {
         m.sum("authgate_redis_up", &[]) == up
     });
+}
+
+/// A token of `partner` whose key id (`jti`) is `key_id`.
+pub fn key_token(partner: &str, key_id: &str) -> String {
+    sign_cfg(Key::Hs, &with(claims(partner), &[("jti", serde_json::json!(key_id))]))
+}
+
+/// Stores a revocation of each of `partner`'s `keys` in Redis under [`PREFIX`], in one
+/// atomic script, as `authgate revoke` would record it, and publishes each when `publish`
+/// (the way thousands arrive at once: a leaked batch revoked by a script). Returns the
+/// counter after the last.
+pub fn store_revocations(redis: &RedisServer, partner: &str, keys: &[String], publish: bool) -> i64 {
+    const SCRIPT: &str = r#"
+local e = redis.call('GET', KEYS[3])
+if not e then e = ARGV[1]; redis.call('SET', KEYS[3], e) end
+local n = 0
+for i = 5, #ARGV do
+  local record = '{"kind":"partner","id":"' .. ARGV[3] .. '","key_id":"' .. ARGV[i] .. '","revoked":true,"at":' .. ARGV[2] .. '}'
+  n = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], '["partner","' .. ARGV[3] .. '","' .. ARGV[i] .. '"]', record)
+  if ARGV[4] == '1' then
+    redis.call('PUBLISH', KEYS[1], '{"epoch":' .. cjson.encode(e) .. ',"seq":' .. string.format('%d', n) .. ',"record":' .. record .. '}')
+  end
+end
+return n
+"#;
+    let (hash, counter, epoch) = (
+        format!("{PREFIX}revocations"),
+        format!("{PREFIX}revocations:seq"),
+        format!("{PREFIX}epoch"),
+    );
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    let mut args: Vec<&str> = vec![
+        "EVAL",
+        SCRIPT,
+        "3",
+        &hash,
+        &counter,
+        &epoch,
+        "e2e-seeded-epoch",
+        &at,
+        partner,
+    ];
+    args.push(if publish { "1" } else { "0" });
+    args.extend(keys.iter().map(String::as_str));
+    redis.cmd(&args).int()
 }

@@ -10,13 +10,15 @@
 //! - [`Relay::redirect`]: new connections go to another server, open ones stay where they
 //!   are (a managed primary endpoint or Sentinel-driven DNS after a failover);
 //! - [`Relay::tamper`]: a RESP-aware mode that answers one command with a reply of the
-//!   wrong type (a misbehaving proxy or server).
+//!   wrong type (a misbehaving proxy or server);
+//! - [`Relay::delay`]: a RESP-aware mode that holds one command for a while before the
+//!   server sees it (a slow or paused server, a write stuck in a buffer).
 //!
 //! Threads and blocking sockets only; everything stops when the relay is dropped.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -34,6 +36,12 @@ struct State {
     black_hole: AtomicBool,
     /// Command name (upper case) answered with this raw reply instead of the server's.
     tamper: Mutex<Option<(String, Vec<u8>)>>,
+    /// Command name (upper case) held this long before it is passed on.
+    delay: Mutex<Option<(String, Duration)>>,
+    /// Commands being held now, or passed on and not yet answered.
+    held: AtomicUsize,
+    /// Commands held so far.
+    held_total: AtomicUsize,
     links: Mutex<Vec<Link>>,
     stop: AtomicBool,
 }
@@ -54,6 +62,9 @@ impl Relay {
             target: Mutex::new(target),
             black_hole: AtomicBool::new(false),
             tamper: Mutex::new(None),
+            delay: Mutex::new(None),
+            held: AtomicUsize::new(0),
+            held_total: AtomicUsize::new(0),
             links: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -105,6 +116,26 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// New connections hold `command` for `delay` before the server sees it (then pass it
+    /// and its reply on); every other command is relayed at once, in order. A connection
+    /// that subscribes becomes a plain pipe.
+    pub fn delay(&self, command: &str, delay: Duration) {
+        *self.state.delay.lock().expect("delay") = Some((command.to_ascii_uppercase(), delay));
+    }
+
+    /// How many commands [`Relay::delay`] is holding right now, or has passed on without
+    /// their reply back yet (0: every held command has been answered by the server).
+    pub fn holding(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// How many commands [`Relay::delay`] has held so far (passed on or not).
+    pub fn held_so_far(&self) -> usize {
+        self.state.held_total.load(Ordering::SeqCst)
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
@@ -127,7 +158,14 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
                     silent: silent.clone(),
                 });
                 let tamper = state.tamper.lock().expect("tamper").clone();
-                start_link(client, server, silent, tamper, state.clone());
+                let delay = state.delay.lock().expect("delay").clone();
+                match delay {
+                    Some((command, by)) => {
+                        let st = state.clone();
+                        thread::spawn(move || delaying(client, server, &command, by, st));
+                    }
+                    None => start_link(client, server, silent, tamper, state.clone()),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
             Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -223,6 +261,50 @@ fn tampering(
         }
         if name == "SUBSCRIBE" {
             let (c, s) = (from_client.into_inner(), from_server.into_inner());
+            let (st, si) = (state.clone(), silent.clone());
+            thread::spawn(move || pipe(c, server_out, si, st));
+            pipe(s, client_out, silent, state);
+            return;
+        }
+    }
+}
+
+/// The delaying relay: commands in order, `command` held for `by` before it is passed on;
+/// a `SUBSCRIBE` turns the link into a plain pipe.
+fn delaying(client: TcpStream, server: TcpStream, command: &str, by: Duration, state: Arc<State>) {
+    let _ = server.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    let (Ok(mut client_out), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let mut from_client = BufReader::new(client);
+    let mut from_server = BufReader::new(server);
+    loop {
+        let Ok((raw, name)) = read_command(&mut from_client) else {
+            return;
+        };
+        let held = name == command;
+        if held {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            state.held_total.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(by);
+        }
+        let answer = if state.stop.load(Ordering::SeqCst) || server_out.write_all(&raw).is_err() {
+            None
+        } else {
+            read_raw_reply(&mut from_server).ok()
+        };
+        if held {
+            state.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        let Some(answer) = answer else {
+            return;
+        };
+        // the client may have given up meanwhile: the command reached the server all the same
+        let _ = client_out.write_all(&answer);
+        if name == "SUBSCRIBE" {
+            let (c, s) = (from_client.into_inner(), from_server.into_inner());
+            let silent = Arc::new(AtomicBool::new(false));
             let (st, si) = (state.clone(), silent.clone());
             thread::spawn(move || pipe(c, server_out, si, st));
             pipe(s, client_out, silent, state);
