@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod frameworks;
 pub mod metrics;
 pub mod processes;
 pub mod redis;

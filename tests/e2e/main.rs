@@ -17,6 +17,7 @@ mod differentials;
 mod docs;
 mod edge_reads;
 mod faults;
+mod frameworks;
 mod fuzz_regressions;
 mod hardening;
 mod jwks;
