@@ -17,6 +17,7 @@ mod docs;
 mod faults;
 mod fuzz_regressions;
 mod hardening;
+mod house;
 mod jwks;
 mod layout;
 mod openapi;
