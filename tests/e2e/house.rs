@@ -6,6 +6,7 @@
 
 mod imports;
 mod lengths;
+mod reason_probe;
 mod source;
 
 use crate::common::repo_path;
@@ -107,5 +108,38 @@ fn literals_and_comments_are_not_code() {
     assert_eq!(
         function_lengths(&sources(&[("y.rs", &long)]))[0].1,
         MAX_FUNCTION_LINES + 2
+    );
+}
+
+/// Fault model: a variant is added to `Reason` (src/policy/denial.rs) and to no list beside
+/// it. `Reason::ALL` used to be such a list, kept by hand: it compiled with the variant
+/// missing, and the metrics (one child per entry, indexed by the variant's position) panicked
+/// on its first refusal. Must hold: the real declaration, compiled with a synthetic variant
+/// added, does not compile until the variant has a name (the exhaustive `match` of
+/// `as_str`), and once it has one, `ALL` holds it at its index and is one longer.
+#[test]
+fn a_new_reason_cannot_be_missing_from_reason_all() {
+    let decl = reason_probe::declaration();
+    assert!(
+        decl.variants > 20,
+        "the probe lost the enum: {} variants",
+        decl.variants
+    );
+
+    let unnamed = reason_probe::compile_and_run("reason-unnamed", &reason_probe::probe_source(&decl, false));
+    assert!(!unnamed.compiled, "a reason without a name compiled");
+    let not_covered = format!("`Reason::{}` not covered", reason_probe::SYNTHETIC);
+    assert!(
+        unnamed.rustc_stderr.contains("E0004") && unnamed.rustc_stderr.contains(&not_covered),
+        "rustc refused it, but not for the missing name:\n{}",
+        unnamed.rustc_stderr
+    );
+
+    let named = reason_probe::compile_and_run("reason-named", &reason_probe::probe_source(&decl, true));
+    assert!(named.compiled, "the probe did not compile:\n{}", named.rustc_stderr);
+    assert_eq!(
+        named.printed,
+        (decl.variants + 1).to_string(),
+        "Reason::ALL did not grow with the enum"
     );
 }
