@@ -97,6 +97,13 @@ fn no_private_key_material_ships() {
     }
 }
 
+/// Fault model: the Dockerfile drifts from the repository (a COPY of a path that moved, a
+/// binary path cargo no longer builds, a base image argument renamed) and nothing here builds
+/// it with Docker. Must hold: the build stage runs `cargo build --release --locked`, the base
+/// images are build arguments defaulting to the images it always used, every COPY source
+/// exists (the prebuilt stage's binary is the builder's to provide), and the config lines the
+/// runtime stage edits are in the shipped config. `deploy/container-smoke.sh` builds and runs
+/// the runtime stage for real.
 #[test]
 fn dockerfile_names_what_exists() {
     let docker = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
