@@ -6,8 +6,19 @@
 # trusts only the dev HMAC key, whose secret it reads from AUTHGATE_DEV_SECRET; started
 # with neither that variable nor your own config mounted, it exits 1 naming what to set.
 # Learned orgs are journalled to the writable volume /var/lib/authgate.
+#
+# Build arguments (defaults: the images this file has always used):
+#   RUST_IMAGE     the build stage's toolchain image
+#   RUNTIME_IMAGE  the runtime's base, e.g. a Debian base made from Debian's own packages
+#                  where no registry can be reached (deploy/container-smoke.sh does that)
+#   BINARY_STAGE   "build" compiles authgate here; "prebuilt" takes prebuilt/authgate from the
+#                  build context (a release binary built outside, e.g. by CI) and skips the
+#                  build stage: `--target runtime --build-arg BINARY_STAGE=prebuilt`
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG BINARY_STAGE=build
 
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
@@ -19,11 +30,16 @@ COPY examples ./examples
 RUN cargo build --release --locked --bin authgate \
  && strip target/release/authgate
 
-FROM debian:bookworm-slim
+FROM scratch AS prebuilt
+COPY prebuilt/authgate /src/target/release/authgate
+
+FROM ${BINARY_STAGE} AS binary
+
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin authgate \
  && mkdir -p /etc/authgate/keys /var/lib/authgate \
  && chown authgate:authgate /var/lib/authgate
-COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
+COPY --from=binary /src/target/release/authgate /usr/local/bin/authgate
 COPY config/authgate.toml config/partners.toml /etc/authgate/
 COPY config/openapi /etc/authgate/openapi/
 # In the container: journal to the volume, and let the orchestrator reach the admin port.

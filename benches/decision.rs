@@ -1,4 +1,4 @@
-//! Criterion benches for the decision path (issue: benchmarks). Numbers go in README.md.
+//! Criterion benches for the decision path. Figures, and how they compare: benches/RESULTS.md.
 //!
 //! `cargo bench --bench decision`
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Slowloris against both authgate listeners, measured (README "Security", Deadlines).
+"""Slowloris against both authgate listeners, measured (docs/security.md, Deadlines; figures in benches/RESULTS.md).
 
 Starts the release binary with a small config (an in-process upstream answers 200), then
 opens N connections to the proxy listener and N to the admin listener, each sending an

@@ -10,8 +10,6 @@
 pub(crate) mod access_log;
 #[cfg(feature = "gateway")]
 pub(crate) mod admin;
-#[cfg(test)]
-mod architecture;
 pub mod config;
 #[cfg(feature = "gateway")]
 pub mod demo;

@@ -46,6 +46,10 @@ enum Command {
         /// Config to use (default: config/authgate.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Run only the demo upstream, for a gateway started separately (e.g. in a container);
+        /// AUTHGATE_DEV_SECRET must be the gateway's.
+        #[arg(long)]
+        upstream_only: bool,
     },
     /// Mint a partner (or org) token with a key the config names; prints the token.
     Token {
@@ -178,7 +182,20 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Routes { config }), _) => routes(&config),
-        (Some(Command::Demo { config }), _) => authgate::demo::run(config),
+        (
+            Some(Command::Demo {
+                config,
+                upstream_only: false,
+            }),
+            _,
+        ) => authgate::demo::run(config),
+        (
+            Some(Command::Demo {
+                config,
+                upstream_only: true,
+            }),
+            _,
+        ) => authgate::demo::run_upstream(config),
         (
             Some(Command::Token {
                 config,

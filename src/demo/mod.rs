@@ -58,6 +58,7 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
     }
     crate::logging::init("warn", crate::config::LogFormat::Text);
     let instances = demo_instances(&loaded.settings);
+    // the upstream thread serves until the process exits with the gateway
     if let Err(e) = start_upstream(&loaded, &instances) {
         eprintln!("authgate demo: cannot start the demo upstream: {e}");
         return ExitCode::from(1);
@@ -67,6 +68,43 @@ pub fn run(config: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("authgate demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs only the demo upstream, on every backend address the config's clusters name, until
+/// the process is stopped: for a gateway started as a process of its own (the container smoke
+/// test runs the image's gateway beside it). The secret of the config's `dev-hs` key must be
+/// the gateway's (`AUTHGATE_DEV_SECRET`): the org API keys it hands out are signed with it.
+pub fn run_upstream(config: Option<PathBuf>) -> ExitCode {
+    let Some(config) = find_config(config) else {
+        eprintln!("authgate demo: cannot find config/authgate.toml (run it from the repository root or pass --config)");
+        return ExitCode::from(1);
+    };
+    let loaded = match crate::config::load(&config) {
+        Ok(l) => l,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(1);
+        }
+    };
+    crate::logging::init("warn", crate::config::LogFormat::Text);
+    let instances = demo_instances(&loaded.settings);
+    let server = match start_upstream(&loaded, &instances) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("authgate demo: cannot start the demo upstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let names: Vec<String> = instances.iter().map(|i| format!("{}@{}", i.name, i.addr)).collect();
+    println!("authgate demo upstream: {}", names.join(" "));
+    // the thread serves until every listener fails; it never returns on its own otherwise
+    match server.join() {
+        Ok(()) => ExitCode::from(1),
+        Err(_) => {
+            eprintln!("authgate demo: the demo upstream thread panicked");
             ExitCode::from(1)
         }
     }
@@ -145,7 +183,7 @@ fn demo_instances(s: &Settings) -> Vec<Instance> {
 
 /// Binds every instance (failing fast on a taken port) and serves them all from one
 /// thread, over one in-memory store: an org created through one instance is known to all.
-fn start_upstream(loaded: &Loaded, instances: &[Instance]) -> anyhow::Result<()> {
+fn start_upstream(loaded: &Loaded, instances: &[Instance]) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut listeners = Vec::new();
     for i in instances {
         let listener =
@@ -162,7 +200,7 @@ fn start_upstream(loaded: &Loaded, instances: &[Instance]) -> anyhow::Result<()>
         };
         mint(&settings, &Subject::Org(org.to_string()), &opts).unwrap_or_else(|e| format!("mint-failed: {e}"))
     });
-    std::thread::Builder::new()
+    let server = std::thread::Builder::new()
         .name("demo-upstream".into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -190,7 +228,7 @@ fn start_upstream(loaded: &Loaded, instances: &[Instance]) -> anyhow::Result<()>
                 }
             });
         })?;
-    Ok(())
+    Ok(server)
 }
 
 fn token(settings: &Settings, subject: Subject, jti: &str, kid: &str) -> String {

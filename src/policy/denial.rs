@@ -66,64 +66,64 @@ pub enum Denial {
     },
 }
 
-/// The failure names (docs/reference.md#pipeline; the `reason` label), one closed set: the
-/// metrics pre-build one child per variant, so a new reason is counted under its own name
-/// from the start and can never fall into a catch-all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Reason {
-    BadPath,
-    BadMethod,
-    BodyTooLarge,
-    NoRoute,
-    MethodNotAllowed,
-    InvalidRequest,
-    UnsupportedMediaType,
-    MissingToken,
-    InvalidToken,
-    KeyDisabled,
-    UnknownPartner,
-    RevokedKey,
-    IpDenied,
-    InactivePartner,
-    RateLimited,
-    OrgForbidden,
-    UpstreamUnavailable,
-    UpstreamTimeout,
-    SharedStateUnavailable,
-    InternalError,
-    BadRequest,
-    RequestTimeout,
-    HeadTooLarge,
+/// Declares a fieldless enum together with `ALL`, every variant in declaration order, both
+/// from the one list of variants: a variant cannot be added without being in `ALL`. A list
+/// kept by hand compiled with a variant missing, and whatever was sized or indexed by it (the
+/// metrics' children per reason) panicked on that variant's first use. Explicit discriminants
+/// are not accepted, so a variant's `as usize` is its position in `ALL`.
+macro_rules! closed_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident,)+
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order (index = position), derived from the
+            /// declaration.
+            $vis const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
+        }
+    };
+}
+
+closed_enum! {
+    /// The failure names (docs/reference.md#pipeline; the `reason` label), one closed set: the
+    /// metrics pre-build one child per variant of [`Reason::ALL`], so a new reason is counted
+    /// under its own name from the start and can never fall into a catch-all.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub(crate) enum Reason {
+        BadPath,
+        BadMethod,
+        BodyTooLarge,
+        NoRoute,
+        MethodNotAllowed,
+        InvalidRequest,
+        UnsupportedMediaType,
+        MissingToken,
+        InvalidToken,
+        KeyDisabled,
+        UnknownPartner,
+        RevokedKey,
+        IpDenied,
+        InactivePartner,
+        RateLimited,
+        OrgForbidden,
+        UpstreamUnavailable,
+        UpstreamTimeout,
+        SharedStateUnavailable,
+        InternalError,
+        BadRequest,
+        RequestTimeout,
+        HeadTooLarge,
+    }
 }
 
 impl Reason {
-    /// Every reason, in a fixed order (index = position).
-    pub(crate) const ALL: [Reason; 23] = [
-        Reason::BadPath,
-        Reason::BadMethod,
-        Reason::BodyTooLarge,
-        Reason::NoRoute,
-        Reason::MethodNotAllowed,
-        Reason::InvalidRequest,
-        Reason::UnsupportedMediaType,
-        Reason::MissingToken,
-        Reason::InvalidToken,
-        Reason::KeyDisabled,
-        Reason::UnknownPartner,
-        Reason::RevokedKey,
-        Reason::IpDenied,
-        Reason::InactivePartner,
-        Reason::RateLimited,
-        Reason::OrgForbidden,
-        Reason::UpstreamUnavailable,
-        Reason::UpstreamTimeout,
-        Reason::SharedStateUnavailable,
-        Reason::InternalError,
-        Reason::BadRequest,
-        Reason::RequestTimeout,
-        Reason::HeadTooLarge,
-    ];
-
     /// The label value and access-log field.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

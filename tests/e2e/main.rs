@@ -20,6 +20,7 @@ mod faults;
 mod frameworks;
 mod fuzz_regressions;
 mod hardening;
+mod house;
 mod jwks;
 mod layout;
 mod openapi;

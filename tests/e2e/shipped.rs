@@ -97,6 +97,13 @@ fn no_private_key_material_ships() {
     }
 }
 
+/// Fault model: the Dockerfile drifts from the repository (a COPY of a path that moved, a
+/// binary path cargo no longer builds, a base image argument renamed) and nothing here builds
+/// it with Docker. Must hold: the build stage runs `cargo build --release --locked`, the base
+/// images are build arguments defaulting to the images it always used, every COPY source
+/// exists (the prebuilt stage's binary is the builder's to provide), and the config lines the
+/// runtime stage edits are in the shipped config. `deploy/container-smoke.sh` builds and runs
+/// the runtime stage for real.
 #[test]
 fn dockerfile_names_what_exists() {
     let docker = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
@@ -107,11 +114,33 @@ fn dockerfile_names_what_exists() {
         BIN.ends_with("target/release/authgate") || BIN.ends_with("target/debug/authgate"),
         "{BIN}"
     );
-    // every COPY source exists in the repository
-    for line in docker
-        .lines()
-        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
-    {
+    // the base images are build arguments whose defaults are the images it always used, and
+    // the runtime takes the binary from the stage BINARY_STAGE names (default: build)
+    for line in [
+        "ARG RUST_IMAGE=rust:1.95-bookworm",
+        "ARG RUNTIME_IMAGE=debian:bookworm-slim",
+        "ARG BINARY_STAGE=build",
+        "FROM ${RUST_IMAGE} AS build",
+        "FROM ${BINARY_STAGE} AS binary",
+        "FROM ${RUNTIME_IMAGE} AS runtime",
+        "COPY --from=binary /src/target/release/authgate /usr/local/bin/authgate",
+    ] {
+        assert!(docker.lines().any(|l| l == line), "Dockerfile lacks the line {line}");
+    }
+    // every COPY source exists in the repository, except the prebuilt stage's binary, which
+    // the one building the image puts into the build context (deploy/container-smoke.sh)
+    let mut stage = "";
+    for line in docker.lines() {
+        if line.starts_with("FROM ") {
+            stage = line.split_whitespace().last().unwrap_or_default();
+        }
+        if !line.starts_with("COPY ") || line.contains("--from=") {
+            continue;
+        }
+        if stage == "prebuilt" {
+            assert_eq!(line, "COPY prebuilt/authgate /src/target/release/authgate");
+            continue;
+        }
         let parts: Vec<&str> = line.split_whitespace().collect();
         for src in &parts[1..parts.len() - 1] {
             assert!(
@@ -138,12 +167,10 @@ fn dockerfile_names_what_exists() {
     }
 }
 
-/// Copies `config/` into a temp dir with free ports, runs `authgate demo` on it, and
-/// replays its walkthrough: 201, 401 revoked, 401 inactive, 403 IP, 429 login links.
-#[test]
-fn demo_walkthrough() {
+/// The shipped `config/` in a temp dir, its five addresses (proxy, admin, the three demo
+/// backends) moved to `ports`.
+fn demo_config(ports: &[u16]) -> TempDir {
     let dir = TempDir::new("demo");
-    let ports = free_ports(5);
     let text = std::fs::read_to_string(format!("{ROOT}/config/authgate.toml"))
         .unwrap()
         .replace("0.0.0.0:8080", &format!("127.0.0.1:{}", ports[0]))
@@ -160,6 +187,25 @@ fn demo_walkthrough() {
         let bytes = std::fs::read(format!("{ROOT}/config/openapi/{spec}")).unwrap();
         dir.write(&format!("openapi/{spec}"), &bytes);
     }
+    dir
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Copies `config/` into a temp dir with free ports, runs `authgate demo` on it, and
+/// replays its walkthrough: 201, 401 revoked, 401 inactive, 403 IP, 429 login links.
+#[test]
+fn demo_walkthrough() {
+    let ports = free_ports(5);
+    let dir = demo_config(&ports);
     let mut child = Command::new(BIN)
         .args(["demo", "--config"])
         .arg(dir.path.join("authgate.toml"))
@@ -168,13 +214,6 @@ fn demo_walkthrough() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stdout = child.stdout.take().unwrap();
     let child = Kill(child);
     let (tx, rx) = mpsc::channel();
@@ -306,4 +345,99 @@ fn demo_walkthrough() {
     assert_eq!(key.status, 200, "{}", key.text());
     assert_eq!(key.json()["success"], true);
     drop(child);
+}
+
+/// Starts `authgate <args>` on the demo config with `secret` as the dev secret (none: unset),
+/// output discarded.
+fn spawn_with_secret(args: &[&str], config: &Path, secret: Option<&str>) -> Kill {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match secret {
+        Some(s) => cmd.env("AUTHGATE_DEV_SECRET", s),
+        None => cmd.env_remove("AUTHGATE_DEV_SECRET"),
+    };
+    Kill(cmd.spawn().unwrap())
+}
+
+/// Fault model: the gateway and the demo upstream run as two processes, as
+/// deploy/container-smoke.sh runs the image's gateway beside `authgate demo --upstream-only`;
+/// an upstream that listens elsewhere than the config's backends, or signs the org keys it
+/// hands out with another secret than the gateway's, leaves that smoke test nothing real to
+/// reach. Must hold: without AUTHGATE_DEV_SECRET it exits 1 naming the variable; with it, a
+/// gateway started apart creates and lists an org through the demo instances (each answer
+/// names its instance), and an org key the upstream minted passes that gateway on /org.
+#[test]
+fn demo_upstream_only_serves_a_gateway_started_apart() {
+    let ports = free_ports(5);
+    let dir = demo_config(&ports);
+    let config = dir.path.join("authgate.toml");
+    let mut refused = spawn_with_secret(&["demo", "--upstream-only"], &config, None);
+    let status = wait_for(DEADLINE, "demo --upstream-only without a secret to exit", || {
+        refused.0.try_wait().unwrap()
+    });
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut refused.0.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("AUTHGATE_DEV_SECRET"), "{said}");
+
+    let secret = "a-dev-secret-shared-by-both-processes";
+    let _upstream = spawn_with_secret(&["demo", "--upstream-only"], &config, Some(secret));
+    let _gateway = spawn_with_secret(&[], &config, Some(secret));
+    let token = Command::new(BIN)
+        .args([
+            "token",
+            "--partner",
+            "acme",
+            "--key-id",
+            "key-acme-1",
+            "--kid",
+            "dev-hs",
+            "--config",
+        ])
+        .arg(&config)
+        .env("AUTHGATE_DEV_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let auth = format!("Bearer {}", String::from_utf8_lossy(&token.stdout).trim());
+    let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let json = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let created = wait_for(DEADLINE, "the gateway and the demo upstream", || {
+        common::try_request(
+            addr,
+            "POST",
+            b"/partner/v1/orgs",
+            &json,
+            Some(br#"{"name":"Apart Tours","external_id":"apart-1"}"#),
+        )
+        .ok()
+        .filter(|r| r.status == 201)
+    });
+    assert!(created
+        .header("x-demo-instance")
+        .is_some_and(|i| i.starts_with("partner-api-")));
+    let listed = request(addr, "GET", b"/partner/v1/orgs", &json[..1], None);
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["total"], 1);
+    let org = created.json()["id"].as_str().unwrap().to_string();
+    let minted = request(
+        addr,
+        "POST",
+        format!("/partner/v1/orgs/{org}/api-keys").as_bytes(),
+        &json,
+        Some(b"{}"),
+    );
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    let org_key = format!("Bearer {}", minted.json()["api_key"].as_str().unwrap());
+    let info = request(addr, "GET", b"/org", &[("Authorization", org_key.as_str())], None);
+    assert_eq!(
+        info.status,
+        200,
+        "the org key the upstream minted passes the gateway: {}",
+        info.text()
+    );
 }
