@@ -1282,7 +1282,7 @@ fn check_held(op: &Operation, held: HeldBody, body: &[u8]) {
     if body.is_empty() {
         return; // presence is the head's and `required`'s business
     }
-    let oracle = body_oracle(schema);
+    let oracle = body_oracle(&schema);
     let oracle_ok = serde_json::from_slice::<Value>(body).is_ok_and(|v| oracle.is_valid(&v));
     assert_eq!(
         verdict.is_ok(),
