@@ -16,6 +16,7 @@
 
 mod body;
 mod document;
+mod enums;
 mod form;
 mod json_body;
 mod media;
@@ -283,5 +284,7 @@ fn route_table(ops: &[RawOperation], found: &mut Vec<At>) -> Router {
     router
 }
 
+#[cfg(test)]
+mod reading_tests;
 #[cfg(test)]
 mod tests;

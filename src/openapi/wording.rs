@@ -119,7 +119,8 @@ pub(crate) fn describe(kind: &ValidationErrorKind) -> String {
             "could not be checked against its pattern".into()
         }
         K::Referencing(_) => "could not be checked (a schema reference does not resolve)".into(),
-        K::Custom { message, .. } => clip(message, 2 * MAX_QUOTE),
+        // the gateway's own keywords' words (enum, budgeted patterns), bounded where built
+        K::Custom { message, .. } => clip(message, 6 * MAX_QUOTE),
     }
 }
 
@@ -145,7 +146,7 @@ fn type_words(kind: &TypeKind) -> String {
 
 /// An `enum` list as compact JSON: the first few values, each clipped, then how many more.
 /// Never renders the whole list (nor a whole long value).
-fn list(options: &Value) -> String {
+pub(crate) fn list(options: &Value) -> String {
     let Value::Array(items) = options else {
         return clip(&options.to_string(), MAX_QUOTE);
     };
