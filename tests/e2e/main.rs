@@ -22,6 +22,7 @@ mod layout;
 mod openapi;
 mod orgapi;
 mod ratelimit;
+mod reading;
 mod reload;
 mod scaleout;
 mod security;
