@@ -33,7 +33,7 @@ fn has_surrogate_escape(body: &[u8]) -> bool {
 /// The value of a `\uXXXX` escape starting at `i` (at the backslash), if it is one.
 fn escape_at(body: &[u8], i: usize) -> Option<u16> {
     let hex = body.get(i + 2..i + 6)?;
-    if body.get(i + 1) != Some(&b'u') || !hex.iter().all(u8::is_ascii_hexdigit) {
+    if body.get(i..i + 2) != Some(&b"\\u"[..]) || !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     let text = std::str::from_utf8(hex).ok()?;
@@ -107,6 +107,8 @@ mod tests {
             (r#""a\ud800b""#, json!("a\u{fffd}b")),
             (r#""\ud800\ud800\udc00""#, json!("\u{fffd}\u{10000}")),
             (r#""\ud800\u0041""#, json!("\u{fffd}A")),
+            // found by fuzzing: what follows a high surrogate must be an escape to pair with it
+            (r#""\ud800#udc00\ud800""#, json!("\u{fffd}#udc00\u{fffd}")),
             (r#""\udc00\ud800""#, json!("\u{fffd}\u{fffd}")),
             (r#""\ud83d\ude00""#, json!("\u{1f600}")),
             (r#""\\ud800""#, json!("\\ud800")),
