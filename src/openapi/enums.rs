@@ -22,7 +22,11 @@ const LINEAR: usize = 16;
 
 enum Options {
     Few(Vec<Value>),
-    Many(HashSet<String>),
+    /// Strings by their text (no copy per check), every other value by its canonical text.
+    Many {
+        strings: HashSet<String>,
+        others: HashSet<String>,
+    },
 }
 
 struct Enum {
@@ -35,7 +39,10 @@ impl Enum {
     fn holds(&self, value: &Value) -> bool {
         match &self.options {
             Options::Few(values) => values.iter().any(|v| equal(v, value)),
-            Options::Many(set) => set.contains(&canonical(value)),
+            Options::Many { strings, others } => match value {
+                Value::String(s) => strings.contains(s),
+                other => others.contains(&canonical(other)),
+            },
         }
     }
 }
@@ -66,7 +73,9 @@ pub(crate) fn enum_keyword<'a>(
     let options = if values.len() <= LINEAR {
         Options::Few(values.clone())
     } else {
-        Options::Many(values.iter().map(canonical).collect())
+        let strings = values.iter().filter_map(Value::as_str).map(str::to_string).collect();
+        let others = values.iter().filter(|v| !v.is_string()).map(canonical).collect();
+        Options::Many { strings, others }
     };
     Ok(Box::new(Enum {
         options,
@@ -143,6 +152,7 @@ fn number_text(n: &serde_json::Number) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn keyword(values: Value) -> Box<dyn for<'i> Keyword<'i>> {
@@ -185,6 +195,35 @@ mod tests {
             assert!(!k.is_valid(&json!("v1")));
             assert!(!k.is_valid(&json!(2)));
             assert!(!k.is_valid(&json!({"v0": 1})));
+        }
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-3i64..3).prop_map(|n| json!(n)),
+            (-3i64..3).prop_map(|n| json!(n as f64)),
+            Just(json!(0.5)),
+            "[ab\"\\\\]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[ab]", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Short and long lists answer as jsonschema's own `enum` does.
+        #[test]
+        fn answers_as_jsonschema_does(values in proptest::collection::vec(arb_value(), 1..40), probe in arb_value()) {
+            let list = Value::Array(values);
+            let theirs = jsonschema::validator_for(&json!({"enum": list})).unwrap();
+            let ours = keyword(list);
+            prop_assert_eq!(ours.is_valid(&probe), theirs.is_valid(&probe), "{}", probe);
         }
     }
 

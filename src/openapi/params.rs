@@ -29,6 +29,7 @@ use super::rejection::{Collector, Location};
 use super::schema::{Patterns, SchemaCheck, SchemaCompiler};
 use super::spec::{ParamIn, RawParam};
 use super::types::{self, coerce, Types};
+use super::wording::{clip, MAX_QUOTE};
 
 /// Header parameters OpenAPI says are described elsewhere and to be ignored.
 const IGNORED_HEADERS: [&str; 3] = ["accept", "content-type", "authorization"];
@@ -385,7 +386,7 @@ fn exploded_object<'q>(
         if occurrences.is_empty() {
             continue;
         }
-        let value = member(&occurrences, *types).map_err(|m| format!("member {name}: {m}"))?;
+        let value = member(&occurrences, *types).map_err(|m| format!("member {}: {m}", clip(name, MAX_QUOTE)))?;
         object.insert(name.clone(), value);
     }
     Ok((!object.is_empty()).then_some(Value::Object(object)))
@@ -415,7 +416,7 @@ pub(crate) fn deep_object(members: &[(String, Types)], found: &[Occurrence<'_>])
     let mut object = Map::new();
     for (key, occurrences) in grouped {
         let types = member_types(members, &key);
-        let value = member(&occurrences, types).map_err(|m| format!("member {key}: {m}"))?;
+        let value = member(&occurrences, types).map_err(|m| format!("member {}: {m}", clip(&key, MAX_QUOTE)))?;
         object.insert(key, value);
     }
     Ok(Value::Object(object))
@@ -436,7 +437,7 @@ pub(crate) fn pairs(text: &str, members: &[(String, Types)], sep: u8, assigned: 
             (first, parts.next().ok_or("must be a list of name,value pairs")?)
         };
         if object.contains_key(key) {
-            return Err(format!("member {key}: must be given once"));
+            return Err(format!("member {}: must be given once", clip(key, MAX_QUOTE)));
         }
         object.insert(key.to_string(), coerce(value, member_types(members, key)));
     }

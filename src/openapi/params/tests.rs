@@ -217,6 +217,15 @@ fn objects_follow_their_style() {
         one("must be given as name[member]=value (one level of brackets)")
     );
     assert_eq!(deep("lat=1"), Vec::<String>::new(), "not given");
+    // a member's name is never echoed long
+    let long = format!("limit[{}]=1&limit[{}]=2", "k".repeat(500), "k".repeat(500));
+    let got = q_styled(
+        json!({"type": "object", "properties": {}}),
+        Some("deepObject"),
+        None,
+        &long,
+    );
+    assert_eq!(got, one(&format!("member {}…: must be given once", "k".repeat(100))));
     // form, no explode: one list of pairs
     assert_eq!(
         q_styled(point.clone(), Some("form"), Some(false), "limit=lat,5"),
