@@ -128,11 +128,12 @@ impl SchemaCompiler {
             .add(SPEC_URI, Arc::clone(&doc))
             .and_then(|r| r.prepare())
             .map_err(|e| format!("the spec's schemas cannot be indexed: {e}"))?;
-        let mut targets: Vec<String> = Vec::new();
-        collect_targets(&doc, &mut targets);
-        targets.sort();
-        targets.dedup();
-        let index: HashMap<String, usize> = targets.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+        // a target's slot is its index in the graph
+        let mut targets = vec![String::new(); graph.targets().count()];
+        for (t, i) in graph.targets() {
+            targets[i] = t.to_string();
+        }
+        let index: HashMap<String, usize> = graph.targets().map(|(t, i)| (t.to_string(), i)).collect();
         let components = Components {
             slots: (0..index.len()).map(|_| Default::default()).collect(),
         };
@@ -411,25 +412,6 @@ fn delegate_to<'a>(
         slot,
         patterns,
     }))
-}
-
-/// Every `$ref` target of the document, as a decoded pointer.
-fn collect_targets(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                match (key.as_str(), v) {
-                    ("$ref" | "$dynamicRef", Value::String(t)) if t.starts_with('#') => {
-                        out.push(fragment_pointer(t));
-                    }
-                    (k, _) if DATA_KEYS.contains(&k) => {}
-                    _ => collect_targets(v, out),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| collect_targets(v, out)),
-        _ => {}
-    }
 }
 
 /// Makes local references absolute into [`SPEC_URI`]; a reference `delegate` picks becomes

@@ -136,6 +136,11 @@ impl RefGraph {
     pub(crate) fn reach(&self, pointer: &str) -> Option<&Survey> {
         self.index.get(pointer).map(|&i| &self.reach[i])
     }
+
+    /// Every `$ref` target that resolves, as a decoded pointer, with its index (`0..n`).
+    pub(crate) fn targets(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.index.iter().map(|(t, &i)| (t.as_str(), i))
+    }
 }
 
 /// Every `$ref` target's decoded pointer.

@@ -175,16 +175,22 @@ fn numeric_keywords(schema: &Value, schemas: &SchemaCompiler, depth: usize, out:
         return;
     }
     out.extend(NUMERIC_KEYWORDS.iter().filter(|k| map.contains_key(**k)));
-    if map.contains_key("$ref") {
-        if let Some(target) = schemas.resolve(schema).filter(|r| !std::ptr::eq(*r, schema)) {
-            numeric_keywords(target, schemas, depth + 1, out);
-        }
+    for sub in in_place(schema, schemas) {
+        numeric_keywords(sub, schemas, depth + 1, out);
     }
-    for key in ["allOf", "anyOf", "oneOf"] {
-        for sub in map.get(key).and_then(Value::as_array).into_iter().flatten() {
-            numeric_keywords(sub, schemas, depth + 1, out);
-        }
-    }
+}
+
+/// The subschemas `schema` applies to the same value: its `$ref`'s target and every entry
+/// of its `allOf`, `anyOf` and `oneOf`.
+fn in_place<'s>(schema: &'s Value, schemas: &'s SchemaCompiler) -> impl Iterator<Item = &'s Value> {
+    let target = schema
+        .get("$ref")
+        .and(schemas.resolve(schema))
+        .filter(|r| !std::ptr::eq(*r, schema));
+    let lists = ["allOf", "anyOf", "oneOf"]
+        .into_iter()
+        .flat_map(move |k| schema.get(k).and_then(Value::as_array).into_iter().flatten());
+    target.into_iter().chain(lists)
 }
 
 /// The subschemas that describe an array's items or an object's members, gathered through
@@ -203,15 +209,8 @@ fn parts_at<'s>(schema: &'s Value, schemas: &'s SchemaCompiler, key: &str, depth
     if let Some(v) = map.get(key) {
         out.push(v);
     }
-    if map.contains_key("$ref") {
-        if let Some(target) = schemas.resolve(schema).filter(|r| !std::ptr::eq(*r, schema)) {
-            parts_at(target, schemas, key, depth + 1, out);
-        }
-    }
-    for k in ["allOf", "anyOf", "oneOf"] {
-        for sub in map.get(k).and_then(Value::as_array).into_iter().flatten() {
-            parts_at(sub, schemas, key, depth + 1, out);
-        }
+    for sub in in_place(schema, schemas) {
+        parts_at(sub, schemas, key, depth + 1, out);
     }
 }
 
