@@ -443,6 +443,13 @@ fn check_names_what_the_gateway_could_not_enforce_at_its_line() {
         "\n[[openapi.operations]]\nid = \"a\"\nvalidate = \"off\"\n",
     );
     assert_eq!((out.code(), out.stdout.trim()), (Some(0), "ok"), "{}", out.all());
+    let out = check(&one_op("", MULTIPART), "validate = \"off\"\n");
+    assert_eq!(
+        (out.code(), out.stdout.trim()),
+        (Some(0), "ok"),
+        "the table's validate: {}",
+        out.all()
+    );
     let out = check(&one_op("", ""), "held_body_max = \"128KiB\"\n");
     assert_eq!(out.code(), Some(1), "{}", out.all());
     assert!(
