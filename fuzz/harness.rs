@@ -1123,12 +1123,48 @@ pub fn journal(data: &[u8]) {
 
 // ------------------------------------------------------------------------------------------
 // openapi_validate: byte 0 = flags, then line 1 = the request target (path and query),
-// line 2 = the Content-Type value, the rest = the body. Run through the shipped specs.
+// line 2 = the Content-Type value, the rest = the body. Run through the shipped specs and
+// FUZZ_SPEC (parameters in every style, a form body).
 // ------------------------------------------------------------------------------------------
 
-/// The shipped specs (`config/openapi/`), compiled once; they must compile without problems.
-pub fn shipped_specs() -> &'static [CompiledSpec; 2] {
-    static S: OnceLock<[CompiledSpec; 2]> = OnceLock::new();
+/// Parameters the way qs, PHP and FastAPI send them, and a form body: what the shipped
+/// specs do not exercise (brackets, number syntax, styles, `anyOf` coercion, form fields).
+const FUZZ_SPEC: &str = r#"openapi: 3.1.0
+info: {title: fuzz, version: "1"}
+paths:
+  /items:
+    get:
+      operationId: listItems
+      parameters:
+        - {name: limit, in: query, schema: {anyOf: [{type: integer, minimum: 1, maximum: 100}, {type: "null"}]}}
+        - {name: ratio, in: query, schema: {type: number, maximum: 1}}
+        - {name: tag, in: query, schema: {type: array, items: {type: integer}, maxItems: 5}}
+        - {name: filter, in: query, style: deepObject, schema: {type: object, additionalProperties: false, properties: {min: {type: integer}}}}
+        - {name: ids, in: query, style: pipeDelimited, explode: false, schema: {type: array, items: {type: string, maxLength: 4}}}
+    post:
+      operationId: submitForm
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded:
+            schema:
+              type: object
+              required: [email]
+              additionalProperties: false
+              properties:
+                email: {type: string, format: email}
+                age: {type: integer, minimum: 0, maximum: 150}
+                tags: {type: array, items: {type: string}, maxItems: 3}
+                meta: {type: object, properties: {k: {type: integer}}}
+                doc: {type: object}
+            encoding:
+              doc: {contentType: application/json}
+"#;
+
+/// The shipped specs (`config/openapi/`) and [`FUZZ_SPEC`], compiled once; they must
+/// compile without problems.
+pub fn shipped_specs() -> &'static [CompiledSpec; 3] {
+    static S: OnceLock<[CompiledSpec; 3]> = OnceLock::new();
     S.get_or_init(|| {
         let one = |name: &str, text: &str| {
             openapi::compile(Path::new(name), text, "").unwrap_or_else(|p| panic!("{name}: {p:?}"))
@@ -1136,6 +1172,7 @@ pub fn shipped_specs() -> &'static [CompiledSpec; 2] {
         [
             one("partner-api.yaml", include_str!("../config/openapi/partner-api.yaml")),
             one("org-api.yaml", include_str!("../config/openapi/org-api.yaml")),
+            one("fuzz.yaml", FUZZ_SPEC),
         ]
     })
 }
@@ -1255,6 +1292,7 @@ fn check_request(op: &Operation, req: &ApiRequest<'_>, captures: &[(&str, &[u8])
         return;
     }
     assert_query_oracle(op, query);
+    assert_params_oracle(op, query);
     let announced = req.chunked || !req.body.is_empty();
     match plan {
         Ok(BodyPlan::None) => assert!(!announced, "{}: an announced body was let through unchecked", op.id()),
@@ -1269,6 +1307,9 @@ fn check_held(op: &Operation, held: HeldBody, body: &[u8]) {
     if let Err(r) = &verdict {
         assert_rejection(r);
     }
+    if op.id() == "submitForm" {
+        return assert_form_oracle(&verdict, body);
+    }
     let Some(schema) = op.held_schema(held) else {
         // no requestBody: only an empty body passes
         assert_eq!(
@@ -1282,8 +1323,8 @@ fn check_held(op: &Operation, held: HeldBody, body: &[u8]) {
     if body.is_empty() {
         return; // presence is the head's and `required`'s business
     }
-    let oracle = body_oracle(schema);
-    let oracle_ok = serde_json::from_slice::<Value>(body).is_ok_and(|v| oracle.is_valid(&v));
+    let oracle = body_oracle(&schema);
+    let oracle_ok = serde_json::from_slice::<Value>(&as_node_reads_it(body)).is_ok_and(|v| oracle.is_valid(&v));
     assert_eq!(
         verdict.is_ok(),
         oracle_ok,
@@ -1315,31 +1356,219 @@ fn assert_rejection(r: &Rejection) {
 }
 
 /// The partner spec's `limit` (1..=100) and `offset` (>= 0), restated: an accepted head had
-/// each at most once, as a JSON integer in range.
+/// each at most once in any spelling (a name with a bracket suffix counts), by its plain name,
+/// as `-?[0-9]+` (what `parseInt` reads the same way) in range.
 fn assert_query_oracle(op: &Operation, query: Option<&[u8]>) {
     if op.id() != "listOrgs" {
         return;
     }
-    // offset has no maximum: any integer JSON can spell passes (5e107 included)
-    for (name, min, max) in [("limit", 1.0, 100.0), ("offset", 0.0, f64::INFINITY)] {
-        let values: Vec<Vec<u8>> = query
+    for (name, min, max) in [("limit", 1, 100), ("offset", 0, i128::MAX)] {
+        let values: Vec<(Vec<u8>, Vec<u8>)> = query
             .unwrap_or_default()
             .split(|&b| b == b'&')
+            .filter(|p| !p.is_empty())
             .filter_map(|pair| {
                 let mut kv = pair.splitn(2, |&b| b == b'=');
                 let k = form_decode(kv.next().unwrap_or_default());
-                (k == name.as_bytes()).then(|| form_decode(kv.next().unwrap_or_default()))
+                let suffix = k.strip_prefix(name.as_bytes())?;
+                (suffix.is_empty() || suffix[0] == b'[')
+                    .then(|| (k.clone(), form_decode(kv.next().unwrap_or_default())))
             })
             .collect();
         assert!(values.len() <= 1, "{name} accepted {} times", values.len());
-        if let Some(v) = values.first() {
-            let n = serde_json::from_slice::<Value>(v)
-                .ok()
-                .filter(|_| !v.starts_with(b" ") && !v.ends_with(b" "));
-            let ok = n
-                .and_then(|n| n.as_f64())
-                .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f >= min && f <= max);
-            assert!(ok, "{name}={:?} accepted", String::from_utf8_lossy(v));
+        if let Some((k, v)) = values.first() {
+            assert_eq!(k, name.as_bytes(), "{name} accepted with brackets");
+            let text = String::from_utf8_lossy(v);
+            let digits = text.strip_prefix('-').unwrap_or(&text);
+            // offset has no maximum: an integer past i128 passes too
+            let in_range = text
+                .parse::<i128>()
+                .map_or(max == i128::MAX && !text.starts_with('-'), |n| (min..=max).contains(&n));
+            let ok = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && in_range;
+            assert!(ok, "{name}={text:?} accepted");
+        }
+    }
+}
+
+/// A JSON body as Node's `JSON.parse` reads it, restated independently of the gateway: a
+/// leading byte order mark dropped, and each `\uD800`-`\uDFFF` escape that is not half of a
+/// high-low pair written as `\uFFFD` (an escape starts at a backslash preceded by an even
+/// run of backslashes).
+fn as_node_reads_it(body: &[u8]) -> Vec<u8> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let unit = |at: usize| -> Option<u16> {
+        let escape = body.get(at..at + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let mut run = 0; // backslashes just before this byte
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b == b'\\' && run % 2 == 0 {
+            if let Some(u) = unit(i).filter(|u| (0xD800..0xE000).contains(u)) {
+                let paired =
+                    (0xD800..0xDC00).contains(&u) && unit(i + 6).is_some_and(|l| (0xDC00..0xE000).contains(&l));
+                if paired {
+                    out.extend_from_slice(&body[i..i + 12]);
+                    i += 12;
+                } else {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                }
+                run = 0;
+                continue;
+            }
+        }
+        run = if b == b'\\' { run + 1 } else { 0 };
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+/// `FUZZ_SPEC`'s `listItems`, restated: an accepted head had each scalar at most once by its
+/// plain name, `limit` an integer in 1..=100 as `-?[0-9]+`, `ratio` a number at most 1 in the
+/// contract's syntax, `tag` at most 5 items each an integer, spelled `tag`, `tag[]` or
+/// `tag[N]`.
+fn assert_params_oracle(op: &Operation, query: Option<&[u8]>) {
+    if op.id() != "listItems" {
+        return;
+    }
+    let named = |name: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        query
+            .unwrap_or_default()
+            .split(|&b| b == b'&')
+            .filter(|p| !p.is_empty())
+            .filter_map(|pair| {
+                let mut kv = pair.splitn(2, |&b| b == b'=');
+                let k = form_decode(kv.next().unwrap_or_default());
+                let suffix = k.strip_prefix(name.as_bytes())?;
+                (suffix.is_empty() || suffix[0] == b'[')
+                    .then(|| (suffix.to_vec(), form_decode(kv.next().unwrap_or_default())))
+            })
+            .collect()
+    };
+    let integer = |v: &[u8]| {
+        let digits = v.strip_prefix(b"-").unwrap_or(v);
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    };
+    for scalar in ["limit", "ratio"] {
+        let found = named(scalar);
+        assert!(found.len() <= 1, "{scalar} accepted {} times", found.len());
+        assert!(
+            found.iter().all(|(suffix, _)| suffix.is_empty()),
+            "{scalar} accepted with brackets"
+        );
+    }
+    if let Some((_, v)) = named("limit").first() {
+        let text = String::from_utf8_lossy(v);
+        let n = text.parse::<i128>().ok().filter(|_| integer(v));
+        assert!(n.is_some_and(|n| (1..=100).contains(&n)), "limit={text:?} accepted");
+    }
+    if let Some((_, v)) = named("ratio").first() {
+        let text = String::from_utf8_lossy(v);
+        assert!(
+            number_syntax(&text) && text.parse::<f64>().is_ok_and(|f| f <= 1.0),
+            "ratio={text:?} accepted"
+        );
+    }
+    let tags = named("tag");
+    assert!(tags.len() <= 5, "{} tags accepted", tags.len());
+    for (suffix, v) in tags {
+        let index_ok = suffix.is_empty()
+            || suffix == b"[]"
+            || (suffix.len() > 2
+                && suffix.ends_with(b"]")
+                && suffix[1..suffix.len() - 1].iter().all(u8::is_ascii_digit));
+        assert!(
+            index_ok && integer(&v),
+            "tag{:?}={:?} accepted",
+            String::from_utf8_lossy(&suffix),
+            String::from_utf8_lossy(&v)
+        );
+    }
+}
+
+/// `-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?`, restated as a walk over the bytes.
+fn number_syntax(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// `FUZZ_SPEC`'s form body, restated: an accepted body had `email` once, each of `email` and
+/// `age` by its plain name at most once, `age` an integer in 0..=150 as `-?[0-9]+`, and no
+/// name outside the schema's properties.
+fn assert_form_oracle(verdict: &Result<(), Rejection>, body: &[u8]) {
+    if verdict.is_err() {
+        return;
+    }
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = body
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let mut kv = pair.splitn(2, |&b| b == b'=');
+            (
+                form_decode(kv.next().unwrap_or_default()),
+                form_decode(kv.next().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let base = |k: &[u8]| k.split(|&b| b == b'[').next().unwrap_or_default().to_vec();
+    for (k, _) in &pairs {
+        let b = base(k);
+        assert!(
+            [&b"email"[..], b"age", b"tags", b"meta", b"doc"].contains(&b.as_slice()),
+            "form name {:?} accepted",
+            String::from_utf8_lossy(k)
+        );
+    }
+    for scalar in [&b"email"[..], b"age"] {
+        let found: Vec<&(Vec<u8>, Vec<u8>)> = pairs.iter().filter(|(k, _)| base(k) == scalar).collect();
+        assert!(
+            found.len() <= 1 && found.iter().all(|(k, _)| k == scalar),
+            "{:?} accepted as {found:?}",
+            String::from_utf8_lossy(scalar)
+        );
+        if scalar == b"email" {
+            assert_eq!(found.len(), 1, "a form without its required email accepted");
+        }
+        if let (b"age", Some((_, v))) = (scalar, found.first()) {
+            let text = String::from_utf8_lossy(v);
+            let digits = text.strip_prefix('-').unwrap_or(&text);
+            let ok = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && text.parse::<i128>().is_ok_and(|n| (0..=150).contains(&n));
+            assert!(ok, "age={text:?} accepted");
         }
     }
 }

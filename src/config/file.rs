@@ -43,6 +43,9 @@ pub(crate) struct OpenApiFile {
     pub(crate) upstream: Option<Spanned<String>>,
     /// `"enforce"` (default), `"report"` or `"off"`.
     pub(crate) validate: Option<Spanned<String>>,
+    /// The largest body its operations hold and check (default `"64KiB"`, the most pingora
+    /// forwards after reading it).
+    pub(crate) held_body_max: Option<Spanned<String>>,
     /// Route keys for every operation (an operation's `x-authgate` and the overlay win).
     pub(crate) defaults: Option<Spanned<RouteKeysFile>>,
     /// `[[openapi.operations]]`: route keys by `operationId`, over the spec's.
@@ -65,6 +68,11 @@ pub(crate) struct RouteKeysFile {
     pub(crate) error_format: Option<String>,
     pub(crate) api_key_header: Option<String>,
     pub(crate) api_key_prefix: Option<String>,
+    /// Only `"off"`: the operation is routed, not validated (so a media type the gateway
+    /// cannot check may carry a schema).
+    pub(crate) validate: Option<String>,
+    /// Its `pattern`s may need a backtracking engine, run on a per-request budget.
+    pub(crate) allow_backtracking_patterns: Option<bool>,
 }
 
 /// `[[openapi.operations]]`: the overlay of one operation, by `operationId`, so the spec
@@ -84,6 +92,10 @@ pub(crate) struct OperationFile {
     pub(crate) error_format: Option<String>,
     pub(crate) api_key_header: Option<String>,
     pub(crate) api_key_prefix: Option<String>,
+    /// As in `defaults`: only `"off"`.
+    pub(crate) validate: Option<String>,
+    /// As in `defaults`.
+    pub(crate) allow_backtracking_patterns: Option<bool>,
 }
 
 /// `[redis]` (docs/reference.md#redis).

@@ -46,6 +46,7 @@ fn row(settings: &Settings, r: &Route) -> [String; 8] {
     let validates = match settings.fixed.routes.operation(r.index) {
         None => dash(),
         Some((_, ValidateMode::Off)) => "off".into(),
+        Some((op, _)) if op.validation_off() => "off".into(),
         Some((op, mode)) => format!(
             "{}: {}",
             if mode == ValidateMode::Enforce {

@@ -238,6 +238,19 @@ impl Settings {
         })
     }
 
+    /// `[[openapi]] held_body_max` of the spec that holds route `route`: the largest body
+    /// step 7a holds and checks there (`None` for a `[[routes]]` entry). Over it, the proxy
+    /// answers 413 under `validate = "enforce"` and, under `"report"`, forwards the body
+    /// unchecked and records `Location::BodyNotChecked`.
+    pub fn held_body_max(&self, route: usize) -> Option<u64> {
+        self.fixed
+            .routes
+            .specs()
+            .iter()
+            .find(|s| s.holds(route))
+            .map(|s| s.held_body_max())
+    }
+
     /// The local state file of shared revocations, beside the learned-orgs journal
     /// (`partners.toml.orgs.jsonl` -> `partners.toml.revocations.jsonl`).
     pub(crate) fn revocations_file(&self) -> PathBuf {

@@ -1,8 +1,12 @@
 //! Media types: a request's `Content-Type` against an operation's `content` keys.
 //!
-//! Compared on the essence (`type/subtype`, ASCII-case-insensitive); parameters such as
-//! `charset` are ignored (docs/reference.md, the OpenAPI section). A key may be a range (`application/*`, `*/*`); the
-//! most specific key that matches wins, as OpenAPI says.
+//! Compared on the essence (`type/subtype`, ASCII-case-insensitive). A key may be a range
+//! (`application/*`, `*/*`); the most specific key that matches wins, as OpenAPI says.
+//!
+//! Of the parameters only `charset` counts (docs/reference.md, the OpenAPI section): on a body
+//! the gateway reads (JSON, form), a `charset` other than `utf-8` is refused, because
+//! Express's body-parser and Django decode the bytes with the named charset, and `utf-7` turns
+//! a string the gateway checked into new keys. Other parameters pass.
 
 /// A `content` key, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +36,81 @@ impl MediaRange {
         }
     }
 
-    /// Whether a JSON body could match it (`application/json`, `*/*+json`, or a range that
-    /// includes them): only then is a schema checked on a held body.
-    pub(crate) fn may_be_json(&self) -> bool {
-        match (self.kind.as_str(), self.subtype.as_str()) {
-            ("*", _) => true,
-            ("application", s) => s == "*" || s == "json" || s.ends_with("+json"),
-            _ => false,
+    /// What the gateway can read of a body of this exact type; a range (`application/*`,
+    /// `*/*`) is [`BodyKind::Opaque`]: its bodies may be anything.
+    pub(crate) fn kind(&self) -> BodyKind {
+        body_kind(&self.kind, &self.subtype)
+    }
+
+    /// Whether it is a range (`type/*`, `*/*`) rather than one media type.
+    pub(crate) fn is_range(&self) -> bool {
+        self.subtype == "*"
+    }
+}
+
+/// How the gateway reads a body of some media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// `application/json`, `application/*+json`: parsed and checked against a schema.
+    Json,
+    /// `application/x-www-form-urlencoded`: parsed as the upstream's form parser does.
+    Form,
+    /// Anything else (`multipart/*`, `text/plain`, a range): the gateway cannot check it.
+    Opaque,
+}
+
+/// The [`BodyKind`] of a request's (lower-cased) media type.
+pub(crate) fn body_kind(kind: &str, subtype: &str) -> BodyKind {
+    if is_json(kind, subtype) {
+        BodyKind::Json
+    } else if kind == "application" && subtype == "x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Opaque
+    }
+}
+
+/// Checks a `Content-Type` value's `charset` parameter: absent, or `utf-8` in any case,
+/// quoted or not. Every `charset` parameter counts (a second one must not change the
+/// answer); a parameter that cannot be read is not a charset and passes, as other
+/// parameters do. `Err` names the charset that was given.
+pub(crate) fn check_charset(value: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(value);
+    let mut params = text.split(';');
+    params.next(); // the essence
+    for param in params {
+        let Some((name, raw)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim_matches([' ', '\t']).eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = unquote(raw.trim_matches([' ', '\t']));
+        if !charset.eq_ignore_ascii_case("utf-8") {
+            return Err(format!(
+                "charset {:?} is not supported: send the body as UTF-8 (charset=utf-8, or none)",
+                super::wording::clip(&charset, 40)
+            ));
         }
     }
+    Ok(())
+}
+
+/// A parameter value without its quotes and backslash escapes (RFC 9110 quoted-string).
+fn unquote(raw: &str) -> String {
+    let Some(inner) = raw.strip_prefix('"') else {
+        return raw.to_string();
+    };
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The lower-cased `(type, subtype)` of a `Content-Type` value; `None` when malformed.
@@ -124,12 +194,49 @@ mod tests {
     }
 
     #[test]
-    fn json_ness() {
+    fn body_kinds() {
         assert!(is_json("application", "json"));
         assert!(is_json("application", "merge-patch+json"));
         assert!(!is_json("text", "json"));
-        assert!(MediaRange::parse("application/*").unwrap().may_be_json());
-        assert!(MediaRange::parse("application/problem+json").unwrap().may_be_json());
-        assert!(!MediaRange::parse("multipart/form-data").unwrap().may_be_json());
+        let kind = |r: &str| MediaRange::parse(r).unwrap().kind();
+        assert_eq!(kind("application/problem+json"), BodyKind::Json);
+        assert_eq!(kind("Application/X-WWW-Form-Urlencoded"), BodyKind::Form);
+        for opaque in ["application/*", "*/*", "multipart/form-data", "text/plain"] {
+            assert_eq!(kind(opaque), BodyKind::Opaque, "{opaque}");
+        }
+        assert!(MediaRange::parse("application/*").unwrap().is_range());
+        assert!(MediaRange::parse("*/*").unwrap().is_range());
+        assert!(!MediaRange::parse("multipart/form-data").unwrap().is_range());
+    }
+
+    #[test]
+    fn charsets() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json; charset = Utf-8 ",
+            "application/json; CHARSET=\"utf\\-8\"",
+            "application/json; version=2; profile=\"x;y\"",
+            "application/json; charset",
+        ] {
+            assert_eq!(check_charset(ok.as_bytes()), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "application/json; charset=utf-7",
+            "application/json; charset=\"UTF-7\"",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf8",
+            "application/json; charset=",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/x-www-form-urlencoded; charset=latin1",
+        ] {
+            assert!(check_charset(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_charset(b"application/json; charset=utf-7"),
+            Err("charset \"utf-7\" is not supported: send the body as UTF-8 (charset=utf-8, or none)".into())
+        );
     }
 }

@@ -16,19 +16,26 @@
 
 mod body;
 mod document;
+mod enums;
+mod form;
+mod json_body;
 mod media;
 mod operation;
 mod params;
+mod patterns;
 mod query;
 mod rejection;
 mod router;
 mod schema;
 mod spec;
+mod survey;
+mod types;
 mod validate;
 mod wording;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use body::{BodyPlan, HeldBody};
 pub use operation::{Operation, SpecLocation};
@@ -38,7 +45,7 @@ pub use validate::RequestHead;
 
 use document::Document;
 use router::Router;
-use schema::SchemaCompiler;
+use schema::{Components, Patterns, SchemaCompiler};
 use spec::{At, RawOperation};
 use validate::Validation;
 
@@ -65,6 +72,76 @@ pub struct CompiledSpec {
     file: PathBuf,
     operations: Vec<Operation>,
     router: Router,
+    /// The validators of shared components the operations' validators delegate to.
+    _components: Arc<Components>,
+}
+
+/// The switches of one operation that change how it compiles (docs/reference.md, the
+/// OpenAPI section), from the config's `defaults` and `[[openapi.operations]]` entries and
+/// the operation's own `x-authgate`, which [`compile_with`] reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// `validate = "off"` (`Some(false)` for any other value): nothing of the operation is
+    /// checked, so nothing it declares needs to be checkable.
+    pub validate_off: Option<bool>,
+    /// `allow_backtracking_patterns`: its `pattern`s may need a backtracking engine, run on a
+    /// per-request budget; without it such a pattern is a problem.
+    pub allow_backtracking_patterns: Option<bool>,
+}
+
+impl Switches {
+    /// These switches with `over`'s set ones replacing them.
+    fn under(self, over: Switches) -> Switches {
+        Switches {
+            validate_off: over.validate_off.or(self.validate_off),
+            allow_backtracking_patterns: over.allow_backtracking_patterns.or(self.allow_backtracking_patterns),
+        }
+    }
+
+    /// The switches an `x-authgate` mapping sets (its keys' types are the config layer's to
+    /// report: a value of the wrong type sets nothing here).
+    fn of_x_authgate(x: &serde_json::Value) -> Switches {
+        Switches {
+            validate_off: x
+                .get("validate")
+                .and_then(serde_json::Value::as_str)
+                .map(|v| v == "off"),
+            allow_backtracking_patterns: x
+                .get("allow_backtracking_patterns")
+                .and_then(serde_json::Value::as_bool),
+        }
+    }
+}
+
+/// How a spec compiles beyond its own text: the table's `prefix` and `validate`, and the
+/// switches the config sets per operation.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// `""` or `/a/b`, prepended to every path.
+    pub prefix: String,
+    /// `[[openapi]] validate = "off"`: no operation is checked.
+    pub validate_off: bool,
+    /// The table's `defaults`.
+    pub defaults: Switches,
+    /// `[[openapi.operations]]` entries, by `operationId`.
+    pub overlays: Vec<(String, Switches)>,
+}
+
+impl CompileOptions {
+    /// The switches of one operation: defaults, then its `x-authgate`, then its overlay.
+    fn switches(&self, op: &RawOperation) -> Switches {
+        let mut s = self.defaults;
+        if let Some((x, _)) = &op.x_authgate {
+            s = s.under(Switches::of_x_authgate(x));
+        }
+        if let Some((_, o)) = self.overlays.iter().find(|(id, _)| *id == op.id) {
+            s = s.under(*o);
+        }
+        if self.validate_off {
+            s.validate_off = Some(true);
+        }
+        s
+    }
 }
 
 impl CompiledSpec {
@@ -88,6 +165,15 @@ impl CompiledSpec {
 /// Compiles a spec's text. `file` is used only in messages; `prefix` (`""` or `/a/b`) is
 /// prepended to every path. Every problem is reported, not only the first.
 pub fn compile(file: &Path, text: &str, prefix: &str) -> Result<CompiledSpec, Vec<Problem>> {
+    let options = CompileOptions {
+        prefix: prefix.to_string(),
+        ..CompileOptions::default()
+    };
+    compile_with(file, text, &options)
+}
+
+/// [`compile`] with the switches the config sets (`validate`, `defaults`, overlays).
+pub fn compile_with(file: &Path, text: &str, options: &CompileOptions) -> Result<CompiledSpec, Vec<Problem>> {
     let doc = document::parse(text).map_err(|e| {
         vec![Problem {
             at: SpecLocation::new(file, Some(e.line), ""),
@@ -102,7 +188,7 @@ pub fn compile(file: &Path, text: &str, prefix: &str) -> Result<CompiledSpec, Ve
         return Err(vec![problem(at)]);
     }
     let mut found = Vec::new();
-    let prefix = match check_prefix(prefix) {
+    let prefix = match check_prefix(&options.prefix) {
         Ok(p) => p,
         Err(message) => return Err(vec![problem(At::new("", message))]),
     };
@@ -111,11 +197,17 @@ pub fn compile(file: &Path, text: &str, prefix: &str) -> Result<CompiledSpec, Ve
     let build = found.is_empty();
     let mut raw = spec::operations(&doc.root, prefix, &mut found);
     raw.sort_by_key(|op| doc.line(&op.pointer));
-    let schemas = build.then(|| SchemaCompiler::new(&doc.root));
+    let schemas = match build.then(|| SchemaCompiler::new(&doc.root)).transpose() {
+        Ok(s) => s,
+        Err(message) => return Err(vec![problem(At::new("", message))]),
+    };
     let operations: Vec<Operation> = raw
         .iter()
-        .map(|op| operation(file, &doc, op, schemas.as_ref(), &mut found))
+        .map(|op| operation(file, &doc, op, schemas.as_ref(), options.switches(op), &mut found))
         .collect();
+    if let Some(s) = &schemas {
+        s.build_components(&mut found);
+    }
     let router = route_table(&raw, &mut found);
     if !found.is_empty() {
         let mut problems: Vec<Problem> = found.into_iter().map(problem).collect();
@@ -127,6 +219,7 @@ pub fn compile(file: &Path, text: &str, prefix: &str) -> Result<CompiledSpec, Ve
         file: file.to_path_buf(),
         operations,
         router,
+        _components: schemas.map(|s| s.components()).unwrap_or_default(),
     })
 }
 
@@ -149,9 +242,20 @@ fn operation(
     doc: &Document,
     op: &RawOperation,
     schemas: Option<&SchemaCompiler>,
+    switches: Switches,
     found: &mut Vec<At>,
 ) -> Operation {
     let at = |pointer: &str| SpecLocation::new(file, doc.line(pointer), pointer);
+    let off = switches.validate_off == Some(true);
+    let patterns = match switches.allow_backtracking_patterns {
+        Some(true) => Patterns::Budgeted,
+        _ => Patterns::Linear,
+    };
+    let validation = match schemas {
+        _ if off => Validation::off(),
+        Some(s) => Validation::compile(op, s, patterns, found),
+        None => Validation::default(),
+    };
     Operation {
         id: op.id.clone(),
         method: op.method,
@@ -159,7 +263,7 @@ fn operation(
         path_params: op.template.params().map(str::to_string).collect(),
         location: at(&op.pointer),
         x_authgate: op.x_authgate.as_ref().map(|(v, p)| (v.clone(), at(p))),
-        validation: schemas.map_or_else(Validation::default, |s| Validation::compile(op, s, found)),
+        validation,
     }
 }
 
@@ -180,5 +284,7 @@ fn route_table(ops: &[RawOperation], found: &mut Vec<At>) -> Router {
     router
 }
 
+#[cfg(test)]
+mod reading_tests;
 #[cfg(test)]
 mod tests;

@@ -87,10 +87,16 @@ impl Operation {
         self.x_authgate.as_ref().map(|(v, l)| (v, l))
     }
 
-    /// Whether this operation's bodies are held and checked against a JSON schema; on every
-    /// other operation bodies stream as before.
+    /// Whether this operation's bodies are held and checked against a schema (JSON or form);
+    /// on every other operation bodies stream as before.
     pub fn needs_body(&self) -> bool {
         self.validation.needs_body()
+    }
+
+    /// Whether its validation is off (`validate = "off"` in its `x-authgate`, the table or an
+    /// overlay): step 7a skips it whatever the table's mode.
+    pub fn validation_off(&self) -> bool {
+        self.validation.is_off()
     }
 
     /// Checks what the head of a request carries: parameters, whether a body is announced
@@ -114,15 +120,19 @@ impl Operation {
         self.validation.check_body(held, body)
     }
 
-    /// The standalone JSON schema a held body is checked against (the operation's schema
-    /// with the spec's components beside it), e.g. for an independent re-check.
-    pub fn held_schema(&self, held: HeldBody) -> Option<&Value> {
+    /// The standalone JSON schema a held JSON body is checked against (the operation's
+    /// schema with the spec's components beside it), built on demand for an independent
+    /// re-check (the fuzz oracle); `None` for other held bodies.
+    pub fn held_schema(&self, held: HeldBody) -> Option<Value> {
         self.validation.body_check()?.schema_of(held)
     }
 
     /// What is validated, for `authgate routes`: `path orgId; query limit, offset; body
-    /// application/json (schema)`, or `-` when nothing is.
+    /// application/json (schema)`, `off` when its validation is, or `-` when nothing is.
     pub fn summary(&self) -> String {
+        if self.validation_off() {
+            return "off".into();
+        }
         let mut parts = Vec::new();
         for (kind, label) in [
             (ParamIn::Path, "path"),

@@ -1,50 +1,79 @@
 //! Path, query and header parameters: `required`, and `schema` on the value as the upstream
-//! will read it.
+//! will read it (docs/reference.md, the OpenAPI section: parameters).
 //!
-//! Parameter values arrive as text; the schema describes the value after the upstream's
-//! framework converts it. So a value is coerced before the schema sees it: to a number when
-//! the schema's `type` allows `integer`/`number` and the text is a JSON number, to a boolean
-//! for `true`/`false` when it allows `boolean`, else it stays a string (and a schema that
-//! wants a number then says `must be an integer`). Headers are coerced the same way (the
-//! contract names path and query; a header typed `integer` could never pass otherwise).
+//! Values arrive as text and are converted by every type the schema allows before it sees
+//! them ([`super::types`]). A parameter is read in its OpenAPI style:
+//! - a scalar is given once, by its plain name: a second occurrence in any spelling, or a
+//!   bracket suffix (`limit[]=500`, which qs makes `['500']`), is refused;
+//! - an array is the repeated name (`form`, `explode: true`, the default), also written
+//!   `tag[]=a&tag[]=b` or `tag[0]=a` as qs reads it; or one list split on `,` (`explode:
+//!   false`, and path and header arrays), ` ` (`spaceDelimited`) or `|` (`pipeDelimited`);
+//! - an object's members are top-level names (`form`, `explode: true`), `name[member]`
+//!   (`deepObject`), or pairs in one list (`k,v,k,v`; `k=v,k=v` for an exploded path or
+//!   header); `required` is checked on what that style sends;
+//! - a parameter described by `content` with a JSON media type is JSON text.
 //!
-//! Arrays: a query array is the repeated name (`?tag=a&tag=b`, `form` + `explode`, the
-//! default) or one comma list (`explode: false`); path and header arrays are comma lists.
-//! A scalar query parameter or header given more than once is refused: frameworks disagree
-//! on which one counts (Express makes it an array), so the gateway would be checking a value
-//! the upstream may not use. Object-typed parameters, parameters described by `content`
-//! instead of `schema`, and the other serialization styles (`matrix`, `label`,
-//! `spaceDelimited`, `pipeDelimited`, `deepObject`) are checked for presence only: the
-//! gateway does not parse them, and guessing would refuse values the upstream accepts.
+//! Path parameters in the `label` and `matrix` styles, and `content` of other media types,
+//! are checked for presence only: the gateway does not parse them, and guessing would refuse
+//! values the upstream accepts.
+
+use std::borrow::Cow;
 
 use http::HeaderMap;
-use jsonschema::Validator;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::query;
+use super::json_body;
+use super::patterns::{self, UNCHECKED};
+use super::query::{self, Occurrence};
 use super::rejection::{Collector, Location};
-use super::schema::SchemaCompiler;
+use super::schema::{Patterns, SchemaCheck, SchemaCompiler};
 use super::spec::{ParamIn, RawParam};
-use super::wording;
+use super::types::{self, coerce, Types};
+use super::wording::{clip, MAX_QUOTE};
 
 /// Header parameters OpenAPI says are described elsewhere and to be ignored.
 const IGNORED_HEADERS: [&str; 3] = ["accept", "content-type", "authorization"];
 
-/// How text becomes the value the schema checks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Coerce {
-    number: bool,
-    boolean: bool,
+/// The highest index qs reads as an array item (`tag[20]`); past it qs makes an object.
+const MAX_INDEX: usize = 20;
+
+/// Where one text holds a list's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// Each occurrence is one item.
+    Repeated,
+    /// One occurrence, split on this byte.
+    On(u8),
 }
 
+/// How an object parameter is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectStyle {
+    /// Its members are top-level query names (`form`, `explode: true`).
+    Exploded,
+    /// `name[member]=value` (`deepObject`).
+    Deep,
+    /// One list of alternating names and values (`k,v,k,v`).
+    Pairs,
+    /// One list of `k=v` items (`simple`, `explode: true`).
+    Assigned,
+}
+
+/// What a parameter's text becomes.
+#[derive(Debug, Clone, PartialEq)]
 enum Shape {
-    Scalar(Coerce),
+    Scalar(Types),
     Array {
-        items: Coerce,
-        explode: bool,
+        items: Types,
+        split: Split,
     },
-    /// `type: object` or no schema: presence only.
+    Object {
+        members: Vec<(String, Types)>,
+        style: ObjectStyle,
+    },
+    /// `content: {application/json: ...}`: the text is JSON.
+    Json,
+    /// Checked for presence only.
     Presence,
 }
 
@@ -55,38 +84,45 @@ pub(crate) struct ParamCheck {
     pub(crate) location: ParamIn,
     required: bool,
     shape: Shape,
-    validator: Option<Validator>,
+    check: Option<SchemaCheck>,
 }
 
 impl ParamCheck {
     /// Builds the check; `Err` is a message for the parameter's schema. Cookie parameters
     /// and the headers OpenAPI says to ignore yield `Ok(None)`.
-    pub(crate) fn compile(raw: &RawParam, schemas: &SchemaCompiler) -> Result<Option<ParamCheck>, String> {
+    pub(crate) fn compile(
+        raw: &RawParam,
+        schemas: &SchemaCompiler,
+        patterns: Patterns,
+    ) -> Result<Option<ParamCheck>, String> {
         if raw.location == ParamIn::Cookie
             || (raw.location == ParamIn::Header && IGNORED_HEADERS.contains(&raw.name.to_ascii_lowercase().as_str()))
         {
             return Ok(None);
         }
-        let plain_style = raw.style.as_deref().is_none_or(|s| s == "form" || s == "simple");
-        let shape = match &raw.schema {
-            Some(s) if plain_style => shape(s, schemas, raw),
-            _ => Shape::Presence,
+        let (shape, schema) = match (&raw.schema, &raw.content_json) {
+            (Some(schema), _) => (shape(raw, schema, schemas)?, Some(schema)),
+            (None, Some(schema)) => (Shape::Json, Some(schema)),
+            (None, None) => (Shape::Presence, None),
         };
-        let validator = match (&raw.schema, shape) {
-            (Some(schema), Shape::Scalar(_) | Shape::Array { .. }) => Some(schemas.build(schema)?.0),
-            _ => None,
+        let check = match (schema, &shape) {
+            (Some(_), Shape::Presence) | (None, _) => None,
+            (Some(schema), _) => Some(schemas.build(schema, patterns)?),
         };
         let name = if raw.location == ParamIn::Header {
             raw.name.to_ascii_lowercase()
         } else {
             raw.name.clone()
         };
+        // a free-form object whose members are top-level names: nothing tells which names
+        // are its members, so neither its presence nor its value can be read
+        let free_form = matches!(&shape, Shape::Object { members, style: ObjectStyle::Exploded } if members.is_empty());
         Ok(Some(ParamCheck {
             name,
             location: raw.location,
-            required: raw.required,
-            shape,
-            validator,
+            required: raw.required && !free_form,
+            shape: if free_form { Shape::Presence } else { shape },
+            check: if free_form { None } else { check },
         }))
     }
 
@@ -98,115 +134,314 @@ impl ParamCheck {
         }
     }
 
-    /// Checks the raw values found for this parameter (path: the capture; query: every
-    /// occurrence, decoded; header: every field value).
-    pub(crate) fn check(&self, raw: &[&[u8]], out: &mut Collector) {
-        let location = self.location();
-        let Some(first) = raw.first() else {
-            if self.required {
-                out.push(location, &self.name, "is required");
-            }
-            return;
-        };
-        let value = match self.shape {
-            Shape::Presence => return,
-            Shape::Scalar(_) if raw.len() > 1 => {
-                out.push(location, &self.name, "must be given once");
-                return;
-            }
-            Shape::Scalar(c) => text(first).map(|t| coerce(t, c)),
-            Shape::Array { items, explode } => self.array(raw, items, explode),
-        };
-        let value = match value {
-            Ok(v) => v,
-            Err(message) => {
-                out.push(location, &self.name, message);
-                return;
-            }
-        };
-        if let Some(v) = &self.validator {
-            if !v.is_valid(&value) {
-                for e in v.iter_errors(&value) {
-                    for f in wording::failures(&e) {
-                        out.push(location, &self.name, f.message);
-                    }
+    /// Checks a query parameter against the raw query (the bytes after `?`).
+    pub(crate) fn check_query(&self, query: Option<&[u8]>, out: &mut Collector, budget: &mut u64) {
+        let found = |name: &str| query.map(|q| query::occurrences(q, name)).unwrap_or_default();
+        let value = match &self.shape {
+            Shape::Object {
+                members,
+                style: ObjectStyle::Exploded,
+            } => exploded_object(members, &found),
+            _ => {
+                let occurrences = found(&self.name);
+                if occurrences.is_empty() {
+                    Ok(None)
+                } else {
+                    self.read_occurrences(&occurrences).map(Some)
                 }
             }
-        }
-    }
-
-    fn array(&self, raw: &[&[u8]], items: Coerce, explode: bool) -> Result<Value, &'static str> {
-        let mut values = Vec::new();
-        let split = !(explode && self.location == ParamIn::Query);
-        for r in raw {
-            let t = text(r)?;
-            if split {
-                values.extend(t.split(',').map(|part| coerce(part.trim_matches([' ', '\t']), items)));
-            } else {
-                values.push(coerce(t, items));
-            }
-        }
-        Ok(Value::Array(values))
-    }
-}
-
-fn text(raw: &[u8]) -> Result<&str, &'static str> {
-    std::str::from_utf8(raw).map_err(|_| "must be valid UTF-8")
-}
-
-/// The schema's shape, its `$ref`s followed.
-fn shape(schema: &Value, schemas: &SchemaCompiler, raw: &RawParam) -> Shape {
-    let Some(schema) = schemas.resolve(schema) else {
-        return Shape::Scalar(Coerce::default());
-    };
-    let types = types_of(schema);
-    if types.iter().any(|t| t == "object") {
-        return Shape::Presence;
-    }
-    if types.iter().any(|t| t == "array") {
-        let items = schema.get("items").and_then(|i| schemas.resolve(i));
-        return Shape::Array {
-            items: items.map_or_else(Coerce::default, |i| coercion(&types_of(i))),
-            explode: raw.explode,
         };
+        self.finish(value, out, budget);
     }
-    Shape::Scalar(coercion(&types))
-}
 
-fn types_of(schema: &Value) -> Vec<String> {
-    match schema.get("type") {
-        Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-        _ => Vec::new(),
+    /// Checks a path capture (decoded) or a header's field values.
+    pub(crate) fn check_values(&self, raw: &[&[u8]], out: &mut Collector, budget: &mut u64) {
+        let value = if raw.is_empty() {
+            Ok(None)
+        } else {
+            self.read_values(raw).map(Some)
+        };
+        self.finish(value, out, budget);
     }
-}
 
-fn coercion(types: &[String]) -> Coerce {
-    Coerce {
-        number: types.iter().any(|t| t == "integer" || t == "number"),
-        boolean: types.iter().any(|t| t == "boolean"),
-    }
-}
-
-/// Text to the value the schema checks. A number must be JSON number syntax (no spaces,
-/// no `inf`, `NaN`, `0x10` or `+1`), as the upstream's validators would also refuse.
-fn coerce(text: &str, c: Coerce) -> Value {
-    if c.number && looks_numeric(text) {
-        if let Ok(n) = serde_json::from_str::<serde_json::Number>(text) {
-            return Value::Number(n);
+    /// Presence, then the schema on the value read.
+    fn finish(&self, value: Result<Option<Value>, String>, out: &mut Collector, budget: &mut u64) {
+        let location = self.location();
+        let value = match value {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                if self.required {
+                    out.push(location, &self.name, "is required");
+                }
+                return;
+            }
+            Err(message) => return out.push(location, &self.name, message),
+        };
+        let Some(check) = &self.check else { return };
+        let (failures, spent) = patterns::with_budget(*budget, || {
+            if check.is_valid(&value) {
+                Vec::new()
+            } else {
+                check.failures(&value)
+            }
+        });
+        *budget = spent.left;
+        if spent.exhausted {
+            return out.push(location, &self.name, UNCHECKED);
+        }
+        for f in failures {
+            let message = if f.pointer.is_empty() {
+                f.message
+            } else {
+                format!("{} {}", f.pointer, f.message)
+            };
+            out.push(location, &self.name, message);
         }
     }
-    if c.boolean && (text == "true" || text == "false") {
-        return Value::Bool(text == "true");
+
+    /// A query parameter's value from every occurrence of its name.
+    fn read_occurrences(&self, found: &[Occurrence<'_>]) -> Result<Value, String> {
+        match &self.shape {
+            Shape::Presence => Ok(Value::Null),
+            Shape::Scalar(types) => scalar(found, *types),
+            Shape::Json => json_text(only_plain(found)?),
+            Shape::Array { items, split } => array(found, *items, *split),
+            Shape::Object { members, style } => match style {
+                ObjectStyle::Deep => deep_object(members, found),
+                ObjectStyle::Pairs => pairs(only_plain(found)?, members, b',', false),
+                ObjectStyle::Assigned => pairs(only_plain(found)?, members, b',', true),
+                ObjectStyle::Exploded => Err("cannot be read".into()),
+            },
+        }
     }
-    Value::String(text.to_string())
+
+    /// A path or header parameter's value from its text(s): lists are comma-separated (the
+    /// lines of a repeated header joined, as RFC 9110 reads them).
+    fn read_values(&self, raw: &[&[u8]]) -> Result<Value, String> {
+        let single = || match raw {
+            [one] => text(one),
+            _ => Err("must be given once".to_string()),
+        };
+        match &self.shape {
+            Shape::Presence => Ok(Value::Null),
+            Shape::Scalar(types) => Ok(coerce(single()?, *types)),
+            Shape::Json => json_text(single()?),
+            Shape::Array { items, .. } => {
+                let mut values = Vec::new();
+                for r in raw {
+                    values.extend(split_list(text(r)?, b',').map(|part| coerce(part, *items)));
+                }
+                Ok(Value::Array(values))
+            }
+            Shape::Object { members, style } => pairs(single()?, members, b',', *style == ObjectStyle::Assigned),
+        }
+    }
 }
 
-fn looks_numeric(text: &str) -> bool {
-    text.bytes().next().is_some_and(|b| b == b'-' || b.is_ascii_digit())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+pub(crate) fn text(raw: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|_| "must be valid UTF-8".to_string())
+}
+
+/// The parameter's shape from its schema and style; `Err` for a schema that would check
+/// nothing (numeric keywords on text).
+fn shape(raw: &RawParam, schema: &Value, schemas: &SchemaCompiler) -> Result<Shape, String> {
+    let t = types::types_of(schema, schemas);
+    let shape = if t.array() && !t.is_any() && !t.object() {
+        array_shape(raw, types::item_types(schema, schemas))
+    } else if t.object() && !t.is_any() && !t.array() {
+        object_shape(raw, types::property_types(schema, schemas))
+    } else if raw.location == ParamIn::Path && !matches!(raw.style.as_str(), "simple") {
+        Shape::Presence
+    } else {
+        Shape::Scalar(t)
+    };
+    let mut subschemas = vec![schema];
+    match &shape {
+        Shape::Array { .. } => subschemas = types::parts(schema, schemas, "items"),
+        Shape::Object { .. } => {
+            subschemas = types::parts(schema, schemas, "properties")
+                .into_iter()
+                .filter_map(Value::as_object)
+                .flat_map(|m| m.values())
+                .collect();
+        }
+        _ => {}
+    }
+    for s in subschemas {
+        let keywords = types::untyped_numeric_keywords(s, schemas);
+        if let Some(first) = keywords.first() {
+            return Err(format!(
+                "parameter {:?}: {} with no integer or number type: its value stays text, which {first} does not check; add `type: integer` (or `number`)",
+                raw.name,
+                keywords.join(", ")
+            ));
+        }
+    }
+    Ok(shape)
+}
+
+fn array_shape(raw: &RawParam, items: Types) -> Shape {
+    let split = match (raw.location, raw.style.as_str(), raw.explode) {
+        (ParamIn::Query, "form" | "spaceDelimited" | "pipeDelimited", true) => Split::Repeated,
+        (ParamIn::Query, "form", false) | (ParamIn::Path | ParamIn::Header, "simple", _) => Split::On(b','),
+        (ParamIn::Query, "spaceDelimited", false) => Split::On(b' '),
+        (ParamIn::Query, "pipeDelimited", false) => Split::On(b'|'),
+        _ => return Shape::Presence,
+    };
+    Shape::Array { items, split }
+}
+
+fn object_shape(raw: &RawParam, members: Vec<(String, Types)>) -> Shape {
+    let style = match (raw.location, raw.style.as_str(), raw.explode) {
+        (ParamIn::Query, "form", true) => ObjectStyle::Exploded,
+        (ParamIn::Query, "deepObject", _) => ObjectStyle::Deep,
+        (ParamIn::Query, "form", false) | (ParamIn::Path | ParamIn::Header, "simple", false) => ObjectStyle::Pairs,
+        (ParamIn::Path | ParamIn::Header, "simple", true) => ObjectStyle::Assigned,
+        _ => return Shape::Presence,
+    };
+    Shape::Object { members, style }
+}
+
+/// The one plain occurrence a list written as one text must be.
+pub(crate) fn only_plain<'a>(found: &'a [Occurrence<'_>]) -> Result<&'a str, String> {
+    match found {
+        [one] if one.path.is_empty() && !one.malformed => text(&one.value),
+        [_] => Err("must be given once, without brackets".into()),
+        _ => Err("must be given once".into()),
+    }
+}
+
+/// A scalar: one plain occurrence.
+pub(crate) fn scalar(found: &[Occurrence<'_>], types: Types) -> Result<Value, String> {
+    if found.iter().any(|o| !o.path.is_empty() || o.malformed) {
+        return Err("must be given once, without brackets (a name with [] is read as a list)".into());
+    }
+    Ok(coerce(only_plain(found)?, types))
+}
+
+/// An array: the repeated name (or `name[]`, `name[0]`) item by item, or one list.
+pub(crate) fn array(found: &[Occurrence<'_>], items: Types, split: Split) -> Result<Value, String> {
+    let values = match split {
+        Split::On(sep) => split_list(only_plain(found)?, sep).map(|p| coerce(p, items)).collect(),
+        Split::Repeated => {
+            let mut values = Vec::with_capacity(found.len());
+            for o in found {
+                if !is_item(o) {
+                    return Err("is a list: give it as name=a&name=b (or name[]=a, name[0]=a)".into());
+                }
+                values.push(coerce(text(&o.value)?, items));
+            }
+            values
+        }
+    };
+    Ok(Value::Array(values))
+}
+
+/// `name`, `name[]` or `name[N]` (N at most 20): one item of a list, as qs reads it.
+fn is_item(o: &Occurrence<'_>) -> bool {
+    if o.malformed {
+        return false;
+    }
+    match o.path.as_slice() {
+        [] => true,
+        [index] => {
+            index.is_empty()
+                || (index.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(index)
+                        .ok()
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .is_some_and(|i| i <= MAX_INDEX))
+        }
+        _ => false,
+    }
+}
+
+fn split_list(text: &str, sep: u8) -> impl Iterator<Item = &str> {
+    text.split(sep as char).map(|part| part.trim_matches([' ', '\t']))
+}
+
+/// The JSON text of a `content` parameter.
+pub(crate) fn json_text(text: &str) -> Result<Value, String> {
+    let bytes = json_body::for_validation(text.as_bytes());
+    serde_json::from_slice(&bytes).map_err(|_| "must be valid JSON".to_string())
+}
+
+/// A member's value from its occurrences: scalar rules, or a list when its type is one.
+fn member(found: &[Occurrence<'_>], types: Types) -> Result<Value, String> {
+    if types.only_array() {
+        array(found, Types::ANY, Split::Repeated)
+    } else {
+        scalar(found, types)
+    }
+}
+
+/// `form` + `explode`: each declared member is a top-level name. Absent when none is given.
+fn exploded_object<'q>(
+    members: &[(String, Types)],
+    found: &dyn Fn(&str) -> Vec<Occurrence<'q>>,
+) -> Result<Option<Value>, String> {
+    let mut object = Map::new();
+    for (name, types) in members {
+        let occurrences = found(name);
+        if occurrences.is_empty() {
+            continue;
+        }
+        let value = member(&occurrences, *types).map_err(|m| format!("member {}: {m}", clip(name, MAX_QUOTE)))?;
+        object.insert(name.clone(), value);
+    }
+    Ok((!object.is_empty()).then_some(Value::Object(object)))
+}
+
+/// `deepObject`: `name[member]=value`, one level.
+pub(crate) fn deep_object(members: &[(String, Types)], found: &[Occurrence<'_>]) -> Result<Value, String> {
+    let mut grouped: Vec<(String, Vec<Occurrence<'_>>)> = Vec::new();
+    for o in found {
+        let [key] = o.path.as_slice() else {
+            return Err("must be given as name[member]=value (one level of brackets)".into());
+        };
+        if o.malformed || key.is_empty() {
+            return Err("must be given as name[member]=value (one level of brackets)".into());
+        }
+        let key = text(key)?.to_string();
+        let plain = Occurrence {
+            path: Vec::new(),
+            malformed: false,
+            value: Cow::Owned(o.value.to_vec()),
+        };
+        match grouped.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(plain),
+            None => grouped.push((key, vec![plain])),
+        }
+    }
+    let mut object = Map::new();
+    for (key, occurrences) in grouped {
+        let types = member_types(members, &key);
+        let value = member(&occurrences, types).map_err(|m| format!("member {}: {m}", clip(&key, MAX_QUOTE)))?;
+        object.insert(key, value);
+    }
+    Ok(Value::Object(object))
+}
+
+fn member_types(members: &[(String, Types)], name: &str) -> Types {
+    members.iter().find(|(n, _)| n == name).map_or(Types::ANY, |(_, t)| *t)
+}
+
+/// An object as one list: `k,v,k,v`, or `k=v,k=v` when `assigned`.
+pub(crate) fn pairs(text: &str, members: &[(String, Types)], sep: u8, assigned: bool) -> Result<Value, String> {
+    let mut object = Map::new();
+    let mut parts = split_list(text, sep);
+    while let Some(first) = parts.next() {
+        let (key, value) = if assigned {
+            first.split_once('=').ok_or("must be a list of name=value")?
+        } else {
+            (first, parts.next().ok_or("must be a list of name,value pairs")?)
+        };
+        if object.contains_key(key) {
+            return Err(format!("member {}: must be given once", clip(key, MAX_QUOTE)));
+        }
+        object.insert(key.to_string(), coerce(value, member_types(members, key)));
+    }
+    Ok(Value::Object(object))
 }
 
 /// The field values of a header, for a header parameter.
@@ -214,206 +449,5 @@ pub(crate) fn header_values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h [
     headers.get_all(name).iter().map(|v| v.as_bytes()).collect()
 }
 
-/// The decoded values of a query parameter, every occurrence.
-pub(crate) fn query_values(query: Option<&[u8]>, name: &str) -> Vec<Vec<u8>> {
-    let Some(q) = query else { return Vec::new() };
-    query::pairs(q)
-        .filter(|(n, _)| n.as_ref() == name.as_bytes())
-        .map(|(_, v)| v.into_owned())
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn check(schema: Value, location: ParamIn, required: bool, explode: bool, raw: &[&str]) -> Vec<(String, String)> {
-        let raw_param = RawParam {
-            name: "limit".into(),
-            location,
-            required,
-            schema: Some(schema),
-            explode,
-            style: None,
-            pointer: String::new(),
-        };
-        let schemas =
-            SchemaCompiler::new(&json!({"components": {"schemas": {"Limit": {"type": "integer", "maximum": 100}}}}));
-        let c = ParamCheck::compile(&raw_param, &schemas).unwrap().unwrap();
-        let mut out = Collector::default();
-        let bytes: Vec<&[u8]> = raw.iter().map(|s| s.as_bytes()).collect();
-        c.check(&bytes, &mut out);
-        match out.finish() {
-            Ok(()) => vec![],
-            Err(r) => r.errors.into_iter().map(|e| (e.pointer, e.message)).collect(),
-        }
-    }
-
-    fn q(schema: Value, raw: &[&str]) -> Vec<(String, String)> {
-        check(schema, ParamIn::Query, false, true, raw)
-    }
-
-    fn e(m: &str) -> Vec<(String, String)> {
-        vec![("limit".to_string(), m.to_string())]
-    }
-
-    #[test]
-    fn numbers_are_coerced() {
-        let s = json!({"type": "integer", "minimum": 1, "maximum": 100});
-        assert_eq!(q(s.clone(), &["10"]), vec![]);
-        assert_eq!(q(s.clone(), &["500"]), e("must be at most 100"));
-        assert_eq!(q(s.clone(), &["0"]), e("must be at least 1"));
-        assert_eq!(q(s.clone(), &["abc"]), e("must be an integer"));
-        assert_eq!(q(s.clone(), &["1.5"]), e("must be an integer"));
-        for bad in ["", " 5", "5 ", "0x10", "+1", "inf", "NaN", "1e999", "--1"] {
-            assert_eq!(q(s.clone(), &[bad]), e("must be an integer"), "{bad:?}");
-        }
-        assert_eq!(q(json!({"type": "number"}), &["1.5e2"]), vec![]);
-        assert_eq!(
-            q(json!({"$ref": "#/components/schemas/Limit"}), &["101"]),
-            e("must be at most 100")
-        );
-    }
-
-    #[test]
-    fn booleans_strings_enums_patterns_formats() {
-        assert_eq!(q(json!({"type": "boolean"}), &["true"]), vec![]);
-        assert_eq!(q(json!({"type": "boolean"}), &["yes"]), e("must be a boolean"));
-        assert_eq!(
-            q(json!({"type": "string", "enum": ["asc", "desc"]}), &["up"]),
-            e("must be one of: \"asc\", \"desc\"")
-        );
-        assert_eq!(
-            q(json!({"type": "string", "pattern": "^[a-z]+$"}), &["A"]),
-            e("must match the pattern ^[a-z]+$")
-        );
-        assert_eq!(
-            q(json!({"type": "string", "minLength": 2}), &["a"]),
-            e("must be at least 2 characters long")
-        );
-        assert_eq!(
-            q(json!({"type": "string", "maxLength": 2}), &["abc"]),
-            e("must be at most 2 characters long")
-        );
-        assert_eq!(
-            q(json!({"type": "string", "format": "uuid"}), &["x"]),
-            e("must be a valid uuid")
-        );
-        assert_eq!(q(json!({"type": "string", "format": "email"}), &["a@b.co"]), vec![]);
-        assert_eq!(
-            q(json!({"type": "string", "format": "date-time"}), &["yesterday"]),
-            e("must be a valid date-time")
-        );
-        // a string-typed parameter keeps "10" a string
-        assert_eq!(
-            q(json!({"type": "string", "maxLength": 1}), &["10"]),
-            e("must be at most 1 characters long")
-        );
-    }
-
-    #[test]
-    fn presence_and_repetition() {
-        let s = json!({"type": "integer"});
-        assert_eq!(check(s.clone(), ParamIn::Query, true, true, &[]), e("is required"));
-        assert_eq!(q(s.clone(), &[]), vec![]);
-        assert_eq!(q(s.clone(), &["1", "2"]), e("must be given once"));
-        assert_eq!(q(json!({"type": "object"}), &["x", "y"]), vec![]);
-        assert_eq!(
-            check(json!({"type": "string"}), ParamIn::Path, true, false, &["\u{e9}"]),
-            vec![]
-        );
-    }
-
-    #[test]
-    fn non_utf8_is_refused() {
-        let raw_param = RawParam {
-            name: "id".into(),
-            location: ParamIn::Path,
-            required: true,
-            schema: Some(json!({"type": "string"})),
-            explode: false,
-            style: None,
-            pointer: String::new(),
-        };
-        let c = ParamCheck::compile(&raw_param, &SchemaCompiler::new(&json!({})))
-            .unwrap()
-            .unwrap();
-        let mut out = Collector::default();
-        c.check(&[&[0xff][..]], &mut out);
-        assert_eq!(
-            out.finish().unwrap_err().message,
-            "Invalid path parameter id: must be valid UTF-8"
-        );
-    }
-
-    #[test]
-    fn arrays() {
-        let s = json!({"type": "array", "items": {"type": "integer", "maximum": 5}, "maxItems": 3});
-        assert_eq!(q(s.clone(), &["1", "2"]), vec![]);
-        assert_eq!(q(s.clone(), &["1", "9"]), e("must be at most 5"));
-        assert_eq!(q(s.clone(), &["1", "2", "3", "4"]), e("must have at most 3 items"));
-        assert_eq!(check(s.clone(), ParamIn::Query, false, false, &["1,2, 3"]), vec![]);
-        assert_eq!(
-            check(s.clone(), ParamIn::Query, false, false, &["1,x"]),
-            e("must be an integer")
-        );
-        assert_eq!(check(s.clone(), ParamIn::Header, false, false, &["1, 2", "3"]), vec![]);
-    }
-
-    #[test]
-    fn other_styles_are_presence_only() {
-        let raw_param = RawParam {
-            name: "ids".into(),
-            location: ParamIn::Query,
-            required: true,
-            schema: Some(json!({"type": "array", "items": {"type": "integer"}})),
-            explode: false,
-            style: Some("pipeDelimited".into()),
-            pointer: String::new(),
-        };
-        let c = ParamCheck::compile(&raw_param, &SchemaCompiler::new(&json!({})))
-            .unwrap()
-            .unwrap();
-        let mut out = Collector::default();
-        c.check(&[b"1|2"], &mut out);
-        assert!(out.finish().is_ok());
-        let mut out = Collector::default();
-        c.check(&[], &mut out);
-        assert_eq!(
-            out.finish().unwrap_err().message,
-            "Invalid query parameter ids: is required"
-        );
-    }
-
-    #[test]
-    fn cookies_and_reserved_headers_are_not_checked() {
-        let mut raw_param = RawParam {
-            name: "Content-Type".into(),
-            location: ParamIn::Header,
-            required: true,
-            schema: None,
-            explode: false,
-            style: None,
-            pointer: String::new(),
-        };
-        let schemas = SchemaCompiler::new(&json!({}));
-        assert!(ParamCheck::compile(&raw_param, &schemas).unwrap().is_none());
-        raw_param.location = ParamIn::Cookie;
-        raw_param.name = "session".into();
-        assert!(ParamCheck::compile(&raw_param, &schemas).unwrap().is_none());
-    }
-
-    #[test]
-    fn value_sources() {
-        let mut h = HeaderMap::new();
-        h.append("x-trace", "a".parse().unwrap());
-        h.append("X-Trace", "b".parse().unwrap());
-        assert_eq!(header_values(&h, "x-trace"), vec![&b"a"[..], &b"b"[..]]);
-        assert_eq!(
-            query_values(Some(b"limit=1&x=2&limit=%33"), "limit"),
-            vec![b"1".to_vec(), b"3".to_vec()]
-        );
-        assert_eq!(query_values(None, "limit"), Vec::<Vec<u8>>::new());
-    }
-}
+mod tests;

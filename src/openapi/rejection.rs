@@ -21,19 +21,23 @@ pub enum Location {
     Body,
     /// The request's `Content-Type` (a 415).
     MediaType,
+    /// A body over `[[openapi]] held_body_max` forwarded unchecked under `validate =
+    /// "report"` (counted, never refused; the proxy records it).
+    BodyNotChecked,
 }
 
 impl Location {
     /// Every location, in label order (metrics pre-register one series each).
-    pub const ALL: [Location; 5] = [
+    pub const ALL: [Location; 6] = [
         Location::Path,
         Location::Query,
         Location::Header,
         Location::Body,
         Location::MediaType,
+        Location::BodyNotChecked,
     ];
 
-    /// The metric label (`path`, `query`, `header`, `body`, `media_type`).
+    /// The metric label (`path`, `query`, `header`, `body`, `media_type`, `body_not_checked`).
     pub fn label(self) -> &'static str {
         match self {
             Location::Path => "path",
@@ -41,6 +45,7 @@ impl Location {
             Location::Header => "header",
             Location::Body => "body",
             Location::MediaType => "media_type",
+            Location::BodyNotChecked => "body_not_checked",
         }
     }
 
@@ -49,6 +54,7 @@ impl Location {
     pub fn json_in(self) -> &'static str {
         match self {
             Location::MediaType => "header",
+            Location::BodyNotChecked => "body",
             other => other.label(),
         }
     }
@@ -64,6 +70,14 @@ impl Location {
 pub struct Locations(u8);
 
 impl Locations {
+    /// Only `location`: what the proxy records when it forwards a body over the held limit
+    /// unchecked under `report` ([`Location::BodyNotChecked`]).
+    pub fn only(location: Location) -> Locations {
+        let mut l = Locations::default();
+        l.insert(location);
+        l
+    }
+
     /// Whether `location` failed.
     pub fn contains(self, location: Location) -> bool {
         self.0 & location.bit() != 0
@@ -212,6 +226,7 @@ fn headline(e: &FieldError) -> String {
         Location::Body if pointer.is_empty() => format!("Invalid request body: {message}"),
         Location::Body => format!("Invalid request body: {pointer} {message}"),
         Location::MediaType => format!("Unsupported media type: {message}"),
+        Location::BodyNotChecked => format!("Request body not checked: {message}"),
     }
 }
 
@@ -297,5 +312,10 @@ mod tests {
         );
         assert_eq!(Location::MediaType.json_in(), "header");
         assert_eq!(Location::MediaType.label(), "media_type");
+        let only = Locations::only(Location::BodyNotChecked);
+        assert_eq!(
+            only.iter().map(Location::label).collect::<Vec<_>>(),
+            ["body_not_checked"]
+        );
     }
 }

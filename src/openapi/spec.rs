@@ -42,12 +42,16 @@ pub(crate) struct RawParam {
     pub(crate) name: String,
     pub(crate) location: ParamIn,
     pub(crate) required: bool,
-    /// `None` with `content` instead of `schema`: only `required` is checked.
+    /// `None` with `content` instead of `schema`.
     pub(crate) schema: Option<Value>,
-    /// Query arrays: repeated names (`form`, explode true, the default) or one comma list.
+    /// With `content` instead of `schema`: the schema of its JSON media type (the value is
+    /// JSON text); `None` for any other media type (only `required` is checked).
+    pub(crate) content_json: Option<Value>,
+    /// `explode` as written, else OpenAPI's default (true for `form`, false otherwise).
     pub(crate) explode: bool,
-    /// `style` as written; only `form` and `simple` (the defaults) are parsed.
-    pub(crate) style: Option<String>,
+    /// `style` as written, else OpenAPI's default for the location (`form` for query,
+    /// `simple` for path and header).
+    pub(crate) style: String,
     pub(crate) pointer: String,
 }
 
@@ -57,6 +61,9 @@ pub(crate) struct RawMedia {
     /// The content key as written (`application/json`, `application/*`, ...).
     pub(crate) media: String,
     pub(crate) schema: Option<Value>,
+    /// The media type's `encoding` map (form bodies: per-property style, explode and
+    /// content type).
+    pub(crate) encoding: Option<Value>,
     pub(crate) pointer: String,
 }
 
@@ -338,16 +345,30 @@ fn parameter(root: &Value, value: &Value, pointer: &str, problems: &mut Vec<At>)
         }
     };
     let flag = |key: &str| value.get(key).and_then(Value::as_bool);
+    let style = match value.get("style").and_then(Value::as_str) {
+        Some(s) => s.to_string(),
+        None if matches!(location, ParamIn::Query | ParamIn::Cookie) => "form".into(),
+        None => "simple".into(),
+    };
     Some(RawParam {
         name: name.to_string(),
         location,
         // path parameters are always required (OpenAPI), whatever the flag says
         required: location == ParamIn::Path || flag("required").unwrap_or(false),
         schema: value.get("schema").cloned(),
-        explode: flag("explode").unwrap_or(location == ParamIn::Query),
-        style: value.get("style").and_then(Value::as_str).map(str::to_string),
+        content_json: json_content(value),
+        explode: flag("explode").unwrap_or(style == "form"),
+        style,
         pointer,
     })
+}
+
+/// The schema of a parameter's `content` when its (one) media type is JSON.
+fn json_content(param: &Value) -> Option<Value> {
+    let content = param.get("content")?.as_object()?;
+    let (media, m) = content.iter().next()?;
+    let (kind, subtype) = super::media::essence(media.as_bytes())?;
+    super::media::is_json(&kind, &subtype).then(|| m.get("schema").cloned())?
 }
 
 fn request_body(root: &Value, value: &Value, pointer: &str, problems: &mut Vec<At>) -> Option<RawBody> {
@@ -375,6 +396,7 @@ fn request_body(root: &Value, value: &Value, pointer: &str, problems: &mut Vec<A
             RawMedia {
                 media: media.clone(),
                 schema: m.get("schema").cloned(),
+                encoding: m.get("encoding").cloned(),
                 pointer: format!("{m_pointer}/schema"),
             }
         })

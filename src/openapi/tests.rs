@@ -606,7 +606,7 @@ fn create_org_oracle() -> jsonschema::Validator {
     // an independent build, default options but formats asserted
     jsonschema::options()
         .should_validate_formats(true)
-        .build(op.held_schema(held).unwrap())
+        .build(&op.held_schema(held).unwrap())
         .unwrap()
 }
 

@@ -8,9 +8,10 @@
 use http::HeaderMap;
 
 use super::body::{self, BodyCheck, BodyPlan, HeldBody};
-use super::params::{header_values, query_values, ParamCheck};
+use super::params::{header_values, ParamCheck};
+use super::patterns::REQUEST_BUDGET;
 use super::rejection::{Collector, Rejection};
-use super::schema::SchemaCompiler;
+use super::schema::{Patterns, SchemaCompiler};
 use super::spec::{At, ParamIn, RawOperation};
 use crate::path_text::decode_segment;
 
@@ -32,14 +33,35 @@ pub struct RequestHead<'a> {
 pub(crate) struct Validation {
     params: Vec<ParamCheck>,
     body: Option<BodyCheck>,
+    /// `validate = "off"` for this operation: nothing is checked, every body streams.
+    off: bool,
 }
 
 impl Validation {
+    /// The checks of an operation whose validation is off.
+    pub(crate) fn off() -> Validation {
+        Validation {
+            off: true,
+            ..Validation::default()
+        }
+    }
+
+    /// Whether this operation's validation is off (its spec routes it, nothing more).
+    pub(crate) fn is_off(&self) -> bool {
+        self.off
+    }
+
     /// Builds every validator of the operation; problems name the schema at fault.
-    pub(crate) fn compile(op: &RawOperation, schemas: &SchemaCompiler, problems: &mut Vec<At>) -> Validation {
+    /// `patterns` says whether its `pattern`s may need backtracking (on a budget).
+    pub(crate) fn compile(
+        op: &RawOperation,
+        schemas: &SchemaCompiler,
+        patterns: Patterns,
+        problems: &mut Vec<At>,
+    ) -> Validation {
         let mut params = Vec::new();
         for raw in &op.params {
-            match ParamCheck::compile(raw, schemas) {
+            match ParamCheck::compile(raw, schemas, patterns) {
                 Ok(Some(check)) => params.push(check),
                 Ok(None) => {}
                 Err(e) => problems.push(At::new(format!("{}/schema", raw.pointer), e)),
@@ -51,11 +73,18 @@ impl Validation {
             ParamIn::Query => 1,
             ParamIn::Header | ParamIn::Cookie => 2,
         });
-        let body = op.body.as_ref().map(|b| BodyCheck::compile(b, schemas, problems));
-        Validation { params, body }
+        let body = op
+            .body
+            .as_ref()
+            .map(|b| BodyCheck::compile(b, schemas, patterns, problems));
+        Validation {
+            params,
+            body,
+            off: false,
+        }
     }
 
-    /// Whether the operation has a JSON request body schema (bodies are held only then).
+    /// Whether the operation has a request body schema it checks (bodies are held only then).
     pub(crate) fn needs_body(&self) -> bool {
         self.body.as_ref().is_some_and(BodyCheck::has_schema)
     }
@@ -81,7 +110,11 @@ impl Validation {
     /// As [`Self::check_head`], but the body plan comes with the verdict, so report mode can
     /// still check a body whose head failed.
     pub(crate) fn check_head_report(&self, head: &RequestHead<'_>) -> (BodyPlan, Result<(), Rejection>) {
+        if self.off {
+            return (BodyPlan::Stream, Ok(()));
+        }
         let mut out = Collector::default();
+        let mut budget = REQUEST_BUDGET;
         for p in &self.params {
             match p.location {
                 ParamIn::Path => {
@@ -91,18 +124,16 @@ impl Validation {
                         .find(|(n, _)| *n == p.name)
                         .map(|(_, v)| decode_segment(v));
                     let values: Vec<&[u8]> = raw.as_deref().into_iter().collect();
-                    p.check(&values, &mut out);
+                    p.check_values(&values, &mut out, &mut budget);
                 }
-                ParamIn::Query => {
-                    let owned = query_values(head.query, &p.name);
-                    let values: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-                    p.check(&values, &mut out);
+                ParamIn::Query => p.check_query(head.query, &mut out, &mut budget),
+                ParamIn::Header | ParamIn::Cookie => {
+                    p.check_values(&header_values(head.headers, &p.name), &mut out, &mut budget)
                 }
-                ParamIn::Header | ParamIn::Cookie => p.check(&header_values(head.headers, &p.name), &mut out),
             }
         }
         let plan = match &self.body {
-            Some(b) => b.head(head.headers, &mut out),
+            Some(b) => b.head(head.headers, &mut out, budget),
             None => body::head_without_body(head.headers, &mut out),
         };
         (plan, out.finish())
@@ -110,6 +141,9 @@ impl Validation {
 
     /// A body held as [`BodyPlan::Hold`] asked.
     pub(crate) fn check_body(&self, held: HeldBody, body: &[u8]) -> Result<(), Rejection> {
+        if self.off {
+            return Ok(());
+        }
         let mut out = Collector::default();
         match &self.body {
             Some(b) => b.body(held, body, &mut out),

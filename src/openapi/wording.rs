@@ -14,8 +14,14 @@ use super::document::escape_pointer;
 
 /// Longest pointer echoed in a message or `errors[].pointer`.
 pub(crate) const MAX_POINTER: usize = 200;
-/// Longest schema text quoted (an `enum` list, a `pattern`).
-const MAX_QUOTE: usize = 100;
+/// Longest schema text quoted (an `enum` value, a `pattern`).
+pub(crate) const MAX_QUOTE: usize = 100;
+/// Values of an `enum` named before "and N more": a list of 100,000 values is never
+/// rendered whole, once per failing value.
+const ENUM_SHOWN: usize = 5;
+/// Marks a failure carried through a delegated reference as a custom error's message
+/// (see [`relative`]).
+const RELATIVE: char = '\u{0}';
 
 /// One failure: the JSON pointer of the failing value and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +30,26 @@ pub(crate) struct Failure {
     pub(crate) message: String,
 }
 
+/// A failure found behind a delegated `$ref` (a shared component's own validator), as the
+/// message of the custom error that carries it out: its pointer relative to the reference,
+/// then its words. [`failures`] reads it back under the reference's own pointer.
+pub(crate) fn relative(f: &Failure) -> String {
+    format!("{RELATIVE}{}{RELATIVE}{}", f.pointer, f.message)
+}
+
 /// The failures one validation error stands for (an `additionalProperties` error is one
-/// failure per unexpected property, each at its own pointer).
+/// failure per unexpected property, each at its own pointer), at most
+/// [`super::rejection::MAX_ERRORS`].
 pub(crate) fn failures(error: &ValidationError<'_>) -> Vec<Failure> {
     let at = error.instance_path().as_str();
+    if let ValidationErrorKind::Custom { message, .. } = error.kind() {
+        if let Some((pointer, message)) = message.strip_prefix(RELATIVE).and_then(|m| m.split_once(RELATIVE)) {
+            return vec![Failure {
+                pointer: clip(&format!("{at}{pointer}"), MAX_POINTER),
+                message: message.to_string(),
+            }];
+        }
+    }
     let one = |message: String| {
         vec![Failure {
             pointer: clip(at, MAX_POINTER),
@@ -45,6 +67,7 @@ pub(crate) fn failures(error: &ValidationError<'_>) -> Vec<Failure> {
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => unexpected
             .iter()
+            .take(super::rejection::MAX_ERRORS)
             .map(|name| Failure {
                 pointer: clip(&format!("{at}/{}", escape_pointer(name)), MAX_POINTER),
                 message: "is not allowed".into(),
@@ -96,7 +119,8 @@ pub(crate) fn describe(kind: &ValidationErrorKind) -> String {
             "could not be checked against its pattern".into()
         }
         K::Referencing(_) => "could not be checked (a schema reference does not resolve)".into(),
-        K::Custom { message, .. } => clip(message, MAX_QUOTE),
+        // the gateway's own keywords' words (enum, budgeted patterns), bounded where built
+        K::Custom { message, .. } => clip(message, 6 * MAX_QUOTE),
     }
 }
 
@@ -120,13 +144,48 @@ fn type_words(kind: &TypeKind) -> String {
     words.join(" or ")
 }
 
-/// An `enum` list as compact JSON, clipped.
-fn list(options: &Value) -> String {
-    let text = match options {
-        Value::Array(items) => items.iter().map(Value::to_string).collect::<Vec<_>>().join(", "),
-        other => other.to_string(),
+/// An `enum` list as compact JSON: the first few values, each clipped, then how many more.
+/// Never renders the whole list (nor a whole long value).
+pub(crate) fn list(options: &Value) -> String {
+    let Value::Array(items) = options else {
+        return clip(&options.to_string(), MAX_QUOTE);
     };
-    clip(&text, MAX_QUOTE)
+    let shown: Vec<String> = items.iter().take(ENUM_SHOWN).map(quote).collect();
+    match items.len().saturating_sub(ENUM_SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// One value as compact JSON, at most [`MAX_QUOTE`] bytes; a large array or object is
+/// rendered only up to there.
+fn quote(value: &Value) -> String {
+    match value {
+        Value::Array(_) | Value::Object(_) => {
+            let mut w = Clipped(String::new());
+            // the writer stops taking text past the limit; the error it then returns is ours
+            let _ = serde_json::to_writer(&mut w, value);
+            clip(&w.0, MAX_QUOTE)
+        }
+        other => clip(&other.to_string(), MAX_QUOTE),
+    }
+}
+
+/// A writer that keeps the first `MAX_QUOTE + 1` bytes and then refuses more.
+struct Clipped(String);
+
+impl std::io::Write for Clipped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() > MAX_QUOTE {
+            return Err(std::io::Error::other("clipped"));
+        }
+        self.0.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary, with `…` when cut.
@@ -292,9 +351,51 @@ mod tests {
         let long_value = "v".repeat(10_000);
         let (_, m) = msg(json!({"maxLength": 3}), json!(long_value));
         assert_eq!(m, "must be at most 3 characters long");
-        let many: Vec<String> = (0..100).map(|i| format!("option-{i}")).collect();
+        let many: Vec<String> = (0..100_000).map(|i| format!("option-{i}")).collect();
         let (_, m) = msg(json!({"enum": many}), json!("x"));
-        assert!(m.len() < 130 && m.ends_with('…'), "{m}");
+        assert_eq!(
+            m,
+            "must be one of: \"option-0\", \"option-1\", \"option-2\", \"option-3\", \"option-4\" and 99995 more"
+        );
+        let (_, m) = msg(
+            json!({"enum": [1, "v".repeat(500), {"k": "w".repeat(500)}]}),
+            json!("x"),
+        );
+        assert!(m.len() < 2 * MAX_QUOTE + 60 && m.contains('…'), "{m}");
+    }
+
+    #[test]
+    fn failures_behind_a_delegated_reference_keep_their_pointer() {
+        let carried = relative(&Failure {
+            pointer: "/b/0".into(),
+            message: "is required".into(),
+        });
+        let schema = json!({"properties": {"a": {"x-carried": true}}});
+        let v = jsonschema::options()
+            .with_keyword("x-carried", move |_: &serde_json::Map<String, Value>, _: &Value, _| {
+                Ok(Box::new(Carry(carried.clone())) as Box<dyn for<'i> jsonschema::Keyword<'i>>)
+            })
+            .build(&schema)
+            .unwrap();
+        let instance = json!({"a": {}});
+        let errors: Vec<_> = v.iter_errors(&instance).collect();
+        let f = failures(&errors[0]);
+        assert_eq!(
+            (f[0].pointer.as_str(), f[0].message.as_str()),
+            ("/a/b/0", "is required")
+        );
+    }
+
+    struct Carry(String);
+
+    impl<'i> jsonschema::Keyword<'i> for Carry {
+        fn validate(&self, _: &'i Value) -> Result<(), ValidationError<'i>> {
+            Err(ValidationError::custom(self.0.clone()))
+        }
+
+        fn is_valid(&self, _: &'i Value) -> bool {
+            false
+        }
     }
 
     #[test]

@@ -30,12 +30,23 @@ pub struct SpecRoutes {
     spec: Arc<CompiledSpec>,
     first: usize,
     validate: ValidateMode,
+    held_body_max: u64,
 }
 
+/// The default `[[openapi]] held_body_max`: pingora 0.9 forwards at most 64 KiB of a body a
+/// filter read before the upstream request (its retry buffer), so no held body can be larger.
+pub const HELD_BODY_MAX: u64 = 64 * 1024;
+
 impl SpecRoutes {
-    /// `spec`'s operations numbered from route index `first`.
-    pub fn new(spec: Arc<CompiledSpec>, first: usize, validate: ValidateMode) -> SpecRoutes {
-        SpecRoutes { spec, first, validate }
+    /// `spec`'s operations numbered from route index `first`; bodies held up to
+    /// `held_body_max` bytes.
+    pub fn new(spec: Arc<CompiledSpec>, first: usize, validate: ValidateMode, held_body_max: u64) -> SpecRoutes {
+        SpecRoutes {
+            spec,
+            first,
+            validate,
+            held_body_max,
+        }
     }
 
     /// The compiled spec (for `authgate routes`).
@@ -48,9 +59,32 @@ impl SpecRoutes {
         self.first
     }
 
-    /// What step 7a does on this spec's operations.
+    /// What step 7a does on this spec's operations (an operation whose own validation is
+    /// off is never held or checked: see [`Operation::validation_off`]).
     pub fn validate(&self) -> ValidateMode {
         self.validate
+    }
+
+    /// What step 7a does on one operation of this spec: the table's mode, or `Off` where the
+    /// operation's `x-authgate` or overlay turned its validation off.
+    pub fn validate_of(&self, op: &Operation) -> ValidateMode {
+        if op.validation_off() {
+            ValidateMode::Off
+        } else {
+            self.validate
+        }
+    }
+
+    /// `[[openapi]] held_body_max`: the largest body its operations hold and check. Over it,
+    /// `enforce` answers 413 and `report` forwards the body unchecked, counted as
+    /// `body_not_checked` (docs/reference.md, the OpenAPI section).
+    pub fn held_body_max(&self) -> u64 {
+        self.held_body_max
+    }
+
+    /// Whether route `index` is one of this spec's operations.
+    pub fn holds(&self, index: usize) -> bool {
+        self.operation(index).is_some()
     }
 
     /// The operation that is route `index`, if this spec holds it.
@@ -91,7 +125,7 @@ pub fn route<'r, 'p>(specs: &'r [SpecRoutes], method: &str, path: &'p [u8], semi
                 if let Some(op) = s.spec.operations().get(operation) {
                     let m = SpecMatch {
                         op,
-                        validate: s.validate,
+                        validate: s.validate_of(op),
                         captures,
                     };
                     return SpecOutcome::Matched(s.first + operation, m);

@@ -26,6 +26,7 @@ mod layout;
 mod openapi;
 mod orgapi;
 mod ratelimit;
+mod reading;
 mod reload;
 mod scaleout;
 mod security;

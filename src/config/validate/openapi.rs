@@ -15,10 +15,10 @@ use super::Ctx;
 use crate::config::file::{OpenApiFile, OperationFile, RouteFile, RouteKeysFile};
 use crate::config::problem::Problem;
 use crate::config::settings::{ClusterSettings, RouteUpstream};
-use crate::openapi::{self, CompiledSpec, Operation, SpecLocation};
+use crate::openapi::{self, CompileOptions, CompiledSpec, Operation, SpecLocation, Switches};
 use crate::policy::rate_limit::LimitDef;
 use crate::policy::routes::Route;
-use crate::policy::spec_routes::{SpecRoutes, ValidateMode};
+use crate::policy::spec_routes::{SpecRoutes, ValidateMode, HELD_BODY_MAX};
 
 /// What the specs add to the route table: the specs, and their operations' routes and
 /// upstreams appended to `routes` / `upstreams` (same indexes).
@@ -32,6 +32,7 @@ pub(super) fn tables(
 ) -> Vec<SpecRoutes> {
     let mut specs = Vec::new();
     for t in tables {
+        let held_body_max = held_body_max(c, t.get_ref().held_body_max.as_ref());
         let Some((spec, validate)) = compile(c, t) else {
             continue;
         };
@@ -51,7 +52,7 @@ pub(super) fn tables(
             }
         }
         table.check_overlays(c);
-        specs.push(SpecRoutes::new(Arc::new(spec), first, validate));
+        specs.push(SpecRoutes::new(Arc::new(spec), first, validate, held_body_max));
     }
     specs
 }
@@ -70,6 +71,22 @@ fn compile(c: &mut Ctx<'_, '_>, t: &Spanned<OpenApiFile>) -> Option<(CompiledSpe
             }
         },
     };
+    let options = CompileOptions {
+        prefix: prefix.to_string(),
+        validate_off: validate == ValidateMode::Off,
+        defaults: file
+            .defaults
+            .as_ref()
+            .map_or_else(Switches::default, |d| switches(c, d.span(), d.get_ref())),
+        overlays: file
+            .operations
+            .iter()
+            .map(|o| {
+                let keys = RouteKeysFile::from(o.get_ref());
+                (o.get_ref().id.get_ref().clone(), switches(c, o.span(), &keys))
+            })
+            .collect(),
+    };
     let path = c.path(file.spec.get_ref());
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -81,7 +98,7 @@ fn compile(c: &mut Ctx<'_, '_>, t: &Spanned<OpenApiFile>) -> Option<(CompiledSpe
             return None;
         }
     };
-    match openapi::compile(&path, &text, prefix) {
+    match openapi::compile_with(&path, &text, &options) {
         Ok(spec) => Some((spec, validate)),
         Err(problems) => {
             for p in problems {
@@ -101,6 +118,65 @@ fn validate_mode(c: &mut Ctx<'_, '_>, v: Option<&Spanned<String>>) -> ValidateMo
     ];
     c.choice(v, "openapi.validate:", &choices)
         .unwrap_or(ValidateMode::Enforce)
+}
+
+/// `held_body_max`: a size with a unit, at most 64 KiB (pingora 0.9 forwards at most that
+/// much of a body read before the upstream request: its retry buffer).
+fn held_body_max(c: &mut Ctx<'_, '_>, v: Option<&Spanned<String>>) -> u64 {
+    let Some(v) = v else { return HELD_BODY_MAX };
+    match parse_size(v.get_ref()) {
+        Ok(0) => c.r.at(v.span(), "openapi.held_body_max: must be at least 1 byte"),
+        Ok(n) if n > HELD_BODY_MAX => c.r.at(
+            v.span(),
+            format!(
+                "openapi.held_body_max: {:?} is more than 64KiB: pingora 0.9 forwards at most 64 KiB of a body read before the upstream request (its retry buffer)",
+                v.get_ref()
+            ),
+        ),
+        Ok(n) => return n,
+        Err(e) => c.r.at(v.span(), format!("openapi.held_body_max: {e}")),
+    }
+    HELD_BODY_MAX
+}
+
+/// A byte size: a whole number with a unit, `B`, `KiB` or `MiB` (`"64KiB"`, `"4096B"`).
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = t.split_at(digits);
+    let scale = match unit.trim_start() {
+        "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size with a unit (B, KiB, MiB), e.g. \"64KiB\""
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a size with a unit (B, KiB, MiB), e.g. \"64KiB\""))
+}
+
+/// The compile switches a key set (`defaults`, an overlay) sets; `validate` may only be
+/// `"off"` there (per operation, `report` and `enforce` are the table's to say).
+fn switches(c: &mut Ctx<'_, '_>, span: std::ops::Range<usize>, keys: &RouteKeysFile) -> Switches {
+    if let Some(v) = keys.validate.as_deref().filter(|v| *v != "off") {
+        c.r.at(span, validate_only_off(v));
+    }
+    Switches {
+        validate_off: keys.validate.as_deref().map(|v| v == "off"),
+        allow_backtracking_patterns: keys.allow_backtracking_patterns,
+    }
+}
+
+fn validate_only_off(v: &str) -> String {
+    format!(
+        "validate = {v:?}: an operation may only turn its validation \"off\"; \"enforce\" and \"report\" are the [[openapi]] table's validate"
+    )
 }
 
 /// A problem at a place in a spec file: `file:line`, or `file#/pointer` without a line.
@@ -146,7 +222,13 @@ impl Table<'_> {
             .unwrap_or_default();
         if let Some((value, at)) = op.x_authgate() {
             match serde_json::from_value::<RouteKeysFile>(value.clone()) {
-                Ok(x) => keys = keys.under(x),
+                Ok(x) => {
+                    if let Some(v) = x.validate.as_deref().filter(|v| *v != "off") {
+                        let message = format!("{}: x-authgate: {}", op.id(), validate_only_off(v));
+                        c.r.elsewhere(spec_problem(at, message));
+                    }
+                    keys = keys.under(x);
+                }
                 Err(e) => c.r.elsewhere(spec_problem(at, format!("{}: x-authgate: {e}", op.id()))),
             }
         }
@@ -204,6 +286,8 @@ impl From<&OperationFile> for RouteKeysFile {
             error_format: o.error_format.clone(),
             api_key_header: o.api_key_header.clone(),
             api_key_prefix: o.api_key_prefix.clone(),
+            validate: o.validate.clone(),
+            allow_backtracking_patterns: o.allow_backtracking_patterns,
         }
     }
 }
@@ -222,6 +306,8 @@ impl RouteKeysFile {
             error_format: over.error_format.or(self.error_format),
             api_key_header: over.api_key_header.or(self.api_key_header),
             api_key_prefix: over.api_key_prefix.or(self.api_key_prefix),
+            validate: over.validate.or(self.validate),
+            allow_backtracking_patterns: over.allow_backtracking_patterns.or(self.allow_backtracking_patterns),
         }
     }
 
@@ -242,6 +328,21 @@ impl RouteKeysFile {
             upstream: self.upstream.map(at),
             read_timeout: self.read_timeout.map(at),
             websocket: self.websocket,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("4096B"), Ok(4_096));
+        assert_eq!(parse_size(" 1 MiB "), Ok(1_048_576));
+        for bad in ["64", "64kb", "KiB", "-1KiB", "1.5KiB", "", "99999999999999999999MiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
 }
