@@ -23,8 +23,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use self::clusters::{Attempt, Clusters};
+use self::held_body::{Held, HOLD_LIMIT};
 use crate::gateway::{Gateway, InFlight, Pass};
 use crate::metrics::{CloseReason, ConnectionsClosed, Listener};
+use crate::openapi::{Location, Locations};
 use crate::policy::client_ip::ClientIp;
 use crate::policy::denial::{render, Denial};
 use crate::policy::framing::{self, DeclaredLength};
@@ -59,7 +61,7 @@ pub(crate) struct RequestCtx {
     /// The connection's TLS client certificate is no longer trusted: close without an answer.
     tls_refused: bool,
     /// Step 7a failures forwarded under `validate = "report"` (counted in `logging`).
-    validation_failed: crate::openapi::Locations,
+    validation_failed: Locations,
     /// The upstream request carries `Upgrade` (a `websocket = true` route): only then may the
     /// upstream answer 101 (docs/reference.md#routes).
     upgrade_forwarded: bool,
@@ -68,6 +70,9 @@ pub(crate) struct RequestCtx {
     declared: DeclaredLength,
     /// Bytes of a held body (step 7a), forwarded as they are with that Content-Length.
     held_bytes: Option<usize>,
+    /// What was read of a body over the held limit that pingora's retry buffer dropped
+    /// (`report`): it goes upstream in front of the next piece of the body.
+    unsent_prefix: Option<Bytes>,
     /// The HTTP/1 connection's hold: a create response waits on it for its learned org.
     hold: Option<Arc<hold::ResponseHold>>,
     _in_flight: Option<InFlight>,
@@ -166,9 +171,20 @@ impl AuthProxy {
         ctx: &mut RequestCtx,
         held: crate::openapi::HeldBody,
     ) -> Option<Denial> {
-        let deadline = ctx.started + self.gw.settings().deadlines.body_timeout;
-        let body = match held_body::read_whole(session, self.gw.settings().fixed.max_body_bytes, deadline).await {
-            Ok(b) => b,
+        let settings = self.gw.settings();
+        let route = ctx.route?;
+        let (op, mode) = settings.fixed.routes.operation(route)?;
+        let limit = settings
+            .fixed
+            .max_body_bytes
+            .min(settings.held_body_max(route).unwrap_or(HOLD_LIMIT));
+        if ctx.declared.bytes().is_some_and(|n| n > limit) {
+            return self.over_held_limit(session, ctx, mode, limit, None);
+        }
+        let deadline = ctx.started + settings.deadlines.body_timeout;
+        let body = match held_body::read_whole(session, limit, deadline).await {
+            Ok(Held::Whole(b)) => b,
+            Ok(Held::Over(read)) => return self.over_held_limit(session, ctx, mode, limit, Some(read)),
             Err(d) => {
                 if d == Denial::RequestTimeout {
                     self.closed.count(Listener::Proxy, CloseReason::BodyTimeout);
@@ -178,7 +194,6 @@ impl AuthProxy {
             }
         };
         ctx.held_bytes = Some(body.len());
-        let (op, mode) = self.gw.settings().fixed.routes.operation(ctx.route?)?;
         let rejection = op.check_body(held, &body).err()?;
         match mode {
             ValidateMode::Enforce => Some(Denial::InvalidRequest(Box::new(rejection))),
@@ -187,6 +202,37 @@ impl AuthProxy {
                 None
             }
         }
+    }
+
+    /// A body over the held limit (`min(max_body_bytes, held_body_max)`): 413 under
+    /// `enforce`; under `report` it is forwarded unchecked and counted as `body_not_checked`
+    /// (`read`: what was read of it, to go first when pingora's retry buffer could not keep it).
+    fn over_held_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mode: ValidateMode,
+        limit: u64,
+        read: Option<Bytes>,
+    ) -> Option<Denial> {
+        if mode == ValidateMode::Enforce {
+            session.set_keepalive(None);
+            return Some(Denial::BodyTooLarge { limit });
+        }
+        ctx.validation_failed.merge(Locations::only(Location::BodyNotChecked));
+        tracing::warn!(request_id = %ctx.request_id, limit, "body over held_body_max forwarded unchecked (validate = \"report\")");
+        let Some(read) = read.filter(|_| session.get_retry_buffer().is_none()) else {
+            return None; // nothing read, or pingora sends what was read first itself
+        };
+        if session.is_body_done() {
+            // pingora neither sends a dropped retry buffer nor reads on after the body's end:
+            // there is no piece left to carry what was read
+            tracing::warn!(request_id = %ctx.request_id, "body over held_body_max ended in the read that passed it: refused");
+            session.set_keepalive(None);
+            return Some(Denial::BodyTooLarge { limit });
+        }
+        ctx.unsent_prefix = Some(read);
+        None
     }
 
     /// A head whose framing is in doubt (no `Host`, conflicting `Content-Length`s): 400
@@ -320,6 +366,7 @@ impl ProxyHttp for AuthProxy {
             upgrade_forwarded: false,
             declared: DeclaredLength::Absent,
             held_bytes: None,
+            unsent_prefix: None,
             hold: None,
             _in_flight: Some(self.gw.enter()),
         }
@@ -418,6 +465,11 @@ impl ProxyHttp for AuthProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        if let Some(prefix) = ctx.unsent_prefix.take() {
+            let mut whole = bytes::BytesMut::from(&prefix[..]);
+            whole.extend_from_slice(body.as_deref().unwrap_or_default());
+            *body = Some(whole.freeze());
+        }
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             let limit = self.gw.settings().fixed.max_body_bytes;

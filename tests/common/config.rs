@@ -224,3 +224,13 @@ pub fn standard_files() -> Vec<(String, Vec<u8>)> {
     }
     v
 }
+
+/// `text` with the first `needle` replaced by `with`; panics when `needle` is absent, so a
+/// test whose base config drifted fails instead of silently running on the base config.
+pub fn edited(text: &str, needle: &str, with: &str) -> String {
+    assert!(
+        text.contains(needle),
+        "the config no longer contains {needle:?}: the test would run on the unedited config"
+    );
+    text.replacen(needle, with, 1)
+}

@@ -95,6 +95,13 @@ impl Framework {
             other => panic!("/__seen answered {other}"),
         }
     }
+
+    /// The app's own OpenAPI document (FastAPI generates it).
+    pub fn openapi(&self) -> String {
+        let r = get(self.addr, "/openapi.json", &[]);
+        assert_eq!(r.status, 200, "{r}");
+        r.text()
+    }
 }
 
 /// Whether Express is installed (once per test run: tests start in parallel).

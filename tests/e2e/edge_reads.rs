@@ -357,3 +357,57 @@ fn percent_encoded_unreserved_characters_are_refused_where_routers_disagree() {
         assert_eq!(up.last().target, path, "forwarded as received");
     }
 }
+
+/// Fault model: report mode answered 413 to a valid 104 KB body: the hold limit (pingora's
+/// 64 KiB retry buffer) refused what `validate = "off"` would have forwarded. Must hold: under
+/// `report`, a body over `held_body_max` reaches the upstream whole and unchecked, with its
+/// own framing (declared length or chunked), counted as `body_not_checked`; under `enforce`
+/// the same body is 413 and nothing reaches the upstream.
+#[test]
+fn a_body_over_held_body_max_is_forwarded_unchecked_under_report_and_413_under_enforce() {
+    let up = Upstream::start();
+    let mut text = base_config();
+    text.push_str(
+        "\n[[openapi]]\nspec = \"api.yaml\"\nvalidate = \"report\"\nheld_body_max = \"16KiB\"\ndefaults = { auth = \"none\" }\n",
+    );
+    let gw = Gateway::start(&up.address(), &text, &base_policy(), &[("api.yaml", SPEC.as_bytes())]);
+    let big = format!(r#"{{"name":"{}"}}"#, "n".repeat(100_000));
+    let json = [("Content-Type", "application/json")];
+    let r = gw.req("POST", "/edge/things", &json, Some(big.as_bytes()));
+    assert_eq!(r.status, 200, "{r}");
+    let rec = up.last();
+    assert_eq!(rec.body.len(), big.len());
+    assert_eq!(rec.all("content-length"), vec![big.len().to_string()]);
+
+    // chunked, in pieces: the part read before the limit passed goes first
+    let mut raw = "POST /edge/things HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_string();
+    for piece in big.as_bytes().chunks(7000) {
+        raw.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
+    }
+    raw.push_str("0\r\n\r\n");
+    let r = exchange_raw(gw.addr, raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    let rec = up.last();
+    assert!(rec.body_complete);
+    assert_eq!(rec.body, big.as_bytes(), "the chunked body arrived changed");
+    gw.wait_metric(
+        "authgate_validation_failures_total",
+        &[("route", "createThing"), ("location", "body_not_checked")],
+        2.0,
+    );
+
+    let enforce = Gateway::start(
+        &up.address(),
+        &edited(&text, "validate = \"report\"", "validate = \"enforce\""),
+        &base_policy(),
+        &[("api.yaml", SPEC.as_bytes())],
+    );
+    let before = up.count();
+    let r = enforce.req("POST", "/edge/things", &json, Some(big.as_bytes()));
+    assert_error(&r, 413, "over held_body_max under enforce");
+    assert_eq!(up.count(), before);
+}

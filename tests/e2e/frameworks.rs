@@ -178,3 +178,152 @@ fn expect_continue_reaches_express_as_a_plain_body() {
     assert_eq!(r.json()["body"], json!({"name": "widget"}));
     assert_eq!(operations(&express), vec!["createThing"]);
 }
+
+/// Fault model: `Content-Type: application/json; charset=utf-7` with
+/// `{"email":"x+ACIALAAi-email+ACIAOgAi-bogus"}` passed the login-links schema (one string
+/// property) while Express's body-parser decoded UTF-7 and ran `{"email":"bogus"}`. Must
+/// hold: Express reads it that way when asked directly, and through the gateway it is 415
+/// and never reaches Express.
+#[test]
+fn a_utf7_body_express_would_decode_differently_is_415() {
+    let express = Framework::express();
+    let body = br#"{"email":"x+ACIALAAi-email+ACIAOgAi-bogus"}"#;
+    let utf7 = [("Content-Type", "application/json; charset=utf-7")];
+    let path = "/v2/orgs/o1/login-links";
+    let direct = request(express.addr, "POST", path, &utf7, Some(body));
+    assert_eq!(
+        direct.json()["body"],
+        json!({"email": "bogus"}),
+        "Express no longer decodes UTF-7: {direct}"
+    );
+    let gw = gateway_for(&express.address(), EXPRESS_SPEC, None);
+    let r = gw.req("POST", path, &utf7, Some(body));
+    assert_eq!(r.status, 415, "{r}");
+    let r = gw.req(
+        "POST",
+        path,
+        &[("Content-Type", "application/json; charset=\"UTF-8\"")],
+        Some(br#"{"email":"a@b.co"}"#),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(operations(&express), vec!["createLoginLink", "createLoginLink"]);
+}
+
+/// Fault model: `?limit[]=500` passed `maximum: 100` (the gateway saw no `limit`) while qs
+/// handed Express `limit = ['500']`; `limit=1000e-1` passed as 100 while `parseInt` reads
+/// 1000. Must hold: through the gateway both are 400 and Express runs neither; a plain valid
+/// limit passes.
+#[test]
+fn query_spellings_qs_reads_as_the_parameter_are_checked_as_it() {
+    let express = Framework::express();
+    assert_eq!(
+        get(express.addr, "/things?limit[]=500", &[]).json()["query"]["limit"],
+        json!(["500"])
+    );
+    let before = express.seen().len();
+    let gw = gateway_for(&express.address(), EXPRESS_SPEC, None);
+    for target in [
+        "/things?limit[]=500",
+        "/things?limit%5B%5D=500",
+        "/things?limit[0]=5",
+        "/things?limit=1000e-1",
+        "/things?limit=+5",
+        "/things?limit=5&limit[]=6",
+    ] {
+        let r = gw.get(target, &[]);
+        assert_eq!(r.status, 400, "{target}: {r}");
+    }
+    assert_eq!(express.seen().len(), before, "a refused query reached Express");
+    let r = gw.get("/things?limit=50", &[]);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["query"]["limit"], "50");
+}
+
+/// Fault model: a form-urlencoded body on an operation that declares a form schema streamed
+/// through unchecked, and Express's qs parser builds arrays and objects from bracketed names.
+/// Must hold: a form body that breaks the schema (a count over its maximum, a bracketed
+/// name, a repeated scalar) is 400 and never reaches Express; a valid one reaches it as sent.
+#[test]
+fn form_bodies_are_checked_as_express_parses_them() {
+    let express = Framework::express();
+    let gw = gateway_for(&express.address(), EXPRESS_SPEC, None);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for bad in [
+        "name=abc&count=20",
+        "name=abcdefgh",
+        "name[]=abc",
+        "name=a&name=b",
+        "count=1",
+        "name=a&role=admin",
+    ] {
+        let r = gw.req("POST", "/forms", &form, Some(bad.as_bytes()));
+        assert_eq!(r.status, 400, "{bad}: {r}");
+    }
+    assert!(express.seen().is_empty(), "{:?}", express.seen());
+    let r = gw.req("POST", "/forms", &form, Some(b"name=abc&count=7"));
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["body"], json!({"name": "abc", "count": "7"}));
+}
+
+/// Fault model: a JSON body with a UTF-8 byte order mark, or a lone surrogate escape, was
+/// refused by the gateway (serde_json rejects both) while Express (body-parser) accepts them:
+/// the edge refused requests the upstream would run. Must hold: both pass the gateway,
+/// checked as the upstream reads them, and reach Express byte for byte.
+#[test]
+fn bom_and_lone_surrogates_are_read_as_express_reads_them() {
+    let express = Framework::express();
+    let gw = gateway_for(&express.address(), EXPRESS_SPEC, None);
+    let json_ct = [("Content-Type", "application/json")];
+    let mut bom = b"\xef\xbb\xbf".to_vec();
+    bom.extend_from_slice(br#"{"name":"bom"}"#);
+    let r = gw.req("POST", "/things", &json_ct, Some(&bom));
+    assert_eq!(r.status, 200, "{r}");
+    let r = gw.req("POST", "/things", &json_ct, Some(br#"{"name":"\ud800"}"#));
+    assert_eq!(r.status, 200, "{r}");
+    // still checked: a lone surrogate in a name that is too long is refused
+    let long = format!(r#"{{"name":"{}\ud800"}}"#, "x".repeat(20));
+    let r = gw.req("POST", "/things", &json_ct, Some(long.as_bytes()));
+    assert_eq!(r.status, 400, "{r}");
+    // (Express's record holds the lone surrogate as an escape serde_json refuses: read as text)
+    let seen = get(express.addr, "/__seen", &[]).text();
+    assert_eq!(seen.matches(r#""operation":"createThing""#).count(), 2, "{seen}");
+    assert!(seen.contains(r#""body":{"name":"\ud800"}"#), "{seen}");
+}
+
+/// Fault model: FastAPI's own generated spec was unusable: it writes
+/// `anyOf: [{type: integer, ...}, {type: "null"}]` for every optional typed parameter, and the
+/// gateway, finding no `type`, refused every value. Must hold: the gateway compiles the spec
+/// FastAPI serves, accepts what FastAPI accepts (an optional limit in range, absent, repeated
+/// list items) and refuses what breaks the schema before FastAPI sees it.
+#[test]
+fn fastapis_own_spec_compiles_and_checks_what_fastapi_checks() {
+    let fastapi = Framework::fastapi();
+    let gw = gateway_for(&fastapi.address(), &fastapi.openapi(), None);
+    for (target, limit) in [
+        ("/things?limit=5", json!(5)),
+        ("/things", Value::Null),
+        ("/things?tag=a&tag=b&offset=3", Value::Null),
+    ] {
+        let r = gw.get(target, &[]);
+        assert_eq!(r.status, 200, "{target}: {r}");
+        assert_eq!(r.json()["limit"], limit, "{target}");
+    }
+    let before = fastapi.seen().len();
+    for target in [
+        "/things?limit=500",
+        "/things?limit=abc",
+        "/things?limit=1000e-1",
+        "/things?limit[]=5",
+    ] {
+        let r = gw.get(target, &[]);
+        assert_eq!(r.status, 400, "{target}: {r}");
+    }
+    let r = gw.req(
+        "POST",
+        "/things",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"name":"x","size":11}"#),
+    );
+    assert_eq!(r.status, 400, "{r}");
+    assert_eq!(fastapi.seen().len(), before, "a refused request reached FastAPI");
+}
